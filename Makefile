@@ -1,0 +1,36 @@
+# Two entry points: `make demo` (end-to-end run on SynthAVS) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# CPU build from the local wheel cache here; GPU users: see README ("Installing on a GPU machine").
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint dryrun clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES)
+	@echo; cat results/synthavs/report/summary.md
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/snakemake --lint
+
+dryrun: install
+	$(BIN)/snakemake -n
+
+clean:
+	rm -rf results .snakemake

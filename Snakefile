@@ -1,0 +1,27 @@
+# SSP (Stepping Stone Plus): offline preprocessing + training DAG.
+# Thin entry point: config, validation (in workflow/rules/common.smk), rule files, targets.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+if CFG.dataset.layout == "synthetic":
+
+    include: "workflow/rules/synth.smk"
+
+
+include: "workflow/rules/manifest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        RUN / "report" / "summary.md",
+    default_target: True

@@ -1,0 +1,122 @@
+"""Command line: every stage of the pipeline can be run by hand, outside Snakemake.
+
+    python -m ssp check-config --config config.yaml
+    python -m ssp synth      --config config.yaml [--out DIR]
+    python -m ssp manifest   --config config.yaml [--out manifest.csv]
+    python -m ssp stage frames|audio|masks --config config.yaml --shard 00000 [--out FILE]
+    python -m ssp summary    --config config.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from . import logs
+
+log = logging.getLogger("ssp")
+
+
+def paths(cfg: config_mod.Config) -> dict[str, Path]:
+    """Where each artifact of a dataset run lives (the Snakefile uses the same layout)."""
+    run = cfg.run_dir
+    return {"data": cfg.dataset_root, "manifest": run / "manifest.csv",
+            "frames": run / "frames", "audio": run / "audio", "masks": run / "masks",
+            "summary_csv": run / "report" / "skipped.csv", "summary_md": run / "report" / "summary.md"}
+
+
+def cmd_check_config(args) -> int:
+    cfg = config_mod.load(args.config)
+    print(f"{args.config}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synthetic import generate
+
+    cfg = config_mod.load(args.config)
+    s = cfg.synthetic
+    out = Path(args.out) if args.out else paths(cfg)["data"]
+    n = generate(out, seed=s.seed, videos={"v1s": s.videos.v1s, "v1m": s.videos.v1m, "v2": s.videos.v2},
+                 train=s.split_fractions.train, val=s.split_fractions.val, image_size=s.image_size,
+                 classes=s.classes, max_objects=s.max_objects)
+    log.info("SynthAVS: %d videos written to %s", n, out)
+    return 0
+
+
+def cmd_manifest(args) -> int:
+    from .datasets import build_manifest, shards_of, write_manifest
+
+    cfg = config_mod.load(args.config)
+    df = build_manifest(cfg)
+    out = Path(args.out) if args.out else paths(cfg)["manifest"]
+    write_manifest(df, out)
+    log.info("manifest: %d videos in %d shards -> %s", len(df), len(shards_of(df)), out)
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from .datasets import read_manifest
+    from .stages import STAGES
+
+    cfg = config_mod.load(args.config)
+    p = paths(cfg)
+    manifest = read_manifest(args.manifest or p["manifest"])
+    out = Path(args.out) if args.out else p[args.stage] / f"{args.shard}.h5"
+    STAGES[args.stage](manifest, args.shard, out, cfg)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .datasets import read_manifest, shards_of
+    from .report import write_summary
+
+    cfg = config_mod.load(args.config)
+    p = paths(cfg)
+    manifest = read_manifest(p["manifest"])
+    stage_shards = {s: [p[s] / f"{sh}.h5" for sh in shards_of(manifest)] for s in ("frames", "audio", "masks")}
+    failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"])
+    print(p["summary_md"].read_text())
+    return 0 if not args.strict or not failures else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ssp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add(name, fn, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("check-config", cmd_check_config, "validate a config file")
+    add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
+    add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
+    p = add("stage", cmd_stage, "run one preprocessing stage on one shard")
+    p.add_argument("stage", choices=["frames", "audio", "masks"])
+    p.add_argument("--shard", required=True)
+    p.add_argument("--manifest")
+    p.add_argument("--out")
+    add("summary", cmd_summary, "list what every stage wrote and skipped").add_argument(
+        "--strict", action="store_true", help="exit 1 when any video was skipped")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup()
+    try:
+        return args.fn(args)
+    except config_mod.ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

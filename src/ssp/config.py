@@ -1,0 +1,189 @@
+"""Configuration: config.yaml validated against the JSON Schema, then frozen dataclasses.
+
+The schema (``resources/config.schema.yaml``, linked from ``workflow/schemas/``) is the single
+place where keys, types and defaults are declared. ``validate`` fills defaults and turns
+schema errors into messages that name the offending key; ``Config.from_dict`` builds the
+frozen dataclasses the rest of the package uses.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """config.yaml is invalid; the message names the key and the reason."""
+
+
+def schema() -> dict:
+    text = resources.files("ssp").joinpath("resources/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_cls):
+    """Extend a jsonschema validator so that it writes `default` values into the instance."""
+    validate_props = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return f"unknown key(s) {', '.join(repr(k) for k in extra)} under '{where}' (allowed: {', '.join(allowed)})"
+    return f"'{where}': {err.message}"
+
+
+def validate(raw: dict | None) -> dict:
+    """Validate a config mapping, fill in defaults, return the completed copy."""
+    cfg = copy.deepcopy(raw or {})
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a mapping of keys to values")
+    sch = schema()
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid config: " + "; ".join(_describe(e) for e in errors))
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: dict) -> None:
+    ds = cfg["dataset"]
+    if ds["layout"] != "synthetic":
+        if not ds["root"]:
+            raise ConfigError(f"'dataset.root' is required for layout '{ds['layout']}'")
+        if not Path(ds["root"]).is_dir():
+            raise ConfigError(f"'dataset.root': folder {ds['root']!r} does not exist")
+    fr = cfg["synthetic"]["split_fractions"]
+    if fr["train"] + fr["val"] > 1:
+        raise ConfigError("'synthetic.split_fractions': train + val must not exceed 1")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    layout: str
+    root: str | None
+    subsets: tuple[str, ...]
+    splits: tuple[str, ...]
+    videos_csv: str | None
+    frames_per_video: int
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class SyntheticVideos:
+    v1s: int
+    v1m: int
+    v2: int
+
+
+@dataclass(frozen=True)
+class SplitFractions:
+    train: float
+    val: float
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    seed: int
+    videos: SyntheticVideos
+    split_fractions: SplitFractions
+    image_size: int
+    classes: tuple[str, ...]
+    max_objects: int
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    size: int
+
+
+@dataclass(frozen=True)
+class Config:
+    results: str
+    dataset: DatasetConfig
+    synthetic: SyntheticConfig
+    preprocess: PreprocessConfig
+    shards: ShardsConfig
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> "Config":
+        full = validate(raw)
+        obj = _build(cls, {k: v for k, v in full.items()})
+        object.__setattr__(obj, "raw", full)
+        return obj
+
+    @property
+    def run_dir(self) -> Path:
+        """<results>/<dataset.name>: the root of every output of this dataset."""
+        return Path(self.results) / self.dataset.name
+
+    @property
+    def dataset_root(self) -> Path:
+        if self.dataset.layout == "synthetic":
+            return self.run_dir / "data"
+        return Path(self.dataset.root)
+
+    def section_hash(self, *sections: str) -> str:
+        """Short hash of the named config sections (provenance of a stage's parameters)."""
+        sub = {s: self.raw[s] for s in sections}
+        return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _build(cls, data: dict):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "raw":
+            continue
+        value = data[f.name]
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def load(path: str | Path) -> Config:
+    """Read, validate and freeze a config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    try:
+        return Config.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,17 @@
+"""Logging set-up shared by the CLI and the Snakemake rule scripts."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Log to stderr, and to ``log_file`` too when given (a rule's `log:`)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)

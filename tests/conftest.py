@@ -1,0 +1,119 @@
+"""Shared fixtures: tiny datasets written in each real on-disk layout, the shared media folder."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import wavfile
+
+from ssp.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    if not MEDIA.is_dir():
+        pytest.skip(f"real clips not found at {MEDIA} (../shared/media beside the checkout)")
+    return MEDIA
+
+
+def make_config(tmp_path: Path, **sections) -> Config:
+    raw = {"results": str(tmp_path / "results")}
+    raw.update(sections)
+    return Config.from_dict(raw)
+
+
+def write_image(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def write_wav(path: Path, seconds: float, sr: int = 16000, freq: float = 440.0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * sr)) / sr
+    wavfile.write(path, sr, (0.3 * np.sin(2 * np.pi * freq * t) * 32767).astype(np.int16))
+
+
+def _frame(k: int, size: int = 48) -> np.ndarray:
+    return np.full((size, size, 3), 20 * k, np.uint8)
+
+
+def _binary_mask(size: int = 48) -> np.ndarray:
+    m = np.zeros((size, size), np.uint8)
+    m[10:30, 12:40] = 255
+    return m
+
+
+@pytest.fixture
+def object_s4_root(tmp_path) -> Path:
+    """AVSBench-object S4: two train videos (one mask each) and one test video (five masks)."""
+    base = tmp_path / "avsbench_object" / "Single-source"
+    rows = [("dogA", "0", "dog_barking", "train"), ("carB", "1", "car_horn", "train"),
+            ("gunC", "2", "gun_shooting", "test")]
+    base.mkdir(parents=True)
+    with open(base / "s4_meta_data.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "start", "category", "split"])
+        w.writerows(rows)
+    data = base / "s4_data"
+    for name, _s, cat, split in rows:
+        for k in range(1, 6):
+            write_image(data / "visual_frames" / split / cat / name / f"{name}_{k}.png", _frame(k))
+            if split != "train" or k == 1:
+                write_image(data / "gt_masks" / split / cat / name / f"{name}_{k}.png", _binary_mask())
+        write_wav(data / "audio_wav" / split / cat / f"{name}.wav", 5)
+    return base.parent
+
+
+@pytest.fixture
+def object_ms3_root(tmp_path) -> Path:
+    """AVSBench-object MS3: one train and one val video, five masks each."""
+    base = tmp_path / "avsbench_object" / "Multi-sources"
+    rows = [("msA", "train"), ("msB", "val")]
+    base.mkdir(parents=True)
+    with open(base / "ms3_meta_data.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["video_id", "split"])
+        w.writerows(rows)
+    data = base / "ms3_data"
+    for name, split in rows:
+        for k in range(1, 6):
+            write_image(data / "visual_frames" / name / f"{name}.mp4_{k}.png", _frame(k))
+            write_image(data / "gt_masks" / split / name / f"{name}_{k}.png", _binary_mask())
+        write_wav(data / "audio_wav" / split / f"{name}.wav", 5)
+    return base.parent
+
+
+@pytest.fixture
+def semantic_root(tmp_path) -> Path:
+    """AVSBench-semantic: a v1s train video (one mask), a v1m val video and a v2 test video."""
+    from ssp.palette import colorize
+    from ssp.synthetic import LABELS
+
+    root = tmp_path / "avsbench_semantic"
+    rows = [("vidA", "vidA_0", "0", "0", "dog", "train", "v1s"),
+            ("vidB", "vidB_1", "0", "1", "guitar_man", "val", "v1m"),
+            ("vidC", "vidC_2", "0", "2", "car", "test", "v2")]
+    root.mkdir(parents=True)
+    with open(root / "metadata.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["vid", "uid", "s_min", "s_sec", "a_obj", "split", "label"])
+        w.writerows(rows)
+    (root / "label2idx.json").write_text(
+        "{" + ", ".join(f'"{n}": {i + 1}' for i, n in enumerate(LABELS)) + "}")
+    for _vid, uid, _m, _s, a_obj, split, label in rows:
+        T = 10 if label == "v2" else 5
+        cls = LABELS.index(a_obj.split("_")[0])
+        lab = np.zeros((48, 48), np.uint8)
+        lab[5:20, 5:25] = cls
+        for i in range(T):
+            write_image(root / label / uid / "frames" / f"{i}.jpg", _frame(i))
+            if not (label == "v1s" and split == "train") or i == 0:
+                write_image(root / label / uid / "labels_rgb" / f"{i}.png", colorize(lab))
+        write_wav(root / label / uid / "audio.wav", T)
+    return root

@@ -1,0 +1,109 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssp.store import ShardReader, ShardWriter, ShardedStore, provenance
+
+
+def _write(path, ids, fail=()):
+    with ShardWriter(path, provenance("frames", "abc123", {"image_size": 8})) as w:
+        for i, vid in enumerate(ids):
+            w.add(vid, {"frames": np.full((2, 8, 8, 3), i, np.uint8)}, {"n_valid": 2})
+        for vid in fail:
+            w.fail(vid, "frames", f"{vid}.mp4: the file has no audio stream")
+
+
+def test_round_trip_and_provenance(tmp_path):
+    _write(tmp_path / "00000.h5", ["a", "b"], fail=["c"])
+    r = ShardReader(tmp_path / "00000.h5")
+    assert r.videos() == ["a", "b"]
+    assert r.read("b")["frames"].max() == 1
+    assert r.attrs("a")["n_valid"] == 2
+    attrs = r.attrs()
+    assert attrs["stage"] == "frames" and attrs["config_hash"] == "abc123"
+    assert json.loads(attrs["params"]) == {"image_size": 8}
+    assert {"ssp_version", "git_commit", "created"} <= set(attrs)
+    [f] = r.failures()
+    assert f.video_id == "c" and "no audio stream" in f.reason
+
+
+def test_exception_leaves_no_file(tmp_path):
+    path = tmp_path / "00000.h5"
+    with pytest.raises(RuntimeError):
+        with ShardWriter(path, {}) as w:
+            w.add("a", {"x": np.zeros(3)})
+            raise RuntimeError("decoder crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_writer_leaves_no_complete_file(tmp_path):
+    """A process killed mid-write leaves only a .tmp file, never the final name."""
+    path = tmp_path / "00000.h5"
+    code = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from ssp.store import ShardWriter
+        with ShardWriter({str(path)!r}, {{}}) as w:
+            w.add("a", {{"x": np.zeros(1000)}})
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -signal.SIGKILL
+    assert not path.exists()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers and all(".tmp-" in n for n in leftovers)
+    with pytest.raises(OSError):  # and a reader refuses anything incomplete
+        ShardReader(tmp_path / leftovers[0]).h5
+
+
+def test_incomplete_file_is_refused(tmp_path):
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_group("a")
+    with pytest.raises(OSError, match="not a complete shard"):
+        ShardReader(path).read("a")
+
+
+class _Frames(Dataset):
+    def __init__(self, store, ids):
+        self.store, self.ids = store, ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.ids[i], torch.from_numpy(self.store.read(self.ids[i])["frames"]), os.getpid()
+
+
+def test_dataloader_with_two_workers(tmp_path):
+    _write(tmp_path / "00000.h5", ["a", "b", "c"])
+    _write(tmp_path / "00001.h5", ["d", "e"])
+    index = {"a": "00000", "b": "00000", "c": "00000", "d": "00001", "e": "00001"}
+    store = ShardedStore(tmp_path, index)
+    assert "a" in store  # opened in the parent before forking: must still work in workers
+    ds = _Frames(store, sorted(index))
+    loader = DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    seen, pids = {}, set()
+    for (vid,), frames, pid in loader:
+        seen[vid] = int(frames.max())
+        pids.add(int(pid))
+    assert seen == {"a": 0, "b": 1, "c": 2, "d": 0, "e": 1}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_missing_video_names_shard(tmp_path):
+    _write(tmp_path / "00000.h5", ["a"], fail=["b"])
+    store = ShardedStore(tmp_path, {"a": "00000", "b": "00000"})
+    with pytest.raises(KeyError, match="see its failures"):
+        store.read("b")
+    with pytest.raises(KeyError, match="not in the manifest"):
+        store.read("zzz")
+    assert [f.video_id for f in store.failures()] == ["b"]

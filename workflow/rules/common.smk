@@ -1,0 +1,51 @@
+# Validation, paths, the shard map and input functions shared by every rule file.
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from ssp.config import Config, ConfigError  # noqa: E402
+
+
+try:
+    CFG = Config.from_dict(config)
+except ConfigError as exc:
+    raise WorkflowError(f"config.yaml: {exc}")
+config.update(CFG.raw)  # defaults filled in, as snakemake.utils.validate(set_default=True) does
+
+RUN = CFG.run_dir
+DATA = CFG.dataset_root
+PREPROCESS_STAGES = ["frames", "audio", "masks"]
+
+
+wildcard_constraints:
+    shard=r"\d{5}",
+    stage="|".join(PREPROCESS_STAGES),
+
+
+def dataset_inputs(wildcards):
+    """Files whose change must rebuild the manifest."""
+    ds = CFG.dataset
+    if ds.layout == "synthetic":
+        return [DATA / "metadata.csv"]
+    if ds.layout == "avsbench_semantic":
+        return [DATA / "metadata.csv", DATA / "label2idx.json"]
+    if ds.layout == "avsbench_object_s4":
+        return [DATA / "Single-source" / "s4_meta_data.csv"]
+    if ds.layout == "avsbench_object_ms3":
+        return [DATA / "Multi-sources" / "ms3_meta_data.csv"]
+    return [ds.videos_csv] if ds.videos_csv else []
+
+
+def shards():
+    """Shard names from the manifest (a checkpoint: known once it is built)."""
+    manifest = checkpoints.manifest.get().output.manifest
+    return sorted(set(pd.read_csv(manifest, usecols=["shard"], dtype=str)["shard"]))
+
+
+def shard_files(stage):
+    def files(wildcards):
+        return [RUN / stage / f"{s}.h5" for s in shards()]
+
+    return files

@@ -1,0 +1,22 @@
+# The run's summary: counts per stage and every skipped video with its reason.
+
+
+rule summary:
+    input:
+        manifest=RUN / "manifest.csv",
+        frames=shard_files("frames"),
+        audio=shard_files("audio"),
+        masks=shard_files("masks"),
+    output:
+        csv=report(RUN / "report" / "skipped.csv", category="Run", labels={"table": "skipped videos"}),
+        md=RUN / "report" / "summary.md",
+    log:
+        RUN / "logs" / "summary.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,15 @@
+"""Rule summary: snakemake -> ssp.report.write_summary."""
+import sys
+from pathlib import Path
+
+# src/ on the path: conda envs carry the dependencies, not the package itself.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+
+from ssp import logs  # noqa: E402
+from ssp.datasets import read_manifest  # noqa: E402
+from ssp.report import write_summary  # noqa: E402
+
+logs.setup(snakemake.log[0])  # noqa: F821
+inp = snakemake.input  # noqa: F821
+write_summary({"frames": inp.frames, "audio": inp.audio, "masks": inp.masks},
+              len(read_manifest(inp.manifest)), snakemake.output.csv, snakemake.output.md)  # noqa: F821
