@@ -18,10 +18,12 @@ if CFG.dataset.layout == "synthetic":
 
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/flow.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
         RUN / "report" / "summary.md",
+        RUN / "figures" / "flow.png",
     default_target: True

@@ -34,10 +34,11 @@ def test_demo_dag_end_to_end(tmp_path):
     conf = write_config(tmp_path / "config.yaml", TINY)
     run(["--cores", "2", "--configfile", str(conf)], tmp_path)
     run_dir = tmp_path / "results" / "synthavs"
-    for stage in ("frames", "audio", "masks"):
+    for stage in ("frames", "audio", "masks", "flow", "flow_mask"):
         files = sorted((run_dir / stage).glob("*.h5"))
         assert [f.stem for f in files] == ["00000", "00001"]
         assert sum(len(ShardReader(f).videos()) for f in files) == 5
+    assert (run_dir / "figures" / "flow.png").stat().st_size > 0
     assert "Skipped videos (0)" in (run_dir / "report" / "summary.md").read_text()
     assert (run_dir / "logs" / "frames" / "00000.log").stat().st_size > 0
     assert (run_dir / "benchmarks" / "frames" / "00000.tsv").exists()

@@ -74,6 +74,14 @@ def _check_semantics(cfg: dict) -> None:
             raise ConfigError(f"'dataset.root' is required for layout '{ds['layout']}'")
         if not Path(ds["root"]).is_dir():
             raise ConfigError(f"'dataset.root': folder {ds['root']!r} does not exist")
+    if cfg["flow"]["backend"] == "perceiver":
+        from .weights import WeightsError, check_model_folder
+
+        try:
+            check_model_folder(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights",
+                               "a snapshot of deepmind/optical-flow-perceiver")
+        except WeightsError as exc:
+            raise ConfigError(str(exc)) from None
     fr = cfg["synthetic"]["split_fractions"]
     if fr["train"] + fr["val"] > 1:
         raise ConfigError("'synthetic.split_fractions': train + val must not exceed 1")
@@ -128,12 +136,35 @@ class ShardsConfig:
 
 
 @dataclass(frozen=True)
+class PerceiverConfig:
+    weights: str | None
+    batch_size: int
+    dtype: str
+    device: str
+    min_overlap: int
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    backend: str
+    dis_preset: str
+    perceiver: PerceiverConfig
+    gray: str
+    min_magnitude: float
+    binarize: str
+    threshold: float
+    min_blob: int
+    figures: int
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
     synthetic: SyntheticConfig
     preprocess: PreprocessConfig
     shards: ShardsConfig
+    flow: FlowConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy.io import wavfile
@@ -70,7 +71,6 @@ def class_style(label: str, classes: tuple[str, ...]) -> dict:
     return {
         "colour": (60 + 190 * rgb).astype(np.float32),
         "shape": SHAPES[k % len(SHAPES)],
-        "stripe": 5.0 + 2.0 * (k % 4),
         "tone": k % 2 == 0,
         "freq": 220.0 * 2 ** (k * 7 / 12),
     }
@@ -112,19 +112,34 @@ def _support(obj: SynthObject, t: int, yy: np.ndarray, xx: np.ndarray) -> np.nda
     return np.abs(dx) + np.abs(dy) <= obj.radius * 1.3
 
 
-def render(objects: list[SynthObject], background: np.ndarray, t: int, classes: tuple[str, ...]):
+def object_texture(obj: SynthObject, seed: int) -> np.ndarray:
+    """[2R+1, 2R+1] float32 in [0.55, 1]: a random, non-periodic pattern fixed to the object.
+
+    Non-periodic so that its motion is unambiguous (a stripe pattern moved by one period looks
+    still); it moves with the object, so the true flow is the object's velocity.
+    """
+    R = int(np.ceil(obj.radius * 1.3)) + 1
+    noise = np.random.default_rng(seed).random((2 * R + 1, 2 * R + 1)).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), 1.5)
+    noise = (noise - noise.min()) / (noise.max() - noise.min() + 1e-6)
+    return 0.55 + 0.45 * noise
+
+
+def render(objects: list[SynthObject], background: np.ndarray, t: int, classes: tuple[str, ...],
+           textures: list[np.ndarray]):
     """Frame t: ([H, W, 3] uint8 image, [H, W] uint8 ground-truth classes, [H, W] int8 object id)."""
     size = background.shape[0]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     img = background.copy()
     labels = np.zeros((size, size), np.uint8)
     owner = np.full((size, size), -1, np.int8)
-    for i, obj in enumerate(objects):  # later objects are drawn over earlier ones
-        st = class_style(obj.label, classes)
+    for i, (obj, tex) in enumerate(zip(objects, textures)):  # later objects are drawn over earlier ones
         m = _support(obj, t, yy, xx)
         cx, cy = obj.centre(t)
-        stripes = 0.75 + 0.25 * np.sin(2 * np.pi * ((xx - cx) + 0.5 * (yy - cy)) / st["stripe"])
-        img[m] = st["colour"] * stripes[m, None]
+        R = tex.shape[0] // 2
+        ty = np.clip(np.round(yy[m] - cy).astype(int) + R, 0, 2 * R)
+        tx = np.clip(np.round(xx[m] - cx).astype(int) + R, 0, 2 * R)
+        img[m] = class_style(obj.label, classes)["colour"] * tex[ty, tx, None]
         labels[m] = obj.class_index if obj.sounding else 0
         owner[m] = i
     return np.clip(img, 0, 255).astype(np.uint8), labels, owner
@@ -188,13 +203,14 @@ def write_video(root: Path, subset: str, split: str, uid: str, size: int, classe
     T = FRAMES[subset]
     objects = sample_objects(subset, size, classes, max_objects, rng)
     background = _background(size, rng)
+    textures = [object_texture(o, int(rng.integers(2**31))) for o in objects]
     vdir = root / subset / uid
     for d in ("frames", "labels_rgb", "labels_semantic"):
         (vdir / d).mkdir(parents=True, exist_ok=True)
     flows = []
     masked = [0] if (subset == "v1s" and split == "train") else range(T)
     for t in range(T):
-        img, labels, owner = render(objects, background, t, classes)
+        img, labels, owner = render(objects, background, t, classes, textures)
         Image.fromarray(img).save(vdir / "frames" / f"{t}.jpg", quality=95)
         if t in masked:
             Image.fromarray(colorize(labels)).save(vdir / "labels_rgb" / f"{t}.png")

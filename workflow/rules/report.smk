@@ -7,6 +7,8 @@ rule summary:
         frames=shard_files("frames"),
         audio=shard_files("audio"),
         masks=shard_files("masks"),
+        flow=shard_files("flow"),
+        flow_mask=shard_files("flow_mask"),
     output:
         csv=report(RUN / "report" / "skipped.csv", category="Run", labels={"table": "skipped videos"}),
         md=RUN / "report" / "summary.md",

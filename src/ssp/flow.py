@@ -1,0 +1,214 @@
+"""Optical flow backends with one contract.
+
+``estimator.pairs(first, second)`` takes two [N, H, W, 3] uint8 arrays and returns the forward
+flow [N, H, W, 2] float32 in pixels (dx, dy) from each first frame to its second frame.
+
+Backends:
+  * ``perceiver``: transformers' ``PerceiverForOpticalFlow`` (the model SSP uses) loaded from a
+    local folder, run by the published recipe: frames scaled to [-1, 1], 3x3 patches of both
+    frames (27 channels), fixed tiles of the model's ``train_size`` (368x496) with at least
+    ``min_overlap`` pixels of overlap blended with tent weights, frames smaller than a tile
+    upsampled first (and the flow scaled back), output times the flow scale factor (20).
+  * ``dis``: OpenCV's DIS optical flow (CPU, demo default).
+  * ``farneback``: OpenCV's Farneback flow.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+
+import cv2
+import numpy as np
+
+from .weights import check_model_folder, digest
+
+log = logging.getLogger(__name__)
+
+FLOW_SCALE_FACTOR = 20.0  # the published recipe multiplies the model's output by 20
+DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+               "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+
+
+# --------------------------------------------------------------------------- OpenCV backends
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+
+
+class DISFlow:
+    name = "dis"
+
+    def __init__(self, preset: str = "medium"):
+        self.preset = preset
+        self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def params(self) -> dict:
+        return {"backend": self.name, "preset": self.preset}
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return np.stack([self.dis.calc(_gray(a), _gray(b), None) for a, b in zip(first, second)])
+
+
+class FarnebackFlow:
+    name = "farneback"
+    ARGS = dict(pyr_scale=0.5, levels=4, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+    def params(self) -> dict:
+        return {"backend": self.name, **self.ARGS}
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.calcOpticalFlowFarneback(_gray(a), _gray(b), None, **self.ARGS)
+                         for a, b in zip(first, second)])
+
+
+# --------------------------------------------------------------------------- Perceiver IO
+
+def image_patches(frames):
+    """[B, 3, H, W] in [-1, 1] -> [B, 27, H, W]: the 3x3 neighbourhood of every pixel.
+
+    Zero padding at the border ('SAME'); channel order (row, column, colour) as TF's
+    extract_patches, which the released weights were trained with.
+    """
+    import torch.nn.functional as F
+
+    b, c, h, w = frames.shape
+    cols = F.unfold(frames, kernel_size=3, padding=1)            # [B, c*9, H*W], order (c, kh, kw)
+    return cols.view(b, c, 9, h, w).transpose(1, 2).reshape(b, 9 * c, h, w)
+
+
+def grid_origins(shape: tuple[int, int], tile: tuple[int, int], min_overlap: int) -> list[tuple[int, int]]:
+    """Top-left corners of tiles covering ``shape`` with >= ``min_overlap`` px overlap, last flush."""
+    (h, w), (th, tw) = shape, tile
+    if h < th or w < tw:
+        raise ValueError(f"image {shape} is smaller than the tile {tile}; upsample it first")
+    if min_overlap >= min(th, tw):
+        raise ValueError(f"min_overlap {min_overlap} must be smaller than the tile {tile}")
+    # every start clipped so the tile stays inside; the largest start is then flush with the edge
+    ys = sorted({min(y, h - th) for y in range(0, h, th - min_overlap)})
+    xs = sorted({min(x, w - tw) for x in range(0, w, tw - min_overlap)})
+    return list(itertools.product(ys, xs))
+
+
+def tent_weights(tile: tuple[int, int]) -> np.ndarray:
+    """[th, tw] blending weights: 1 at the tile border, rising linearly towards the centre."""
+    th, tw = tile
+    wy = np.minimum(np.arange(th) + 1, th - np.arange(th))
+    wx = np.minimum(np.arange(tw) + 1, tw - np.arange(tw))
+    return np.minimum(wy[:, None], wx[None, :]).astype(np.float32)
+
+
+def upsample_size(shape: tuple[int, int], tile: tuple[int, int]) -> tuple[int, int]:
+    """Smallest size of the frame's aspect that covers a tile in both directions (or the frame itself)."""
+    (h, w), (th, tw) = shape, tile
+    s = max(th / h, tw / w, 1.0)
+    return max(th, math.ceil(h * s)), max(tw, math.ceil(w * s))
+
+
+def resize_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """[N, h, w, 2] flow at another resolution -> [N, H, W, 2], vectors rescaled to the new pixels."""
+    n, h, w, _ = flow.shape
+    H, W = shape
+    if (h, w) == (H, W):
+        return flow
+    out = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in flow])
+    out[..., 0] *= W / w
+    out[..., 1] *= H / h
+    return out
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class PerceiverFlow:
+    """Perceiver IO optical flow, tiled and batched across pairs and tiles."""
+
+    name = "perceiver"
+    WHAT = "a snapshot of deepmind/optical-flow-perceiver"
+
+    def __init__(self, weights: str | None, *, batch_size: int = 4, dtype: str = "float32",
+                 device: str = "auto", min_overlap: int = 20, model=None):
+        import torch
+
+        if model is None:
+            from transformers import PerceiverForOpticalFlow
+
+            folder = check_model_folder(weights, "flow.perceiver.weights", self.WHAT)
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            model = PerceiverForOpticalFlow.from_pretrained(str(folder), local_files_only=True)
+            self.digest = digest(folder)
+        else:
+            self.digest = "in-memory"
+        self.device = pick_device(device)
+        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        self.model = model.to(self.device).eval()
+        self.tile = tuple(int(x) for x in model.config.train_size)
+        self.batch_size, self.min_overlap, self.dtype_name = batch_size, min_overlap, dtype
+        log.info("Perceiver IO flow on %s (%s), tile %s, weights %s", self.device, dtype, self.tile, self.digest)
+
+    def params(self) -> dict:
+        return {"backend": self.name, "tile": list(self.tile), "min_overlap": self.min_overlap,
+                "dtype": self.dtype_name, "weights_sha256": self.digest, "scale": FLOW_SCALE_FACTOR}
+
+    def _inputs(self, first: np.ndarray, second: np.ndarray):
+        """[N, H, W, 3] uint8 pairs -> [N, 2, 27, H, W] float tensors on the device."""
+        import torch
+
+        x = torch.from_numpy(np.stack([first, second], 1)).to(self.device)   # [N, 2, H, W, 3]
+        x = x.permute(0, 1, 4, 2, 3).float() / 255.0 * 2.0 - 1.0            # [N, 2, 3, H, W]
+        n, _, c, h, w = x.shape
+        return image_patches(x.reshape(n * 2, c, h, w)).view(n, 2, 9 * c, h, w)
+
+    def _run_tiles(self, inputs, origins):
+        """Model outputs for every (pair, tile), in batches: yields (pair, y, x, [th, tw, 2])."""
+        import torch
+
+        th, tw = self.tile
+        jobs = [(i, y, x) for i in range(inputs.shape[0]) for (y, x) in origins]
+        for k in range(0, len(jobs), self.batch_size):
+            chunk = jobs[k:k + self.batch_size]
+            batch = torch.stack([inputs[i, :, :, y:y + th, x:x + tw] for i, y, x in chunk])
+            with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=self.dtype,
+                                                        enabled=self.dtype != torch.float32):
+                out = self.model(inputs=batch).logits.float() * FLOW_SCALE_FACTOR  # [b, th, tw, 2]
+            for (i, y, x), flow in zip(chunk, out.cpu().numpy()):
+                yield i, y, x, flow
+
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        n, h, w, _ = first.shape
+        H, W = upsample_size((h, w), self.tile)
+        if (H, W) != (h, w):
+            first = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in first])
+            second = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in second])
+        origins = grid_origins((H, W), self.tile, self.min_overlap)
+        th, tw = self.tile
+        weights = tent_weights(self.tile)
+        total = np.zeros((n, H, W, 2), np.float32)
+        norm = np.zeros((n, H, W, 1), np.float32)
+        for i, y, x, flow in self._run_tiles(self._inputs(first, second), origins):
+            total[i, y:y + th, x:x + tw] += flow * weights[..., None]
+            norm[i, y:y + th, x:x + tw] += weights[..., None]
+        return resize_flow(total / norm, (h, w))
+
+
+def make_estimator(flow_cfg) -> DISFlow | FarnebackFlow | PerceiverFlow:
+    """The backend named by the config's ``flow`` section."""
+    if flow_cfg.backend == "dis":
+        return DISFlow(flow_cfg.dis_preset)
+    if flow_cfg.backend == "farneback":
+        return FarnebackFlow()
+    p = flow_cfg.perceiver
+    return PerceiverFlow(p.weights, batch_size=p.batch_size, dtype=p.dtype, device=p.device,
+                         min_overlap=p.min_overlap)
+
+
+def video_pairs(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[T, H, W, 3] -> the T-1 (frame t, frame t+1) pairs."""
+    return frames[:-1], frames[1:]
