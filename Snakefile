@@ -19,6 +19,8 @@ if CFG.dataset.layout == "synthetic":
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/vggish.smk"
+include: "workflow/rules/captions.smk"
 include: "workflow/rules/report.smk"
 
 

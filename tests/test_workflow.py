@@ -9,11 +9,12 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from ssp.captions_stage import read_captions
 from ssp.store import ShardReader
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 TINY = {"synthetic": {"videos": {"v1s": 3, "v1m": 1, "v2": 1}, "image_size": 64},
-        "preprocess": {"image_size": 64}, "shards": {"size": 3}}
+        "preprocess": {"image_size": 64}, "shards": {"size": 3}, "vggish": {"weights": "random"}}
 
 
 def run(args, cwd, check=True):
@@ -34,10 +35,13 @@ def test_demo_dag_end_to_end(tmp_path):
     conf = write_config(tmp_path / "config.yaml", TINY)
     run(["--cores", "2", "--configfile", str(conf)], tmp_path)
     run_dir = tmp_path / "results" / "synthavs"
-    for stage in ("frames", "audio", "masks", "flow", "flow_mask"):
+    for stage in ("frames", "audio", "masks", "flow", "flow_mask", "vggish"):
         files = sorted((run_dir / stage).glob("*.h5"))
         assert [f.stem for f in files] == ["00000", "00001"]
         assert sum(len(ShardReader(f).videos()) for f in files) == 5
+    assert sum(len(read_captions(f)) for f in (run_dir / "captions").glob("*.jsonl")) == 5
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "RANDOM weights" in summary and "SYNTHETIC" in summary
     assert (run_dir / "figures" / "flow.png").stat().st_size > 0
     assert "Skipped videos (0)" in (run_dir / "report" / "summary.md").read_text()
     assert (run_dir / "logs" / "frames" / "00000.log").stat().st_size > 0
@@ -49,13 +53,18 @@ def test_demo_dag_end_to_end(tmp_path):
 
 @pytest.mark.workflow
 def test_video_folder_run_reports_skipped(tmp_path, media):
+    captions = tmp_path / "captions.json"
+    captions.write_text('{"chaplin": {"a1": "a man walks", "a2": "man"}}')
     conf = write_config(tmp_path / "config.yaml", {
         "dataset": {"name": "clips", "layout": "videos", "root": str(media)},
-        "preprocess": {"image_size": 32}, "shards": {"size": 3}})
+        "preprocess": {"image_size": 32}, "shards": {"size": 3},
+        "vggish": {"weights": "random"}, "captions": {"backend": "file", "file": str(captions)}})
     run(["--cores", "2", "--configfile", str(conf)], tmp_path)
     report = tmp_path / "results" / "clips" / "report"
     skipped = (report / "skipped.csv").read_text()
     assert "no_audio,audio" in skipped and "no audio stream" in skipped
+    assert "no_audio,vggish" in skipped          # later stages name the video too
+    assert "fire2,captions" in skipped and "no captions for video 'fire2'" in skipped
     assert ShardReader(tmp_path / "results" / "clips" / "frames" / "00000.h5").videos()
 
 

@@ -3,7 +3,7 @@
     python -m ssp check-config --config config.yaml
     python -m ssp synth      --config config.yaml [--out DIR]
     python -m ssp manifest   --config config.yaml [--out manifest.csv]
-    python -m ssp stage frames|audio|masks|flow|flow_mask --config config.yaml --shard 00000 [--out FILE]
+    python -m ssp stage frames|audio|masks|flow|flow_mask|vggish|captions --config config.yaml --shard 00000 [--out FILE]
     python -m ssp summary    --config config.yaml
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ def paths(cfg: config_mod.Config) -> dict[str, Path]:
     run = cfg.run_dir
     return {"data": cfg.dataset_root, "manifest": run / "manifest.csv",
             "frames": run / "frames", "audio": run / "audio", "masks": run / "masks",
-            "flow": run / "flow", "flow_mask": run / "flow_mask",
+            "flow": run / "flow", "flow_mask": run / "flow_mask", "vggish": run / "vggish",
+            "captions": run / "captions",
             "summary_csv": run / "report" / "skipped.csv", "summary_md": run / "report" / "summary.md"}
 
 
@@ -60,7 +61,10 @@ def cmd_manifest(args) -> int:
 
 def cmd_stage(args) -> int:
     from .datasets import read_manifest
+    from .captions import make_captioner
+    from .captions_stage import run_captions
     from .flow_stage import run_flow, run_flow_mask
+    from .vggish_stage import run_vggish
     from .stages import STAGES
 
     cfg = config_mod.load(args.config)
@@ -71,6 +75,12 @@ def cmd_stage(args) -> int:
         run_flow(manifest, args.shard, p["frames"] / f"{args.shard}.h5", out, cfg)
     elif args.stage == "flow_mask":
         run_flow_mask(manifest, args.shard, p["flow"] / f"{args.shard}.h5", out, cfg)
+    elif args.stage == "vggish":
+        run_vggish(manifest, args.shard, p["audio"] / f"{args.shard}.h5", out, cfg)
+    elif args.stage == "captions":
+        out = Path(args.out) if args.out else p["captions"] / f"{args.shard}.jsonl"
+        run_captions(manifest, args.shard, p["frames"] / f"{args.shard}.h5", out,
+                     make_captioner(cfg, cfg.dataset_root))
     else:
         STAGES[args.stage](manifest, args.shard, out, cfg)
     return 0
@@ -83,8 +93,9 @@ def cmd_summary(args) -> int:
     cfg = config_mod.load(args.config)
     p = paths(cfg)
     manifest = read_manifest(p["manifest"])
-    stages = ("frames", "audio", "masks", "flow", "flow_mask")
-    stage_shards = {s: [p[s] / f"{sh}.h5" for sh in shards_of(manifest)] for s in stages}
+    stages = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
+    stage_shards = {s: [p[s] / f"{sh}.{'jsonl' if s == 'captions' else 'h5'}" for sh in shards_of(manifest)]
+                    for s in stages}
     failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"])
     print(p["summary_md"].read_text())
     return 0 if not args.strict or not failures else 1
@@ -104,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
     add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
     p = add("stage", cmd_stage, "run one preprocessing stage on one shard")
-    p.add_argument("stage", choices=["frames", "audio", "masks", "flow", "flow_mask"])
+    p.add_argument("stage", choices=["frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions"])
     p.add_argument("--shard", required=True)
     p.add_argument("--manifest")
     p.add_argument("--out")

@@ -82,6 +82,24 @@ def _check_semantics(cfg: dict) -> None:
                                "a snapshot of deepmind/optical-flow-perceiver")
         except WeightsError as exc:
             raise ConfigError(str(exc)) from None
+    vg = cfg["vggish"]["weights"]
+    if vg not in (None, "random") and not Path(vg).is_file():
+        raise ConfigError(f"'vggish.weights': {vg} does not exist; put torchvggish's state dict "
+                          "vggish-10086976.pth there (or set 'random' explicitly for a demo)")
+    cap = cfg["captions"]
+    if cap["backend"] == "file" and not (cap["file"] and Path(cap["file"]).is_file()):
+        raise ConfigError(f"'captions.file': caption file {cap['file']!r} does not exist")
+    if cap["backend"] in ("minicpm-o", "hf-vlm"):
+        from .weights import WeightsError, check_model_folder
+
+        if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"]:
+            from .captions import TRUST_MESSAGE
+
+            raise ConfigError(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}")
+        try:
+            check_model_folder(cap["model"], "captions.model", f"the {cap['backend']} model")
+        except WeightsError as exc:
+            raise ConfigError(str(exc)) from None
     fr = cfg["synthetic"]["split_fractions"]
     if fr["train"] + fr["val"] > 1:
         raise ConfigError("'synthetic.split_fractions': train + val must not exceed 1")
@@ -158,6 +176,33 @@ class FlowConfig:
 
 
 @dataclass(frozen=True)
+class VGGishConfig:
+    weights: str | None
+    seed: int
+    batch_size: int
+    device: str
+
+
+@dataclass(frozen=True)
+class SyntheticCaptionsConfig:
+    drop_rate: float
+    add_rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    backend: str
+    model: str | None
+    trust_remote_code: bool
+    q1_variant: str
+    file: str | None
+    max_new_tokens: int
+    device: str
+    synthetic: SyntheticCaptionsConfig
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
@@ -165,6 +210,8 @@ class Config:
     preprocess: PreprocessConfig
     shards: ShardsConfig
     flow: FlowConfig
+    vggish: VGGishConfig
+    captions: CaptionsConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -189,6 +236,16 @@ class Config:
         """Short hash of the named config sections (provenance of a stage's parameters)."""
         sub = {s: self.raw[s] for s in sections}
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def require_for_dag(cfg: Config) -> None:
+    """Checks for a run that builds every artifact (the DAG does), beyond what one stage needs."""
+    if cfg.vggish.weights is None:
+        raise ConfigError("'vggish.weights' is not set: give the path of torchvggish's vggish-10086976.pth, "
+                          "or 'random' for random weights (demo only)")
+    if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
+        raise ConfigError("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
+                          "generator's scene descriptions); use minicpm-o, hf-vlm or file")
 
 
 def _build(cls, data: dict):

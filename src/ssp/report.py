@@ -8,26 +8,48 @@ from pathlib import Path
 from .store import ShardReader
 
 
-def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict], list[dict]]:
-    """Per-stage counts and the failure rows of every shard file given."""
-    counts, failures = {}, []
+def _notes(stage: str, path: str | Path) -> set[str]:
+    """Warnings a reader of the results must see (random weights, synthetic captions)."""
+    if str(path).endswith(".jsonl"):
+        from .captions_stage import read_captions
+
+        recs = list(read_captions(path).values())
+        if any(r["backend"] == "synthetic" for r in recs):
+            return {"Captions are SYNTHETIC: written from the SynthAVS scene descriptions, not by a model."}
+        return set()
+    attrs = ShardReader(path).attrs()
+    if attrs.get("random_weights"):
+        return {f"{stage}: features come from RANDOM weights ({attrs['weights']}), as the config asks; "
+                "they are not AudioSet features."}
+    return set()
+
+
+def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict], list[dict], list[str]]:
+    """Per-stage counts, the failure rows of every shard file given, and notes."""
+    counts, failures, notes = {}, [], set()
     for stage, paths in stage_shards.items():
         written = failed = 0
         for p in paths:
-            reader = ShardReader(p)
-            written += len(reader.videos())
-            fails = reader.failures()
+            if str(p).endswith(".jsonl"):
+                from .captions_stage import caption_failures, read_captions
+
+                n_ok, fails = len(read_captions(p)), caption_failures(p)
+            else:
+                reader = ShardReader(p)
+                n_ok, fails = len(reader.videos()), reader.failures()
+                reader.close()
+            written += n_ok
             failed += len(fails)
-            failures.extend(dict(asdict(f), shard=Path(p).stem) for f in fails)
-            reader.close()
+            notes |= _notes(stage, p)
+            failures.extend(dict(asdict(f), shard=Path(p).name.split(".")[0]) for f in fails)
         counts[stage] = {"shards": len(paths), "written": written, "failed": failed}
-    return counts, failures
+    return counts, failures, sorted(notes)
 
 
 def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_path: str | Path,
                   md_path: str | Path, title: str = "Run summary") -> list[dict]:
     """Write skipped.csv (video_id, stage, shard, reason) and a markdown summary."""
-    counts, failures = collect(stage_shards)
+    counts, failures, notes = collect(stage_shards)
     csv_path, md_path = Path(csv_path), Path(md_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="") as fh:
@@ -37,6 +59,8 @@ def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_
     lines = [f"# {title}", "", f"Videos in the manifest: {n_videos}", "",
              "| stage | shards | videos written | videos skipped |", "| --- | --- | --- | --- |"]
     lines += [f"| {s} | {c['shards']} | {c['written']} | {c['failed']} |" for s, c in counts.items()]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- **{n}**" for n in notes]
     lines += ["", f"## Skipped videos ({len(failures)})", ""]
     if failures:
         lines += ["| video | stage | shard | reason |", "| --- | --- | --- | --- |"]

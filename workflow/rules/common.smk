@@ -5,11 +5,12 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from ssp.config import Config, ConfigError  # noqa: E402
+from ssp.config import Config, ConfigError, require_for_dag  # noqa: E402
 
 
 try:
     CFG = Config.from_dict(config)
+    require_for_dag(CFG)
 except ConfigError as exc:
     raise WorkflowError(f"config.yaml: {exc}")
 config.update(CFG.raw)  # defaults filled in, as snakemake.utils.validate(set_default=True) does
@@ -44,8 +45,8 @@ def shards():
     return sorted(set(pd.read_csv(manifest, usecols=["shard"], dtype=str)["shard"]))
 
 
-def shard_files(stage):
+def shard_files(stage, ext="h5"):
     def files(wildcards):
-        return [RUN / stage / f"{s}.h5" for s in shards()]
+        return [RUN / stage / f"{s}.{ext}" for s in shards()]
 
     return files

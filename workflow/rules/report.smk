@@ -9,6 +9,8 @@ rule summary:
         masks=shard_files("masks"),
         flow=shard_files("flow"),
         flow_mask=shard_files("flow_mask"),
+        vggish=shard_files("vggish"),
+        captions=shard_files("captions", "jsonl"),
     output:
         csv=report(RUN / "report" / "skipped.csv", category="Run", labels={"table": "skipped videos"}),
         md=RUN / "report" / "summary.md",

@@ -1,0 +1,80 @@
+"""Captions stage over one shard: frames shard -> captions JSONL, resumable.
+
+Each line is one video: ``{video_id, status: ok, q1, a1, q2, a2, nouns, backend, model_id,
+settings}`` or ``{video_id, status: failed, stage, reason}``. Lines are appended to
+``<out>.partial`` as they are made; a re-run keeps the lines made with the same backend, model
+and settings and skips those videos; the file is renamed to ``<out>`` when the shard is done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .captions import parse_nouns
+from .store import Failure, ShardReader
+
+log = logging.getLogger(__name__)
+
+
+def _previous(partial: Path, key: dict) -> dict[str, dict]:
+    done = {}
+    if not partial.exists():
+        return done
+    for line in partial.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if rec.get("status") == "ok" and all(rec.get(k) == v for k, v in key.items()):
+            done[rec["video_id"]] = rec
+    return done
+
+
+def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
+                 captioner) -> list[Failure]:
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    key = {"backend": captioner.name, "model_id": captioner.model_id, "settings": captioner.settings()}
+    done = _previous(partial, key)
+    if done:
+        log.info("captions %s: resuming, %d videos already captioned", shard, len(done))
+    frames = ShardReader(frames_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in done.values()]
+    partial.write_text("".join(line + "\n" for line in lines))
+    failures = []
+    with open(partial, "a") as fh:
+        for vid in tqdm(manifest[manifest["shard"] == shard]["video_id"], desc=f"captions {shard}"):
+            if vid in done:
+                continue
+            try:
+                if vid not in frames:
+                    raise LookupError(f"no entry in {frames.path.name} of the frames stage (skipped there)")
+                q1, a1, q2, a2 = captioner.caption(vid, frames.read(vid)["frames"])
+                rec = {"video_id": vid, "status": "ok", "q1": q1, "a1": a1, "q2": q2, "a2": a2,
+                       "nouns": parse_nouns(a2), **key}
+            except (LookupError, FileNotFoundError, ValueError, RuntimeError) as exc:
+                log.warning("captions: skipped %s: %s", vid, exc)
+                failures.append(Failure(vid, "captions", str(exc)))
+                rec = {"video_id": vid, "status": "failed", "stage": "captions", "reason": str(exc)}
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(partial, out)
+    return failures
+
+
+def read_captions(path: str | Path) -> dict[str, dict]:
+    """video_id -> record, for the videos captioned successfully."""
+    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+    return {r["video_id"]: r for r in recs if r["status"] == "ok"}
+
+
+def caption_failures(path: str | Path) -> list[Failure]:
+    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+    return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
