@@ -21,6 +21,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/flow.smk"
 include: "workflow/rules/vggish.smk"
 include: "workflow/rules/captions.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -28,4 +30,5 @@ rule all:
     input:
         RUN / "report" / "summary.md",
         RUN / "figures" / "flow.png",
+        RUN / "report" / "table2.md",
     default_target: True

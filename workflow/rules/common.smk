@@ -22,6 +22,8 @@ PREPROCESS_STAGES = ["frames", "audio", "masks"]
 
 wildcard_constraints:
     shard=r"\d{5}",
+    variant=r"[a-z_0-9]+",
+    split="train|val|test",
     stage="|".join(PREPROCESS_STAGES),
 
 
@@ -50,3 +52,35 @@ def shard_files(stage, ext="h5"):
         return [RUN / stage / f"{s}.{ext}" for s in shards()]
 
     return files
+
+
+def training_inputs(wildcards):
+    return {
+        "manifest": RUN / "manifest.csv",
+        "frames": shard_files("frames")(wildcards),
+        "masks": shard_files("masks")(wildcards),
+        "flow_mask": shard_files("flow_mask")(wildcards),
+        "vggish": shard_files("vggish")(wildcards),
+        "captions": shard_files("captions", "jsonl")(wildcards),
+    }
+
+
+def stage1_of(wildcards):
+    """The stage-1 predictions a variant's predictions need on a split ([] if none)."""
+    semantic = CFG.train.task == "semantic"
+    if wildcards.variant == "stage1":
+        return []
+    if semantic:
+        return [RUN / "predictions" / "stage1" / f"{wildcards.split}.h5"]
+    premask = wildcards.variant not in ("baseline", "text_att", "text_vta")
+    if premask and CFG.train.premask_test == "stage1" and wildcards.variant != "baseline":
+        return [RUN / "predictions" / "baseline" / f"{wildcards.split}.h5"]
+    return []
+
+
+def eval_tasks():
+    """Binary runs: s4 for v1s/s4 videos, ms3 for v1m/ms3 videos; semantic runs: avss."""
+    if CFG.train.task == "semantic":
+        return ["avss"]
+    subsets = set(CFG.train.subsets)
+    return [t for t, s in (("s4", {"v1s", "s4"}), ("ms3", {"v1m", "ms3"})) if subsets & s]

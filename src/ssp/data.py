@@ -1,0 +1,94 @@
+"""Training data: one video per item, read from the HDF5 shards through the manifest.
+
+An item holds the video's frames, ground truth, flow mask M_O, VGGish features and captions
+(only what the variant needs is read: with text off no caption is touched, with pre-mask and
+post-mask off no flow mask). ``collate`` flattens the frames of a batch of videos into one
+frame batch and remembers which video each frame came from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from .store import ShardedStore
+
+
+class VideoDataset(Dataset):
+    def __init__(self, manifest: pd.DataFrame, run_dir: str | Path, *, need_flow: bool, need_text: bool,
+                 captions: dict[str, dict] | None = None, stage1: str | Path | None = None,
+                 tokenizer=None, max_text_len: int = 32):
+        run = Path(run_dir)
+        self.rows = manifest.reset_index(drop=True)
+        self.stores = {s: ShardedStore.from_manifest(run / s, manifest) for s in ("frames", "masks", "vggish")}
+        if need_flow:
+            self.stores["flow_mask"] = ShardedStore.from_manifest(run / "flow_mask", manifest)
+        self.need_text, self.captions, self.tokenizer, self.max_len = need_text, captions, tokenizer, max_text_len
+        if need_text and (captions is None or tokenizer is None):
+            raise ValueError("text prompts need captions and a tokenizer")
+        self.stage1 = None
+        if stage1 is not None:
+            from .store import ShardReader
+
+            self.stage1 = ShardReader(stage1)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.tokenizer(text, max_length=self.max_len, truncation=True, padding="max_length")
+        return np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"])
+
+    def __getitem__(self, i: int) -> dict:
+        vid = self.rows.at[i, "video_id"]
+        frames = self.stores["frames"].read(vid)["frames"]
+        masks = self.stores["masks"].read(vid)
+        vg = self.stores["vggish"].read(vid)
+        T = len(frames)
+        item = {"video_id": vid, "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],
+                "vggish": vg["vggish"]}
+        if "flow_mask" in self.stores:
+            item["flow_mask"] = self.stores["flow_mask"].read(vid)["flow_mask"]
+        if self.stage1 is not None:
+            item["stage1"] = self.stage1.read(vid)["scores"]
+        if self.need_text:
+            cap = self.captions.get(vid)
+            if cap is None:
+                raise KeyError(f"no captions for video {vid!r} (see the captions stage's failures)")
+            ids1, m1 = self._tokens(cap["a1"])
+            ids2, m2 = self._tokens(cap["a2"])
+            item["text_ids"] = np.tile(np.concatenate([ids1, ids2]), (T, 1))
+            item["text_mask"] = np.tile(np.concatenate([m1, m2]), (T, 1))
+        return item
+
+
+def available_videos(manifest: pd.DataFrame, run_dir: str | Path, stages: list[str]) -> tuple[pd.DataFrame, list]:
+    """Videos present in every needed stage's shards, and (video, reason) for the rest."""
+    run = Path(run_dir)
+    keep, dropped = [], []
+    stores = {s: ShardedStore.from_manifest(run / s, manifest) for s in stages}
+    for vid in manifest["video_id"]:
+        missing = [s for s, st in stores.items() if vid not in st]
+        if missing:
+            dropped.append((vid, f"missing from the {', '.join(missing)} shards (skipped there)"))
+        else:
+            keep.append(vid)
+    return manifest[manifest["video_id"].isin(keep)].reset_index(drop=True), dropped
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch of videos -> one batch of frames (N = sum of T) with per-frame video index."""
+    out = {"video_ids": [it["video_id"] for it in items],
+           "video_index": torch.cat([torch.full((len(it["frames"]),), k, dtype=torch.long)
+                                     for k, it in enumerate(items)])}
+    out["frames"] = torch.from_numpy(np.concatenate([it["frames"] for it in items])).permute(0, 3, 1, 2).float() / 255
+    out["labels"] = torch.from_numpy(np.concatenate([it["labels"] for it in items])).long()
+    out["has_mask"] = torch.from_numpy(np.concatenate([it["has_mask"] for it in items]))
+    out["vggish"] = torch.from_numpy(np.concatenate([it["vggish"] for it in items])).float()
+    for key in ("flow_mask", "stage1", "text_ids", "text_mask"):
+        if key in items[0]:
+            out[key] = torch.from_numpy(np.concatenate([it[key] for it in items]))
+    return out

@@ -1,0 +1,101 @@
+"""Eq. 4 and Eq. 5: L = L_AVS + lambda'_mask * L'_mask.
+
+L_AVS is Mask2Former's loss (Hungarian matching; class cross-entropy with no-object weight 0.1,
+sigmoid BCE and dice on sampled points; the same on every decoder layer), weighted
+class 2 / mask 5 / dice 5. L'_mask (the post-mask loss) is a BCE between the predicted
+foreground probability and M_Post = M_O ∩ M_GT, weight 10.
+
+The loss is computed per video and averaged over the videos of the batch, so a batch of B
+videos on one process and B processes with one video each give the same loss.
+"""
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch.nn import functional as F
+
+from .model.ssp import SSPModel, SSPOutput, foreground_prob
+from .premask import postmask_label
+
+
+def mask_targets(labels: torch.Tensor, binary: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """[N, H, W] ground truth -> per frame: masks [K, H, W] float and classes [K] long.
+
+    Binary: one foreground mask of class 0 when the frame has any. Semantic: one mask per class
+    present (background 0 included, as the 71-way argmax includes it).
+    """
+    masks, classes = [], []
+    for lab in labels:
+        if binary:
+            fg = lab > 0
+            ks = [fg] if fg.any() else []
+            cs = [0] if ks else []
+        else:
+            cs = torch.unique(lab).tolist()
+            ks = [lab == c for c in cs]
+        masks.append(torch.stack(ks).float() if ks else lab.new_zeros((0,) + lab.shape, dtype=torch.float32))
+        classes.append(torch.tensor(cs, dtype=torch.long, device=lab.device))
+    return masks, classes
+
+
+def _slice(out: SSPOutput, idx: torch.Tensor) -> SSPOutput:
+    return SSPOutput([c[idx] for c in out.class_logits], [m[idx] for m in out.mask_logits])
+
+
+def avs_loss(model: SSPModel, out: SSPOutput, labels: torch.Tensor, binary: bool) -> dict[str, torch.Tensor]:
+    """Weighted Mask2Former loss terms for the given frames (all with ground truth)."""
+    m2f = model.module.m2f if hasattr(model, "module") else model.m2f
+    masks, classes = mask_targets(labels, binary)
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c}
+           for m, c in zip(out.mask_logits[:-1], out.class_logits[:-1])]
+    terms = m2f.get_loss_dict(out.mask_logits[-1], out.class_logits[-1], masks, classes, aux)
+    return {"class": sum(v for k, v in terms.items() if "cross_entropy" in k),
+            "mask": sum(v for k, v in terms.items() if "loss_mask" in k),
+            "dice": sum(v for k, v in terms.items() if "dice" in k)}
+
+
+def postmask_loss(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor, binary: bool) -> torch.Tensor:
+    """BCE between the predicted foreground and M_O ∩ M_GT at the mask logits' resolution."""
+    cls, msk = out.final
+    fg = foreground_prob(cls.float(), msk.float(), binary).clamp(1e-6, 1 - 1e-6)
+    target = postmask_label(flow_mask, labels > 0).unsqueeze(1)
+    target = F.interpolate(target, size=fg.shape[-2:], mode="area").squeeze(1)
+    return F.binary_cross_entropy(fg, target)
+
+
+def point_seed(seed: int, step: int, video_id: str) -> int:
+    """Seed of the matcher's and the loss's random point sampling for one video at one step."""
+    return (seed * 1_000_003 + step * 7919 + zlib.crc32(video_id.encode())) % (2**63)
+
+
+def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_weight: float,
+                 use_postmask: bool, seed: int | None = None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over videos of (L_AVS + weight * L'_mask) over each video's frames with ground truth.
+
+    With ``seed``, the random points are drawn from a generator seeded by (seed, step, video), so
+    the loss of a video does not depend on which process or batch position computes it.
+    """
+    totals, logged = [], {}
+    for v in range(int(batch["video_index"].max()) + 1):
+        idx = torch.nonzero((batch["video_index"] == v) & batch["has_mask"]).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        part = _slice(out, idx)
+        dev = out.mask_logits[-1].device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(point_seed(seed, step, batch["video_ids"][v]))
+            terms = avs_loss(model, part, batch["labels"][idx], binary)
+        if use_postmask:
+            terms["postmask"] = postmask_weight * postmask_loss(part, batch["labels"][idx], batch["flow_mask"][idx], binary)
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"loss term '{name}' is {value.item()} for video {batch['video_ids'][v]}")
+            logged[name] = logged.get(name, 0.0) + float(value.detach())
+        totals.append(sum(terms.values()))
+    if not totals:
+        zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return zero, {}
+    n = len(totals)
+    return sum(totals) / n, {k: v / n for k, v in logged.items()}

@@ -1,0 +1,60 @@
+"""Predictions of a trained model in the project's predictions format.
+
+One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
+  binary tasks:   ``scores`` float32 [T, H, W], foreground probability in [0, 1]
+  semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
+File attributes name the model, the task and the test-time pre-mask choice.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .config import Config
+from .data import collate
+from .model.ssp import VARIANTS
+from .store import ShardWriter, provenance
+from .train import build_model, make_dataset, predict_video, select, to_device
+
+log = logging.getLogger(__name__)
+
+
+def load_trained(cfg: Config, weights: str | Path, device):
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    variant = VARIANTS[state["variant"]]
+    binary = state["task"] == "binary"
+    model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"])
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state["variant"], binary
+
+
+def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
+            captions: dict | None = None, stage1: str | Path | None = None, premask_test: str | None = None,
+            size: int | None = None) -> list:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, variant_name, binary = load_trained(cfg, weights, device)
+    choice = premask_test or cfg.train.premask_test
+    ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], stage1=stage1,
+                               captions=captions)
+    size = size or cfg.preprocess.image_size
+    attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
+                       variant=variant_name, task="binary" if binary else "semantic", weights=str(weights),
+                       premask_test=choice if VARIANTS[variant_name].premask else "not used")
+    with ShardWriter(out, attrs) as w:
+        for vid, why in dropped:
+            w.fail(vid, "predict", why)
+        for i in tqdm(range(len(ds)), desc=f"predict {variant_name} {split}"):
+            batch = to_device(collate([ds[i]]), device)
+            with torch.no_grad():
+                res = predict_video(model, batch, binary, choice, out_size=size)
+            if binary:
+                w.add(ds.rows.at[i, "video_id"], {"scores": res.float().cpu().numpy().astype(np.float32)})
+            else:
+                w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})
+    log.info("predictions of %s on %s: %d videos -> %s", variant_name, split, len(w.written), out)
+    return w.failures

@@ -1,0 +1,340 @@
+"""Trainer: one variant, one task, from the HDF5 shards; resumable, seeded, DDP-ready.
+
+* Schedule (config ``train``): AdamW, lr decayed by ``lr_decay`` at ``lr_decay_epoch``; batch of
+  ``batch_size`` videos per process (the global batch is ``batch_size * world_size``).
+* A checkpoint (model, optimizer, scheduler, RNG states, position in the epoch) is written each
+  epoch, every ``checkpoint_every`` steps, and when SIGTERM arrives (SLURM preemption: the job
+  then exits with 143); ``train`` resumes from it automatically, so a run killed after k steps
+  and resumed reaches the same state as an uninterrupted one.
+* bf16 autocast on CUDA (``precision: auto``); DistributedDataParallel under ``torchrun``.
+* Logs: progress bars, ``metrics.csv`` and TensorBoard (when installed) in the output folder.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .config import Config
+from .data import VideoDataset, available_videos, collate
+from .losses import video_losses
+from .metrics import binary_fscore_batch, binary_miou_batch
+from .model.ssp import VARIANTS, SSPModel, Variant, foreground_prob
+from .premask import premask, premask_flow_only, premask_for_test
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- building
+
+def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: bool = False) -> SSPModel:
+    from .model.mask2former import build_mask2former
+
+    m, t = cfg.model, cfg.train
+    if m.mask2former is None:
+        raise ValueError("'model.mask2former' is not set: a local folder with facebook/mask2former-swin-base-"
+                         "ade-semantic, or 'random' (built from model.* with random weights)")
+    num_labels = 1 if binary else m.num_classes
+    settings = dict(size=m.size, hidden_dim=m.hidden_dim, encoder_layers=m.encoder_layers,
+                    decoder_layers=m.decoder_layers, heads=m.heads, backbone=m.raw["backbone"],
+                    class_weight=t.class_weight, mask_weight=t.mask_weight, dice_weight=t.dice_weight,
+                    no_object_weight=t.no_object_weight, num_points=t.num_points)
+    m2f = build_mask2former(m.mask2former, num_labels, num_queries=m.num_queries if binary else m.num_queries_semantic,
+                            config=settings, seed=t.seed)
+    vta = None
+    if variant.text != "none":
+        from .model.vta import VTA, build_clip_vision, build_text_encoder
+
+        for key in ("clip", "text_encoder", "tokenizer"):
+            if getattr(m, key) is None:
+                raise ValueError(f"'model.{key}' is not set (text variant {variant.text!r} needs it): "
+                                 "a local folder, or 'random'")
+        vta = VTA(mode=variant.text, clip=build_clip_vision(m.clip, m.raw["clip_config"], t.seed),
+                  text_encoder=build_text_encoder(m.text_encoder, m.raw["text_config"], t.seed),
+                  feature_dim=m2f.config.mask_feature_size)
+    return SSPModel(mask2former=m2f, variant=variant, vta=vta, stepping_stone=stepping_stone, size=m.size)
+
+
+def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: str) -> dict:
+    """The model's keyword inputs for a batch: M_Pre (Eq. 2) and the stepping stone as the phase asks."""
+    inner = model.module if hasattr(model, "module") else model
+    kw = {}
+    if inner.variant.premask:
+        fm = batch["flow_mask"]
+        if training:
+            gt = (batch["labels"] > 0).float()
+            kw["premask"] = torch.where(batch["has_mask"][:, None, None], premask(fm, gt), premask_flow_only(fm))
+        else:
+            kw["premask"] = premask_for_test(fm, batch.get("stage1"), premask_test)
+    if inner.stone is not None:
+        if training:
+            gt = (batch["labels"] > 0).float()
+            fallback = batch["stage1"] if "stage1" in batch else torch.full_like(gt, 0.5)
+            kw["stone"] = torch.where(batch["has_mask"][:, None, None], gt, fallback.float())
+        else:
+            kw["stone"] = batch["stage1"].float()
+    if inner.vta is not None:
+        kw["text_ids"], kw["text_mask"] = batch["text_ids"].long(), batch["text_mask"].long()
+    return kw
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- distributed
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment, else a single process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def setup_distributed(device: torch.device) -> None:
+    rank, world, _ = dist_info()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The epoch's permutation of the training videos: the same on every rank and after a resume."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: int, global_step: int) -> None:
+    inner = model.module if hasattr(model, "module") else model
+    state = {"model": inner.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, opt, sched) -> tuple[int, int, int]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    inner = model.module if hasattr(model, "module") else model
+    inner.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state["epoch"], state["step_in_epoch"], state["global_step"]
+
+
+class Preempted(SystemExit):
+    """SIGTERM arrived; a checkpoint was written."""
+
+
+# --------------------------------------------------------------------------- the loop
+
+def select(manifest: pd.DataFrame, cfg: Config, split: str) -> pd.DataFrame:
+    return manifest[(manifest["split"] == split) & manifest["subset"].isin(cfg.train.subsets)].reset_index(drop=True)
+
+
+def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage1=None, captions=None) -> tuple:
+    stages = ["frames", "masks", "vggish"] + (["flow_mask"] if (variant.premask or variant.postmask) else [])
+    rows, dropped = available_videos(manifest, cfg.run_dir, stages)
+    for vid, why in dropped:
+        log.warning("training data: skipped %s: %s", vid, why)
+    tokenizer = None
+    if variant.text != "none":
+        from .model.vta import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model.tokenizer)
+        kept = rows["video_id"].isin(list(captions))
+        dropped += [(v, "no captions (see the captions stage)") for v in rows.loc[~kept, "video_id"]]
+        rows = rows[kept].reset_index(drop=True)
+    ds = VideoDataset(rows, cfg.run_dir, need_flow=variant.premask or variant.postmask,
+                      need_text=variant.text != "none", captions=captions, stage1=stage1, tokenizer=tokenizer,
+                      max_text_len=cfg.model.max_text_len)
+    return ds, dropped
+
+
+def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
+          captions: dict | None = None, stage1_train: str | None = None, stepping_stone: bool = False,
+          max_steps: int | None = None, task: str | None = None) -> Path:
+    """Train one variant; returns the path of the final weights (``model.pt``)."""
+    t = cfg.train
+    task = task or t.task
+    variant, binary = VARIANTS[variant_name], task == "binary"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world, local = dist_info()
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    setup_distributed(device)
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    random.seed(t.seed)
+    ds, dropped = make_dataset(cfg, select(manifest, cfg, "train"), variant, stage1=stage1_train, captions=captions)
+    if len(ds) == 0:
+        raise ValueError(f"no training videos for subsets {list(t.subsets)}")
+    model = build_model(cfg, variant, binary=binary, stepping_stone=stepping_stone).to(device)
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type == "cuda")
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    ckpt = out / "checkpoint.pt"
+    epoch0, skip, step = 0, 0, 0
+    if ckpt.exists():
+        epoch0, skip, step = load_checkpoint(ckpt, model, opt, sched)
+        log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
+    stop = {"term": False}
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                    enabled=device.type == "cuda" and t.precision in ("auto", "bf16"))
+    logger = MetricLog(out, enabled=rank == 0)
+    gb = t.batch_size * world
+    try:
+        for epoch in range(epoch0, t.epochs):
+            order = epoch_order(len(ds), t.seed, epoch)
+            batches = [order[k:k + gb] for k in range(0, len(order), gb)]
+            bar = tqdm(batches, desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}", disable=rank != 0)
+            for b, global_batch in enumerate(bar):
+                if b < skip:
+                    continue
+                mine = global_batch[rank * t.batch_size:(rank + 1) * t.batch_size]
+                batch = to_device(collate([ds[i] for i in mine]), device)
+                with torch.autocast(**autocast):
+                    outp = ddp_model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
+                                                                                       premask_test=t.premask_test))
+                    loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
+                                               use_postmask=variant.postmask, seed=t.seed, step=step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                loss_value = reduce_mean(loss.detach(), world)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                logger.step(step, epoch, loss_value, terms, opt.param_groups[0]["lr"])
+                done = max_steps is not None and step >= max_steps
+                if rank == 0 and (stop["term"] or done or (t.checkpoint_every and step % t.checkpoint_every == 0)):
+                    save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step)
+                if stop["term"]:
+                    raise Preempted(143)
+                if done:
+                    return out / "checkpoint.pt"
+            skip = 0
+            sched.step()
+            if rank == 0:
+                save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step)
+                val = validate(cfg, manifest, model, variant, binary, device, captions=captions)
+                logger.epoch(epoch + 1, val)
+        if rank == 0:
+            final = out / "model.pt"
+            torch.save({"model": model.state_dict(), "variant": variant_name, "task": task,
+                        "stepping_stone": stepping_stone, "dropped": dropped}, final)
+            return final
+        return out / "model.pt"
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        logger.close()
+
+
+def reduce_mean(x: torch.Tensor, world: int) -> float:
+    if world > 1:
+        x = x.clone()
+        torch.distributed.all_reduce(x)
+        x /= world
+    return float(x)
+
+
+@torch.no_grad()
+def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str, out_size: int = 224):
+    """Per frame: foreground probability [N, S, S] (binary) or class scores [N, C, S, S] (semantic)."""
+    model.eval()
+    outp = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=False,
+                                                                  premask_test=premask_test))
+    cls, msk = outp.final
+    if binary:
+        fg = foreground_prob(cls.float(), msk.float(), True).unsqueeze(1)
+        return torch.nn.functional.interpolate(fg, size=(out_size, out_size), mode="bilinear",
+                                               align_corners=False).squeeze(1)
+    from .model.ssp import semantic_probs
+
+    probs = semantic_probs(cls.float(), msk.float())
+    return torch.nn.functional.interpolate(probs, size=(out_size, out_size), mode="bilinear", align_corners=False)
+
+
+def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Variant, binary: bool,
+             device, *, captions=None, stage1=None, split: str = "val") -> dict:
+    """Binary mIoU and F-score on the split, one video per batch as AVSBench tests."""
+    rows = select(manifest, cfg, split)
+    if rows.empty or not binary:
+        return {}
+    if variant.premask and cfg.train.premask_test == "stage1" and stage1 is None:
+        choice = "flow"  # the stage-1 predictions of the split do not exist during training
+    else:
+        choice = cfg.train.premask_test
+    ds, _ = make_dataset(cfg, rows, variant, stage1=stage1, captions=captions)
+    ious, fs = [], []
+    for i in range(len(ds)):
+        batch = to_device(collate([ds[i]]), device)
+        keep = batch["has_mask"]
+        scores = predict_video(model, batch, True, choice, out_size=batch["labels"].shape[-1])
+        gt = (batch["labels"] > 0)[keep].cpu().numpy()
+        ious.append(binary_miou_batch(scores[keep].cpu().numpy(), gt))
+        fs.append(binary_fscore_batch(scores[keep].cpu().numpy(), gt))
+    model.train()
+    return {"val_miou": float(np.mean(ious)), "val_fscore": float(np.mean(fs)), "val_premask": choice,
+            "val_videos": len(ds)}
+
+
+class MetricLog:
+    """metrics.csv (one row per step and per epoch) and TensorBoard scalars when available."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        self.fh = open(out / "metrics.csv", "a", newline="")
+        self.w = csv.writer(self.fh)
+        if self.fh.tell() == 0:
+            self.w.writerow(["time", "kind", "epoch", "step", "name", "value"])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            log.info("tensorboard is not installed; metrics go to metrics.csv only")
+
+    def _row(self, kind, epoch, step, name, value):
+        self.w.writerow([f"{time.time():.0f}", kind, epoch, step, name, value])
+        if self.tb is not None and isinstance(value, (int, float)):
+            self.tb.add_scalar(f"{kind}/{name}", value, step)
+
+    def step(self, step, epoch, loss, terms, lr):
+        if self.enabled:
+            self._row("train", epoch, step, "loss", loss)
+            for k, v in terms.items():
+                self._row("train", epoch, step, f"loss_{k}", v)
+            self._row("train", epoch, step, "lr", lr)
+
+    def epoch(self, epoch, val: dict):
+        if self.enabled:
+            for k, v in val.items():
+                self._row("val", epoch, -1, k, v)
+            self.fh.flush()
+            log.info("epoch %d: %s", epoch, json.dumps(val))
+
+    def close(self):
+        if self.enabled:
+            self.fh.close()
+            if self.tb is not None:
+                self.tb.close()

@@ -1,0 +1,174 @@
+"""The SSP model: shapes, Eq. 2, switches, loading from folders, overfitting one batch."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL, tiny_run_config
+from ssp.captions_stage import read_captions
+from ssp.data import VideoDataset, collate
+from ssp.datasets import read_manifest
+from ssp.losses import mask_targets, video_losses
+from ssp.model.ssp import VARIANTS, Variant
+from ssp.premask import postmask_label, premask, premask_flow_only, premask_for_test
+from ssp.train import build_model, model_inputs
+
+
+def _batch(tiny_run, variant, n=2, split="train"):
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    rows = m[(m["split"] == split) & m["subset"].isin(["v1s", "v1m"])].reset_index(drop=True)
+    caps = {}
+    for p in (cfg.run_dir / "captions").glob("*.jsonl"):
+        caps.update(read_captions(p))
+    from ssp.model.vta import load_tokenizer
+
+    ds = VideoDataset(rows, cfg.run_dir, need_flow=variant.premask or variant.postmask,
+                      need_text=variant.text != "none", captions=caps, tokenizer=load_tokenizer(TINY_MODEL["tokenizer"]),
+                      max_text_len=8)
+    return cfg, collate([ds[i] for i in range(n)])
+
+
+def test_eq2_on_hand_made_masks():
+    mo = torch.tensor([[1, 1], [0, 0]])
+    gt = torch.tensor([[1, 0], [1, 0]])
+    assert premask(mo, gt).tolist() == [[1.0, 0.5], [0.5, 0.0]]
+    assert premask_flow_only(mo).tolist() == [[0.75, 0.75], [0.25, 0.25]]
+    stage1 = torch.tensor([[0.9, 0.2], [0.7, 0.1]])
+    assert premask_for_test(mo, stage1, "stage1").tolist() == [[1.0, 0.5], [0.5, 0.0]]
+    assert premask_for_test(mo, None, "flow").tolist() == [[0.75, 0.75], [0.25, 0.25]]
+    assert premask_for_test(mo, None, "none").tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match="stage-1"):
+        premask_for_test(mo, None, "stage1")
+    assert postmask_label(mo, gt).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("binary,stone", [(True, False), (False, True)])
+def test_output_shapes(tiny_run, binary, stone):
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    model = build_model(cfg, VARIANTS["full"], binary=binary, stepping_stone=stone)
+    kw = model_inputs(model, batch, training=True, premask_test="flow")
+    out = model(batch["frames"], batch["vggish"], **kw)
+    n = batch["frames"].shape[0]
+    q = 4 if binary else 6
+    classes = 1 if binary else 71
+    assert out.final[0].shape == (n, q, classes + 1)
+    assert out.final[1].shape == (n, q, 32 // 4, 32 // 4)
+    assert len(out.class_logits) == 2  # decoder_layers predictions (HF counts the initial one as a layer)
+    targets, labels = mask_targets(batch["labels"], binary)
+    assert all(t.shape[1:] == (48, 48) for t in targets)
+
+
+def test_targets_binary_and_semantic():
+    lab = torch.zeros(2, 4, 4, dtype=torch.long)
+    lab[0, :2, :2] = 17
+    lab[0, 2:, 2:] = 29
+    masks, classes = mask_targets(lab, binary=True)
+    assert masks[0].shape == (1, 4, 4) and classes[0].tolist() == [0] and masks[0].sum() == 8
+    assert masks[1].shape == (0, 4, 4) and classes[1].numel() == 0   # empty frame: no object
+    masks, classes = mask_targets(lab, binary=False)
+    assert classes[0].tolist() == [0, 17, 29] and classes[1].tolist() == [0]
+
+
+def _encoder_input(model, batch, kw):
+    seen = {}
+
+    def hook(mod, args, kwargs):
+        seen["x"] = kwargs["pixel_values"].clone()
+
+    handle = model.m2f.model.pixel_level_module.register_forward_pre_hook(hook, with_kwargs=True)
+    model(batch["frames"], batch["vggish"], **kw)
+    handle.remove()
+    return seen["x"]
+
+
+def test_premask_switch_changes_only_the_encoder_input(tiny_run):
+    cfg, batch = _batch(tiny_run, VARIANTS["premask"])
+    base = build_model(cfg, VARIANTS["baseline"], binary=True)
+    pre = build_model(cfg, VARIANTS["premask"], binary=True)
+    assert set(base.state_dict()) == set(pre.state_dict())                  # no extra parameters
+    x0 = _encoder_input(base, batch, model_inputs(base, batch, training=True, premask_test="flow"))
+    torch.testing.assert_close(x0, base.encode_input(batch["frames"], None))  # frames unchanged
+    kw = model_inputs(pre, batch, training=True, premask_test="flow")
+    x1 = _encoder_input(pre, batch, kw)
+    torch.testing.assert_close(x1, pre.encode_input(batch["frames"] * kw["premask"][:, None], None))
+    assert not torch.allclose(x0, x1)
+    with pytest.raises(ValueError, match="without pre-mask"):
+        base(batch["frames"], batch["vggish"], premask=kw["premask"])
+
+
+def test_text_off_reads_no_caption(tiny_run):
+    class Exploding(dict):
+        def get(self, *a):
+            raise AssertionError("a caption was read")
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    ds = VideoDataset(m.iloc[:2], cfg.run_dir, need_flow=False, need_text=False, captions=Exploding())
+    item = ds[0]
+    assert "text_ids" not in item and "flow_mask" not in item
+
+
+def test_text_modes_and_postmask_term(tiny_run):
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    att = build_model(cfg, VARIANTS["text_att"], binary=True)
+    vta = build_model(cfg, VARIANTS["text_vta"], binary=True)
+    assert hasattr(att.vta, "cross") and not hasattr(vta.vta, "cross")
+    assert len(vta.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 2   # two calls
+    assert len(att.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 1
+    full = build_model(cfg, VARIANTS["full"], binary=True)
+    out = full(batch["frames"], batch["vggish"], **model_inputs(full, batch, training=True, premask_test="flow"))
+    torch.manual_seed(0)  # the matcher samples random points
+    _, with_post = video_losses(full, out, batch, binary=True, postmask_weight=10, use_postmask=True)
+    torch.manual_seed(0)
+    _, without = video_losses(full, out, batch, binary=True, postmask_weight=10, use_postmask=False)
+    assert "postmask" in with_post and "postmask" not in without
+    assert with_post["class"] == pytest.approx(without["class"])
+
+
+def test_overfit_one_batch(tiny_run):
+    torch.manual_seed(0)
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    model = build_model(cfg, VARIANTS["full"], binary=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    kw = model_inputs(model, batch, training=True, premask_test="flow")
+    losses = []
+    for _ in range(60):
+        loss, _ = video_losses(model, model(batch["frames"], batch["vggish"], **kw), batch, binary=True,
+                               postmask_weight=10, use_postmask=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert np.isfinite(losses).all()
+    assert min(losses[-5:]) < 0.35 * losses[0], losses[::10]
+
+
+def test_non_finite_loss_names_the_term(tiny_run, monkeypatch):
+    import ssp.losses
+
+    cfg, batch = _batch(tiny_run, VARIANTS["premask_postmask"])
+    model = build_model(cfg, VARIANTS["premask_postmask"], binary=True)
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    monkeypatch.setattr(ssp.losses, "postmask_loss", lambda *a: torch.tensor(float("inf")))
+    with pytest.raises(FloatingPointError, match="loss term 'postmask' is inf for video"):
+        video_losses(model, out, batch, binary=True, postmask_weight=10, use_postmask=True)
+
+
+def test_models_load_from_saved_folders(tmp_path, tiny_run):
+    """Mask2Former, CLIP and the text encoder saved from small configs load back as a user's weights."""
+    import dataclasses
+
+    cfg = tiny_run_config(tiny_run)
+    model = build_model(cfg, VARIANTS["full"], binary=True)
+    model.m2f.save_pretrained(tmp_path / "m2f")
+    model.vta.clip.save_pretrained(tmp_path / "clip")
+    model.vta.text.save_pretrained(tmp_path / "text")
+    m = dataclasses.replace(cfg.model, mask2former=str(tmp_path / "m2f"), clip=str(tmp_path / "clip"),
+                            text_encoder=str(tmp_path / "text"))
+    m = dataclasses.replace(m, raw=cfg.model.raw)
+    loaded = build_model(dataclasses.replace(cfg, model=m), VARIANTS["full"], binary=True)
+    for part in ("m2f", "vta.clip", "vta.text"):
+        a = dict(model.get_submodule(part).state_dict())
+        b = dict(loaded.get_submodule(part).state_dict())
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), part

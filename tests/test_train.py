@@ -1,0 +1,120 @@
+"""The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import h5py
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_run_config
+from ssp.datasets import read_manifest
+from ssp.train import Preempted, train
+from ssp.train_job import load_captions
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def _caps(cfg):
+    return load_captions(sorted((cfg.run_dir / "captions").glob("*.jsonl")))
+
+
+def test_resume_reaches_the_same_state(tiny_run, tmp_path):
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    full = train(cfg, m, "full", tmp_path / "a", captions=_caps(cfg))
+    train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg), max_steps=3)     # killed after 3 steps
+    assert not (tmp_path / "b" / "model.pt").exists()
+    resumed = train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg))
+    a, b = _state(full), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    log = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert {"loss", "loss_class", "loss_mask", "loss_dice", "loss_postmask", "lr", "val_miou"} <= set(log["name"])
+
+
+def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path):
+    cfg = tiny_run_config(tiny_run, epochs=50)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    with pytest.raises(Preempted) as exc:
+        train(cfg, m, "baseline", tmp_path / "p", captions={})
+    timer.cancel()
+    assert exc.value.code == 143
+    state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
+    assert state["global_step"] > 0
+    cfg2 = tiny_run_config(tiny_run, epochs=state["epoch"] + 1)
+    train(cfg2, m, "baseline", tmp_path / "p", captions={})
+    assert (tmp_path / "p" / "model.pt").exists()
+
+
+def test_ddp_two_processes_equal_one(tiny_run, tmp_path):
+    """2 processes x 1 video (gloo) give the same per-step loss and update as 1 process x 2 videos.
+
+    Weights are compared after one step: after that, Adam's near-sign updates of parameters
+    whose gradient is ~0 let float noise grow, so later steps are compared through the loss.
+    """
+    cfg = tiny_run_config(tiny_run, epochs=1, batch_size=2)
+    raw_ddp = yaml.safe_load(yaml.safe_dump(cfg.raw))
+    raw_ddp["train"]["batch_size"] = 1
+    outs = {"single": tmp_path / "single", "ddp": tmp_path / "ddp"}
+    confs = {"single": (cfg.raw, 1), "ddp": (raw_ddp, 2)}
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+
+    def run(name, steps):
+        raw, nproc = confs[name]
+        conf = tmp_path / f"{name}.yaml"
+        conf.write_text(yaml.safe_dump(raw))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "ssp", "train", "--config", str(conf), "--variant", "baseline", "--out", str(outs[name]),
+               "--max-steps", str(steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for name in outs:
+        run(name, 1)
+    a = torch.load(outs["single"] / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(outs["ddp"] / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
+    for name in outs:
+        run(name, 2)   # resumes from the step-1 checkpoint
+    la, lb = (pd.read_csv(outs[n] / "metrics.csv") for n in ("single", "ddp"))
+    la, lb = (x[x["name"] == "loss"]["value"].to_numpy() for x in (la, lb))
+    assert len(la) == len(lb) == 2
+    torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), rtol=1e-5, atol=1e-5)
+
+
+def test_predictions_format(tiny_run, tmp_path):
+    from ssp.predict import predict
+
+    cfg = tiny_run_config(tiny_run, epochs=1)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    base = train(cfg, m, "baseline", tmp_path / "base", captions={})
+    predict(cfg, m, base, "test", tmp_path / "base.h5")
+    full = train(cfg, m, "full", tmp_path / "full", captions=_caps(cfg))
+    predict(cfg, m, full, "test", tmp_path / "full.h5", captions=_caps(cfg), stage1=tmp_path / "base.h5")
+    with h5py.File(tmp_path / "full.h5") as h5:
+        assert h5.attrs["premask_test"] == "stage1" and h5.attrs["variant"] == "full"
+        vids = [k for k in h5.keys()]
+        assert vids
+        s = h5[vids[0]]["scores"][()]
+        assert s.dtype == "float32" and s.shape[1:] == (48, 48) and 0 <= s.min() and s.max() <= 1
+
+
+def test_semantic_stage2_trains(tiny_run, tmp_path):
+    from ssp.train_job import run_training
+
+    cfg = tiny_run_config(tiny_run, epochs=1, task="semantic", subsets=["v1s", "v1m", "v2"])
+    path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None)
+    state = torch.load(path, weights_only=False)
+    assert state["task"] == "semantic" and state["stepping_stone"]
+    assert state["model"]["m2f.class_predictor.weight"].shape[0] == 72   # 71 classes + no-object

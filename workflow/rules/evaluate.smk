@@ -1,0 +1,45 @@
+# Scoring: metrics.json per variant, task and split, and the Table-2 style comparison.
+
+
+rule evaluate:
+    input:
+        manifest=RUN / "manifest.csv",
+        predictions=RUN / "predictions" / "{variant}" / "{split}.h5",
+    output:
+        RUN / "metrics" / "{variant}" / "{task}_{split}.json",
+    wildcard_constraints:
+        task="s4|ms3|avss",
+        split="train|val|test",
+    params:
+        root=DATA,
+    log:
+        RUN / "logs" / "evaluate" / "{variant}_{task}_{split}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule table:
+    input:
+        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in CFG.train.variants
+                    for t in eval_tasks() for s in ("val", "test")],
+    output:
+        md=report(RUN / "report" / "table2.md", category="Results", labels={"table": "Table 2"}),
+        csv=RUN / "report" / "table2.csv",
+    params:
+        variants=list(CFG.train.variants),
+    log:
+        RUN / "logs" / "table.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/table.py"
