@@ -21,7 +21,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/synthavs/report.html
 	@echo; cat results/synthavs/report/summary.md
+	@echo; echo "## Metrics (SynthAVS, S4 setting)"; echo; cat results/synthavs/report/table2.md
+	@echo; echo "Report: results/synthavs/report.html"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -31,4 +34,10 @@ rule all:
         RUN / "report" / "summary.md",
         RUN / "figures" / "flow.png",
         RUN / "report" / "table2.md",
+        RUN / "figures" / "qualitative.png",
     default_target: True
+
+
+rule ablations:
+    input:
+        RUN / "report" / "ablations.md",

@@ -1,20 +1,23 @@
 """The Snakemake DAG end to end on a tiny SynthAVS, plus lint and dry-run."""
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, TINY_MODEL
 from ssp.captions_stage import read_captions
 from ssp.store import ShardReader
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
-TINY = {"synthetic": {"videos": {"v1s": 3, "v1m": 1, "v2": 1}, "image_size": 64},
-        "preprocess": {"image_size": 64}, "shards": {"size": 3}, "vggish": {"weights": "random"}}
+TINY = {"synthetic": {"videos": {"v1s": 4, "v1m": 4, "v2": 1}, "image_size": 64},
+        "preprocess": {"image_size": 64}, "shards": {"size": 3}, "vggish": {"weights": "random"},
+        "model": TINY_MODEL, "train": {"subsets": ["v1s", "v1m"], "epochs": 1, "num_points": 256}}
 
 
 def run(args, cwd, check=True):
@@ -37,9 +40,17 @@ def test_demo_dag_end_to_end(tmp_path):
     run_dir = tmp_path / "results" / "synthavs"
     for stage in ("frames", "audio", "masks", "flow", "flow_mask", "vggish"):
         files = sorted((run_dir / stage).glob("*.h5"))
-        assert [f.stem for f in files] == ["00000", "00001"]
-        assert sum(len(ShardReader(f).videos()) for f in files) == 5
-    assert sum(len(read_captions(f)) for f in (run_dir / "captions").glob("*.jsonl")) == 5
+        assert [f.stem for f in files] == ["00000", "00001", "00002"]
+        assert sum(len(ShardReader(f).videos()) for f in files) == 9
+    assert sum(len(read_captions(f)) for f in (run_dir / "captions").glob("*.jsonl")) == 9
+    table = (run_dir / "report" / "table2.md").read_text()
+    assert "| baseline |" in table and "| full | ✓ | ✓ | VTA |" in table and "s4 test mIoU" in table
+    for variant in ("baseline", "full"):
+        metrics = json.loads((run_dir / "metrics" / variant / "ms3_test.json").read_text())
+        assert 0 <= metrics["miou"] <= 1 and metrics["videos"] >= 1
+    with h5py.File(run_dir / "predictions" / "full" / "test.h5") as h5:
+        assert h5.attrs["premask_test"] == "stage1"
+    assert (run_dir / "figures" / "qualitative.png").exists()
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "RANDOM weights" in summary and "SYNTHETIC" in summary
     assert (run_dir / "figures" / "flow.png").stat().st_size > 0
@@ -59,7 +70,7 @@ def test_video_folder_run_reports_skipped(tmp_path, media):
         "dataset": {"name": "clips", "layout": "videos", "root": str(media)},
         "preprocess": {"image_size": 32}, "shards": {"size": 3},
         "vggish": {"weights": "random"}, "captions": {"backend": "file", "file": str(captions)}})
-    run(["--cores", "2", "--configfile", str(conf)], tmp_path)
+    run(["results/clips/report/summary.md", "--cores", "2", "--configfile", str(conf)], tmp_path)
     report = tmp_path / "results" / "clips" / "report"
     skipped = (report / "skipped.csv").read_text()
     assert "no_audio,audio" in skipped and "no audio stream" in skipped

@@ -165,7 +165,9 @@ def sample_objects(subset: str, size: int, classes: tuple[str, ...], max_objects
     objs = []
     for i, label in enumerate(labels):
         sounding = i < n_sounding
-        moving = bool(rng.random() < (0.6 if sounding else 0.7))
+        # sounding objects usually move and silent ones usually do not (the premise of SSP's flow
+        # prompt), yet sounding-still and silent-moving objects occur too
+        moving = bool(rng.random() < (0.75 if sounding else 0.35))
         r = float(rng.uniform(0.09, 0.16) * size)
         speed = float(rng.uniform(0.02, 0.045) * size) if moving else 0.0
         ang = float(rng.uniform(0, 2 * np.pi))

@@ -84,3 +84,31 @@ def eval_tasks():
         return ["avss"]
     subsets = set(CFG.train.subsets)
     return [t for t, s in (("s4", {"v1s", "s4"}), ("ms3", {"v1m", "ms3"})) if subsets & s]
+
+
+ABLATION_VARIANTS = [
+    "baseline",
+    "premask",
+    "premask_postmask",
+    "text_att",
+    "text_vta",
+    "full_no_postmask",
+    "full",
+]
+FIGURE_VARIANT = CFG.train.variants[-1]
+
+
+def figure_inputs(wildcards):
+    """The last listed variant's test predictions, its stage-1 stand-in, and every variant's log."""
+    first = shards()[0]
+    wc = type("W", (), {"variant": FIGURE_VARIANT, "split": "test"})
+    return {
+        "frames": RUN / "frames" / f"{first}.h5",
+        "flow": RUN / "flow" / f"{first}.h5",
+        "flow_mask": RUN / "flow_mask" / f"{first}.h5",
+        "masks": RUN / "masks" / f"{first}.h5",
+        "predictions": RUN / "predictions" / FIGURE_VARIANT / "test.h5",
+        "stage1": stage1_of(wc),
+        "metrics": [RUN / "train" / v / "metrics.csv" for v in CFG.train.variants],
+        "manifest": RUN / "manifest.csv",
+    }

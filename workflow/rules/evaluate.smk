@@ -43,3 +43,48 @@ rule table:
         "../../envs/preprocess.yaml"
     script:
         "../scripts/table.py"
+
+
+rule ablation_table:
+    input:
+        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in ABLATION_VARIANTS
+                    for t in eval_tasks() for s in ("val", "test")],
+    output:
+        md=report(RUN / "report" / "ablations.md", category="Results", labels={"table": "all Table 2 rows"}),
+        csv=RUN / "report" / "ablations.csv",
+    params:
+        variants=ABLATION_VARIANTS,
+    log:
+        RUN / "logs" / "ablation_table.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/preprocess.yaml"
+    script:
+        "../scripts/table.py"
+
+
+rule figures:
+    input:
+        unpack(figure_inputs),
+    output:
+        qualitative=report(RUN / "figures" / "qualitative.png", category="Figures",
+                           caption="../report/qualitative.rst"),
+        curves=report(RUN / "figures" / "training_curves.png", category="Figures",
+                      caption="../report/curves.rst"),
+    params:
+        variant=FIGURE_VARIANT,
+        videos=config["flow"]["figures"],
+        premask_test=config["train"]["premask_test"],
+    log:
+        RUN / "logs" / "figures.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/figures.py"

@@ -1,0 +1,76 @@
+"""Figures: qualitative sheets like the paper's Fig. 8 and training curves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from .flow_mask import flow_to_color
+from .premask import premask_for_test
+from .store import ShardReader
+
+COLUMNS = ("frame", "flow", "M_O", "M_Pre", "prediction", "truth")
+
+
+def _tile(img: np.ndarray, size: int) -> np.ndarray:
+    if img.ndim == 2:
+        img = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1)
+    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.NEAREST))
+
+
+def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, flow_masks: ShardReader,
+                masks: ShardReader, predictions: ShardReader, stage1: ShardReader | None, premask_test: str,
+                out: str | Path, size: int = 96, frame_index: int = 2) -> Path:
+    """One row per video: frame / flow colour / M_O / test-time M_Pre / prediction / ground truth."""
+    import torch
+
+    rows = []
+    for vid in videos:
+        t = min(frame_index, len(frames.read(vid)["frames"]) - 1)
+        f = frames.read(vid)["frames"][t]
+        fl = flows.read(vid)["flow"].astype(np.float32)
+        mo = flow_masks.read(vid)["flow_mask"][t]
+        s1 = torch.from_numpy(stage1.read(vid)["scores"][t]) if stage1 is not None else None
+        mpre = premask_for_test(torch.from_numpy(mo), s1, premask_test if s1 is not None or premask_test != "stage1"
+                                else "flow").numpy()
+        pred = predictions.read(vid)
+        p = pred["scores"][t] if "scores" in pred else (pred["labels"][t] > 0).astype(np.float32)
+        gt = (masks.read(vid)["labels"][t] > 0).astype(np.float32)
+        cells = [f, flow_to_color(fl[min(t, len(fl) - 1)]) if len(fl) else np.zeros_like(f), mo, mpre, p, gt]
+        rows.append(np.concatenate([_tile(c, size) for c in cells], 1))
+    header = Image.new("RGB", (size * len(COLUMNS), 16), "white")
+    draw = ImageDraw.Draw(header)
+    for k, name in enumerate(COLUMNS):
+        draw.text((k * size + 2, 2), name, fill="black")
+    sheet = np.concatenate([np.asarray(header)] + rows, 0)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).save(out)
+    return out
+
+
+def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Path:
+    """Training loss per step and validation mIoU per epoch, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, path in metric_files.items():
+        df = pd.read_csv(path)
+        loss = df[(df["kind"] == "train") & (df["name"] == "loss")]
+        ax1.plot(loss["step"], pd.to_numeric(loss["value"]).rolling(5, min_periods=1).mean(), label=name)
+        val = df[(df["kind"] == "val") & (df["name"] == "val_miou")]
+        ax2.plot(val["epoch"], pd.to_numeric(val["value"]), marker="o", label=name)
+    ax1.set(xlabel="step", ylabel="training loss (mean of 5)", yscale="log")
+    ax2.set(xlabel="epoch", ylabel="validation mIoU (flow pre-mask at val)")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)

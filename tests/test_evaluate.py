@@ -1,0 +1,69 @@
+"""The scoring command on the AVSBench-semantic and AVSBench-object layouts."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from ssp.cli import main
+from ssp.media import read_mask
+
+
+def _truth_semantic(root, subset, uid, T):
+    return np.stack([read_mask(str(root / subset / uid / "labels_rgb" / f"{i}.png"), "rgb", 224, 71)
+                     for i in range(T)])
+
+
+def test_semantic_layout_binary_and_avss(tmp_path, semantic_root):
+    truth = _truth_semantic(semantic_root, "v2", "vidC_2", 10)       # the v2 test video, class "car"
+    pred = tmp_path / "pred.h5"
+    with h5py.File(pred, "w") as h5:
+        h5.create_group("vidC_2").create_dataset("labels", data=truth.astype(np.uint8))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--task", "avss", "--root", str(semantic_root), "--predictions", str(pred),
+                 "--split", "test", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    # background and car perfect; the other 69 classes never occur and score 0
+    assert r["miou"] == pytest.approx(2 / 71, abs=1e-6) and r["videos"] == 1 and r["frames"] == 10
+    assert r["miou_no_bg_aavs"] == pytest.approx(1 / 70, abs=1e-6)
+    assert r["miou_padded10"] == pytest.approx(r["miou"])          # a 10-frame video is not padded
+    assert "protocols" in r and len(r["per_class_miou"]) == 71
+
+    with h5py.File(pred, "w") as h5:  # binary task on the v1m val video: all-background prediction
+        h5.create_group("vidB_1").create_dataset("scores", data=np.zeros((5, 224, 224), np.float32))
+    assert main(["evaluate", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
+                 "--split", "val", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["miou"] == 0.0 and r["task"] == "ms3" and r["videos"] == 1
+
+
+def test_object_s4_layout_and_missing_videos(tmp_path, object_s4_root):
+    pred = tmp_path / "pred.h5"
+    with h5py.File(pred, "w") as h5:
+        gt = np.zeros((5, 224, 224), np.float32)
+        # the fixture's mask: rows 10:30, cols 12:40 of 48 -> resized to 224
+        gt[:] = read_mask(str(object_s4_root / "Single-source/s4_data/gt_masks/test/gun_shooting/gunC/gunC_1.png"),
+                          "binary", 224, 2)
+        h5.create_group("gunC").create_dataset("scores", data=gt)
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+                 "--split", "test", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["miou"] == pytest.approx(1.0, abs=1e-6) and r["fscore"] == pytest.approx(1.0, abs=1e-6)
+    # train split: two videos, none predicted -> an error naming a video, unless asked to skip
+    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+                 "--split", "train", "--out", str(out)]) == 2
+    with h5py.File(pred, "a") as h5:
+        h5.create_group("dogA").create_dataset("scores", data=np.zeros((5, 224, 224), np.float32))
+    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+                 "--split", "train", "--out", str(out), "--allow-missing"]) == 0
+    r = json.loads(out.read_text())
+    assert r["videos"] == 1 and r["missing_videos"] == 1 and r["missing"] == ["carB"]
+
+
+def test_missing_video_message(tmp_path, object_s4_root, capsys):
+    pred = tmp_path / "empty.h5"
+    h5py.File(pred, "w").close()
+    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+                 "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
+    assert "no prediction for video 'gunC'" in capsys.readouterr().err

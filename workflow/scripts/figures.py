@@ -1,0 +1,25 @@
+"""Rule figures: snakemake -> ssp.figures (qualitative sheet, training curves)."""
+import sys
+from pathlib import Path
+
+# src/ on the path: conda envs carry the dependencies, not the package itself.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+
+from ssp import logs  # noqa: E402
+from ssp.datasets import read_manifest  # noqa: E402
+from ssp.figures import qualitative, training_curves  # noqa: E402
+from ssp.store import ShardedStore, ShardReader  # noqa: E402
+
+logs.setup(snakemake.log[0])  # noqa: F821
+inp, par = snakemake.input, snakemake.params  # noqa: F821
+manifest = read_manifest(inp.manifest)
+test = manifest[manifest["split"] == "test"]
+run = Path(inp.manifest).parent
+stores = {s: ShardedStore.from_manifest(run / s, manifest) for s in ("frames", "flow", "flow_mask", "masks")}
+preds = ShardReader(inp.predictions)
+stage1 = ShardReader(inp.stage1[0]) if inp.stage1 else None
+videos = [v for v in test["video_id"] if v in preds][: par.videos]
+qualitative(videos, frames=stores["frames"], flows=stores["flow"], flow_masks=stores["flow_mask"],
+            masks=stores["masks"], predictions=preds, stage1=stage1, premask_test=par.premask_test,
+            out=snakemake.output.qualitative)  # noqa: F821
+training_curves({Path(p).parent.name: p for p in inp.metrics}, snakemake.output.curves)  # noqa: F821
