@@ -15,6 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The real-SLURM test last: once SLURM is installed and stopped, every snakemake start pays for
+    the executor plugin's sacct probe."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     if not MEDIA.is_dir():

@@ -28,6 +28,17 @@ def run(args, cwd, check=True):
     return proc
 
 
+def planned(args, conf, cwd) -> dict[str, int]:
+    """Jobs per rule that `snakemake -n` would run."""
+    out = run(["-n", *args, "--quiet", "rules", "--configfile", str(conf)], cwd).stdout
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -60,6 +71,16 @@ def test_demo_dag_end_to_end(tmp_path):
     # nothing left to do on a second run
     proc = run(["--cores", "2", "--configfile", str(conf), "-n"], tmp_path)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # re-running one stage for all shards redoes it and what depends on it, nothing upstream
+    jobs = planned(["--forcerun", "vggish"], conf, tmp_path)
+    assert jobs["vggish"] == 3 and "frames" not in jobs and "flow" not in jobs and jobs["train"] == 2
+    # one shard of one stage
+    jobs = planned(["results/synthavs/audio/00001.h5", "--forcerun", "preprocess"], conf, tmp_path)
+    assert jobs == {"preprocess": 1}
+    # a changed stage parameter re-runs that stage and its dependents only
+    conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "flow": {"min_magnitude": 1.0}})
+    jobs = planned([], conf2, tmp_path)
+    assert jobs["flow_mask"] == 3 and "flow" not in jobs and "preprocess" not in jobs and "vggish" not in jobs
 
 
 @pytest.mark.workflow
@@ -104,3 +125,16 @@ def test_dry_run_plans_the_demo(tmp_path):
     proc = run(["-n", "--configfile", str(tmp_path / "config.yaml")], tmp_path)
     out = proc.stdout + proc.stderr
     assert "synth" in out and "manifest" in out
+
+
+@pytest.mark.workflow
+def test_plan_full_avss_sized_dag(tmp_path):
+    """benchmarks/plan_scale.py: 12,356 videos plan as jobs per shard (the time is printed, not tested)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plan_scale.py"), "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fig["videos"] == 12356 and fig["shards"] == 194
+    # 7 stages per shard; train stage1/baseline/full (3), predict 3 x {val, test} (6), evaluate 2 x 2 (4),
+    # table, summary, flow figure, figures, all (5)
+    assert fig["jobs"] == 7 * 194 + 3 + 6 + 4 + 5

@@ -248,6 +248,11 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    use_gpu: bool
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
@@ -259,6 +264,7 @@ class Config:
     captions: CaptionsConfig
     model: ModelConfig
     train: TrainConfig
+    resources: ResourcesConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

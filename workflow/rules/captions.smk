@@ -17,7 +17,7 @@ rule captions:
     resources:
         mem_mb=32000 if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 2000,
         runtime=600,
-        gpu=1 if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
+        gpu=GPU if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
     conda:
         "../../envs/torch.yaml"
     script:

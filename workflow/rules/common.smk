@@ -1,4 +1,6 @@
 # Validation, paths, the shard map and input functions shared by every rule file.
+import functools
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ except ConfigError as exc:
 config.update(CFG.raw)  # defaults filled in, as snakemake.utils.validate(set_default=True) does
 
 RUN = CFG.run_dir
+GPU = 1 if CFG.resources.use_gpu else 0  # GPU rules declare gpu=GPU (see resources.use_gpu)
 DATA = CFG.dataset_root
 PREPROCESS_STAGES = ["frames", "audio", "masks"]
 
@@ -41,10 +44,15 @@ def dataset_inputs(wildcards):
     return [ds.videos_csv] if ds.videos_csv else []
 
 
-def shards():
-    """Shard names from the manifest (a checkpoint: known once it is built)."""
-    manifest = checkpoints.manifest.get().output.manifest
+@functools.lru_cache(maxsize=4)
+def _shard_names(manifest, mtime):
     return sorted(set(pd.read_csv(manifest, usecols=["shard"], dtype=str)["shard"]))
+
+
+def shards():
+    """Shard names from the manifest (a checkpoint: known once it is built); read once per version."""
+    manifest = checkpoints.manifest.get().output.manifest
+    return _shard_names(manifest, os.path.getmtime(manifest))
 
 
 def shard_files(stage, ext="h5"):

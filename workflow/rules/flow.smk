@@ -8,7 +8,7 @@ rule flow:
     output:
         RUN / "flow" / "{shard}.h5",
     params:
-        flow=config["flow"],
+        backend={k: config["flow"][k] for k in ("backend", "dis_preset", "perceiver")},
     log:
         RUN / "logs" / "flow" / "{shard}.log",
     benchmark:
@@ -17,7 +17,7 @@ rule flow:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1 if CFG.flow.backend == "perceiver" else 0,
+        gpu=GPU if CFG.flow.backend == "perceiver" else 0,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -31,7 +31,7 @@ rule flow_mask:
     output:
         RUN / "flow_mask" / "{shard}.h5",
     params:
-        flow=config["flow"],
+        mask={k: config["flow"][k] for k in ("gray", "min_magnitude", "binarize", "threshold", "min_blob")},
     log:
         RUN / "logs" / "flow_mask" / "{shard}.log",
     benchmark:

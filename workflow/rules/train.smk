@@ -20,7 +20,7 @@ rule train:
     resources:
         mem_mb=16000,
         runtime=1440,
-        gpu=CFG.train.gpus,
+        gpu=GPU * CFG.train.gpus,
     conda:
         "../../envs/torch.yaml"
     script:
@@ -42,7 +42,7 @@ rule predict:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=1,
+        gpu=GPU,
     conda:
         "../../envs/torch.yaml"
     script:

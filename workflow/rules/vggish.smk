@@ -17,7 +17,7 @@ rule vggish:
     resources:
         mem_mb=6000,
         runtime=60,
-        gpu=1 if CFG.vggish.device.startswith("cuda") else 0,
+        gpu=GPU,
     conda:
         "../../envs/torch.yaml"
     script:
