@@ -160,6 +160,7 @@ class PerceiverConfig:
     dtype: str
     device: str
     min_overlap: int
+    attention: str
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,45 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_mask=None,
+                  output_attentions=False):
+    """PerceiverSelfAttention.forward with the attention core in scaled_dot_product_attention.
+
+    Same weights and the same arithmetic as the Hugging Face forward (layer norms, projections,
+    1/sqrt(d) scaling, additive mask); the scores matrix is never materialized where a fused
+    kernel is available (flash / memory-efficient attention on GPUs, the fused CPU kernel).
+    """
+    import torch.nn.functional as F
+
+    hidden_states = self.layernorm1(hidden_states)
+    inputs = self.layernorm2(inputs)
+    kv = inputs if inputs is not None else hidden_states
+    mask = inputs_mask if inputs is not None else attention_mask
+    b = hidden_states.shape[0]
+    q = self.query(hidden_states).view(b, -1, self.num_heads, self.qk_channels_per_head).transpose(1, 2)
+    k = self.key(kv).view(b, -1, self.num_heads, self.qk_channels_per_head).transpose(1, 2)
+    v = self.value(kv).view(b, -1, self.num_heads, self.v_channels_per_head).transpose(1, 2)
+    if mask is not None:
+        mask = mask.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         dropout_p=self.dropout.p if self.training else 0.0)
+    return (out.transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
+
+
+def use_sdpa_attention(model) -> int:
+    """Route every Perceiver attention of ``model`` through SDPA; returns how many were switched."""
+    import types
+
+    from transformers.models.perceiver.modeling_perceiver import PerceiverSelfAttention
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, PerceiverSelfAttention):
+            module.forward = types.MethodType(_sdpa_forward, module)
+            n += 1
+    return n
+
+
 class PerceiverFlow:
     """Perceiver IO optical flow, tiled and batched across pairs and tiles."""
 
@@ -134,7 +173,7 @@ class PerceiverFlow:
     WHAT = "a snapshot of deepmind/optical-flow-perceiver"
 
     def __init__(self, weights: str | None, *, batch_size: int = 4, dtype: str = "float32",
-                 device: str = "auto", min_overlap: int = 20, model=None):
+                 device: str = "auto", min_overlap: int = 20, attention: str = "sdpa", model=None):
         import torch
 
         if model is None:
@@ -147,15 +186,20 @@ class PerceiverFlow:
         else:
             self.digest = "in-memory"
         self.device = pick_device(device)
-        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         self.model = model.to(self.device).eval()
+        self.attention = attention
+        if attention == "sdpa":
+            use_sdpa_attention(self.model)
+        elif attention != "eager":
+            raise ValueError(f"unknown attention {attention!r} (sdpa | eager)")
         self.tile = tuple(int(x) for x in model.config.train_size)
         self.batch_size, self.min_overlap, self.dtype_name = batch_size, min_overlap, dtype
         log.info("Perceiver IO flow on %s (%s), tile %s, weights %s", self.device, dtype, self.tile, self.digest)
 
     def params(self) -> dict:
         return {"backend": self.name, "tile": list(self.tile), "min_overlap": self.min_overlap,
-                "dtype": self.dtype_name, "weights_sha256": self.digest, "scale": FLOW_SCALE_FACTOR}
+                "dtype": self.dtype_name, "attention": self.attention, "weights_sha256": self.digest, "scale": FLOW_SCALE_FACTOR}
 
     def _inputs(self, first: np.ndarray, second: np.ndarray):
         """[N, H, W, 3] uint8 pairs -> [N, 2, 27, H, W] float tensors on the device."""
@@ -206,7 +250,7 @@ def make_estimator(flow_cfg) -> DISFlow | FarnebackFlow | PerceiverFlow:
         return FarnebackFlow()
     p = flow_cfg.perceiver
     return PerceiverFlow(p.weights, batch_size=p.batch_size, dtype=p.dtype, device=p.device,
-                         min_overlap=p.min_overlap)
+                         min_overlap=p.min_overlap, attention=p.attention)
 
 
 def video_pairs(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,111 @@
+"""Data loading: the trainer's HDF5-shard loader against a loader that reads the AVSBench layout
+directly (decoding every JPEG/PNG and the wav per sample, as the reference code does), with the
+same worker count; and the trainer's step time for comparison. Prints JSON lines.
+
+    .venv/bin/python benchmarks/loader.py [--config config.yaml] [--workers 2] [--epochs 2]
+
+Needs a finished preprocessing run of the config (e.g. after `make demo`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.io import wavfile
+from torch.utils.data import DataLoader, Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ssp.config import load  # noqa: E402
+from ssp.data import VideoDataset, collate  # noqa: E402
+from ssp.datasets import read_manifest  # noqa: E402
+from ssp.media import read_mask, resize_image  # noqa: E402
+from ssp.vggish import log_mel_examples  # noqa: E402
+
+
+class RawLayoutDataset(Dataset):
+    """What the reference loaders do per sample: open every frame and mask file and the wav."""
+
+    def __init__(self, rows, size: int):
+        self.rows, self.size = rows.reset_index(drop=True), size
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        r = self.rows.iloc[i]
+        frames = np.stack([resize_image(np.asarray(Image.open(p).convert("RGB")), self.size) for p in r.frame_paths])
+        labels = np.stack([read_mask(p, r.mask_format, self.size, 71) if p else np.zeros((self.size,) * 2, np.uint8)
+                           for p in r.mask_paths])
+        sr, wav = wavfile.read(r.audio_path)
+        mel = log_mel_examples(wav.astype(np.float32) / 32768.0)
+        return {"frames": frames, "labels": labels, "log_mel": mel}
+
+
+def rate(ds, workers: int, epochs: int, collate_fn) -> float:
+    loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_fn,
+                        persistent_workers=workers > 0)
+    for _ in loader:  # warm-up epoch (worker start, page cache)
+        pass
+    t = time.perf_counter()
+    for _ in range(epochs):
+        for _ in loader:
+            pass
+    return epochs * len(ds) / (time.perf_counter() - t)
+
+
+def step_time(cfg, ds) -> float:
+    from ssp.losses import video_losses
+    from ssp.model.ssp import VARIANTS
+    from ssp.train import build_model, model_inputs
+
+    model = build_model(cfg, VARIANTS["full"], binary=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times = []
+    for i in range(6):
+        batch = collate([ds[i % len(ds)], ds[(i + 1) % len(ds)]])
+        t = time.perf_counter()
+        out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+        loss, _ = video_losses(model, out, batch, binary=True, postmask_weight=10, use_postmask=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[1:]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "config.yaml"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args()
+    cfg = load(args.config)
+    manifest = read_manifest(cfg.run_dir / "manifest.csv")
+    rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
+    shards = VideoDataset(rows, cfg.run_dir, need_flow=True, need_text=False)
+    raw = RawLayoutDataset(rows, cfg.preprocess.image_size)
+    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    r_h5 = rate(shards, args.workers, args.epochs, collate)
+    r_raw = rate(raw, args.workers, args.epochs, lambda items: items)
+    for name, r in (("hdf5-shards", r_h5), ("avsbench-layout-files", r_raw)):
+        print(json.dumps({"figure": "loader_videos_per_s", "loader": name, "workers": args.workers,
+                          "videos_per_s": round(r, 2), "videos": len(rows), "machine": machine}), flush=True)
+    print(json.dumps({"figure": "loader_speedup", "value": round(r_h5 / r_raw, 2)}), flush=True)
+    st = step_time(cfg, shards)
+    print(json.dumps({"figure": "trainer_step", "step_s": round(st, 4), "videos_per_step": 2,
+                      "videos_per_s_needed": round(2 / st, 2), "loader_headroom": round(r_h5 / (2 / st), 2),
+                      "model": f"config model (size {cfg.model.size})", "machine": machine}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
