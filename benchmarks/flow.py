@@ -23,6 +23,8 @@ from ssp.flow import FLOW_SCALE_FACTOR, DISFlow, FarnebackFlow, PerceiverFlow, i
 PUBLISHED = dict(num_latents=2048, d_latents=512, d_model=322, num_blocks=1, num_self_attends_per_block=24,
                  num_self_attention_heads=16, num_cross_attention_heads=1, train_size=[368, 496])
 SMALL = dict(PUBLISHED, num_latents=256, num_self_attends_per_block=4)
+CPU = dict(PUBLISHED, num_latents=64, d_latents=128, num_self_attends_per_block=1, num_self_attention_heads=4)
+CONFIGS = {"published": PUBLISHED, "small": SMALL, "cpu": CPU}
 
 
 def perceiver_model(kind: str, weights: str | None):
@@ -31,7 +33,7 @@ def perceiver_model(kind: str, weights: str | None):
     if weights:
         return PerceiverForOpticalFlow.from_pretrained(weights, local_files_only=True)
     torch.manual_seed(0)
-    return PerceiverForOpticalFlow(PerceiverConfig(**(PUBLISHED if kind == "published" else SMALL)))
+    return PerceiverForOpticalFlow(PerceiverConfig(**CONFIGS[kind]))
 
 
 def timed(fn, n_pairs: int, repeat: int = 1) -> float:
@@ -62,7 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=4, help="pairs per measurement (Perceiver IO)")
     ap.add_argument("--cv-pairs", type=int, default=32, help="pairs per measurement (OpenCV)")
-    ap.add_argument("--perceiver-config", choices=["published", "small"], default="published")
+    ap.add_argument("--perceiver-config", choices=list(CONFIGS), default="published",
+                    help="published = 41M parameters; small / cpu = cut-down configs for CPU smoke figures")
+    ap.add_argument("--sizes", nargs="+", default=["224x224", "368x496"], help="frame sizes HxW")
     ap.add_argument("--weights", help="local Perceiver IO snapshot instead of random weights")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="tiles per forward")
     ap.add_argument("--skip-perceiver", action="store_true")
@@ -73,7 +77,7 @@ def main() -> None:
     model = None if args.skip_perceiver else perceiver_model(args.perceiver_config, args.weights).to(device).eval()
     if device == "cpu":
         print(json.dumps({"note": "no GPU here: CPU figures; the 100 pairs/s goal is for one H100"}), flush=True)
-    for h, w in ((224, 224), (368, 496)):
+    for h, w in (tuple(map(int, size.split("x"))) for size in args.sizes):
         n_cv = args.cv_pairs
         a, b = (rng.integers(0, 255, (max(n_cv, args.pairs), h, w, 3), dtype=np.uint8) for _ in range(2))
         rows = [("dis-medium", DISFlow("medium"), n_cv), ("dis-fast", DISFlow("fast"), n_cv),

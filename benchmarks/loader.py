@@ -65,13 +65,13 @@ def rate(ds, workers: int, epochs: int, collate_fn) -> float:
 def step_time(cfg, ds) -> float:
     from ssp.losses import video_losses
     from ssp.model.ssp import VARIANTS
-    from ssp.train import build_model, model_inputs
+    from ssp.train import build_model, model_inputs, to_device
 
-    model = build_model(cfg, VARIANTS["full"], binary=True)
+    model = build_model(cfg, VARIANTS["premask_postmask"], binary=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     times = []
     for i in range(6):
-        batch = collate([ds[i % len(ds)], ds[(i + 1) % len(ds)]])
+        batch = to_device(collate([ds[i % len(ds)], ds[(i + 1) % len(ds)]]), "cpu")
         t = time.perf_counter()
         out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
         loss, _ = video_losses(model, out, batch, binary=True, postmask_weight=10, use_postmask=True)

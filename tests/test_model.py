@@ -10,7 +10,7 @@ from ssp.datasets import read_manifest
 from ssp.losses import mask_targets, video_losses
 from ssp.model.ssp import VARIANTS, Variant
 from ssp.premask import postmask_label, premask, premask_flow_only, premask_for_test
-from ssp.train import build_model, model_inputs
+from ssp.train import build_model, model_inputs, to_device
 
 
 def _batch(tiny_run, variant, n=2, split="train"):
@@ -25,7 +25,7 @@ def _batch(tiny_run, variant, n=2, split="train"):
     ds = VideoDataset(rows, cfg.run_dir, need_flow=variant.premask or variant.postmask,
                       need_text=variant.text != "none", captions=caps, tokenizer=load_tokenizer(TINY_MODEL["tokenizer"]),
                       max_text_len=8)
-    return cfg, collate([ds[i] for i in range(n)])
+    return cfg, to_device(collate([ds[i] for i in range(n)]), "cpu")
 
 
 def test_eq2_on_hand_made_masks():

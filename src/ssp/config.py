@@ -235,6 +235,7 @@ class TrainConfig:
     lr_decay: float
     weight_decay: float
     batch_size: int
+    num_workers: int
     seed: int
     precision: str
     gpus: int

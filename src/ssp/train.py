@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import Config
@@ -88,8 +89,12 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
     return kw
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """Tensors to the device; uint8 frames become floats in [0, 1] there."""
+    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    if out["frames"].dtype == torch.uint8:
+        out["frames"] = out["frames"].float().div_(255)
+    return out
 
 
 # --------------------------------------------------------------------------- distributed
@@ -132,6 +137,11 @@ def load_checkpoint(path: Path, model, opt, sched) -> tuple[int, int, int]:
     np.random.set_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
     return state["epoch"], state["step_in_epoch"], state["global_step"]
+
+
+def _ignore_sigterm(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process, which checkpoints and exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Preempted(SystemExit):
@@ -204,12 +214,15 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
         for epoch in range(epoch0, t.epochs):
             order = epoch_order(len(ds), t.seed, epoch)
             batches = [order[k:k + gb] for k in range(0, len(order), gb)]
-            bar = tqdm(batches, desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}", disable=rank != 0)
-            for b, global_batch in enumerate(bar):
-                if b < skip:
-                    continue
-                mine = global_batch[rank * t.batch_size:(rank + 1) * t.batch_size]
-                batch = to_device(collate([ds[i] for i in mine]), device)
+            if world > 1:  # every process must step the same number of times
+                batches = [bt for bt in batches if len(bt) == gb]
+            mine = [bt[rank * t.batch_size:(rank + 1) * t.batch_size] for bt in batches]
+            loader = DataLoader(ds, batch_sampler=mine[skip:], collate_fn=collate, num_workers=t.num_workers,
+                                pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigterm)
+            bar = tqdm(enumerate(loader, start=skip), total=len(batches), initial=skip,
+                       desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}", disable=rank != 0)
+            for b, batch in bar:
+                batch = to_device(batch, device)
                 with torch.autocast(**autocast):
                     outp = ddp_model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
                                                                                        premask_test=t.premask_test))

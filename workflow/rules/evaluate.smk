@@ -40,7 +40,7 @@ rule table:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/table.py"
 
@@ -61,7 +61,7 @@ rule ablation_table:
         mem_mb=1000,
         runtime=10,
     conda:
-        "../../envs/preprocess.yaml"
+        "../../envs/torch.yaml"
     script:
         "../scripts/table.py"
 
