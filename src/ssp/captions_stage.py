@@ -16,6 +16,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .captions import parse_nouns
+from .stages import shard_rows
 from .store import Failure, ShardReader
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
     partial.write_text("".join(line + "\n" for line in lines))
     failures = []
     with open(partial, "a") as fh:
-        for vid in tqdm(manifest[manifest["shard"] == shard]["video_id"], desc=f"captions {shard}"):
+        for vid in tqdm(shard_rows(manifest, shard)["video_id"], desc=f"captions {shard}"):
             if vid in done:
                 continue
             try:

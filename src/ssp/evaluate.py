@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import Config
 from .datasets import build_manifest
-from .media import read_mask
+from .media import read_video_masks
 from .metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
 from .palette import NUM_CLASSES
 
@@ -53,12 +53,7 @@ def ground_truth_manifest(task: str, root: str | Path, split: str):
 
 def _truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     """[T, size, size] ground truth of a video and which frames have it."""
-    labels = np.zeros((row.n_frames, size, size), np.uint8)
-    has = np.zeros(row.n_frames, bool)
-    for t, p in enumerate(row.mask_paths):
-        if p is not None:
-            labels[t] = read_mask(p, row.mask_format, size, NUM_CLASSES)
-            has[t] = True
+    labels, has = read_video_masks(row.mask_paths, row.mask_format, size, NUM_CLASSES)
     return ((labels > 0).astype(np.uint8) if binary else labels), has
 
 

@@ -17,16 +17,10 @@ from tqdm import tqdm
 from .config import Config
 from .flow import make_estimator, video_pairs
 from .flow_mask import flow_mask, flow_to_color
+from .stages import shard_rows
 from .store import ShardReader, ShardWriter, provenance
 
 log = logging.getLogger(__name__)
-
-
-def _shard_rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
-    rows = manifest[manifest["shard"] == shard]
-    if rows.empty:
-        raise ValueError(f"shard {shard!r} is not in the manifest")
-    return rows
 
 
 def _missing_upstream(w: ShardWriter, reader: ShardReader, vid: str, stage: str) -> bool:
@@ -45,7 +39,7 @@ def run_flow(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: s
     """
     est = estimator or make_estimator(cfg.flow)
     frames = ShardReader(frames_path)
-    rows = _shard_rows(manifest, shard)
+    rows = shard_rows(manifest, shard)
     chunk = max(16, 4 * getattr(est, "batch_size", 4))
     attrs = provenance("flow", cfg.section_hash("dataset", "preprocess", "shards", "flow"), est.params(),
                        dataset=cfg.dataset.name, shard=shard)
@@ -90,7 +84,7 @@ def run_flow_mask(manifest: pd.DataFrame, shard: str, flow_path: str | Path, out
     attrs = provenance("flow_mask", cfg.section_hash("dataset", "preprocess", "shards", "flow"), params,
                        dataset=cfg.dataset.name, shard=shard, flow_backend=flows.attrs()["params"])
     with ShardWriter(out, attrs) as w:
-        for vid in tqdm(_shard_rows(manifest, shard)["video_id"], desc=f"flow_mask {shard}"):
+        for vid in tqdm(shard_rows(manifest, shard)["video_id"], desc=f"flow_mask {shard}"):
             if _missing_upstream(w, flows, vid, "flow_mask"):
                 continue
             flow = flows.read(vid)["flow"].astype(np.float32)

@@ -95,6 +95,17 @@ def read_mask(path: str, mask_format: str, size: int, num_classes: int) -> np.nd
     return resize_labels(labels, size)
 
 
+def read_video_masks(mask_paths: list, mask_format: str, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A video's ground truth: [T, size, size] uint8 labels and has_mask [T] (None = no mask)."""
+    labels = np.zeros((len(mask_paths), size, size), np.uint8)
+    has = np.zeros(len(mask_paths), bool)
+    for t, p in enumerate(mask_paths):
+        if p is not None:
+            labels[t] = read_mask(p, mask_format, size, num_classes)
+            has[t] = True
+    return labels, has
+
+
 def decode_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """[N] float32 mono waveform at ``sample_rate`` from a wav or a video's audio stream."""
     import decord

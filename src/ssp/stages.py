@@ -16,14 +16,14 @@ from tqdm import tqdm
 from .config import Config
 from .datasets import read_label2idx
 from .media import (MediaError, decode_audio, decode_video_frames, fit_audio, read_frame_files,
-                    read_mask)
+                    read_video_masks)
 from .palette import NUM_CLASSES
 from .store import ShardWriter, provenance
 
 log = logging.getLogger(__name__)
 
 
-def _rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
+def shard_rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
     rows = manifest[manifest["shard"] == shard]
     if rows.empty:
         raise ValueError(f"shard {shard!r} is not in the manifest")
@@ -33,7 +33,7 @@ def _rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
 def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config,
          params: dict, one_video) -> list:
     """Shared loop: one video at a time, failures recorded, atomic shard write."""
-    rows = _rows(manifest, shard)
+    rows = shard_rows(manifest, shard)
     attrs = provenance(stage, cfg.section_hash("dataset", "preprocess", "shards"), params,
                        dataset=cfg.dataset.name, layout=cfg.dataset.layout, shard=shard)
     with ShardWriter(out, attrs) as w:
@@ -89,12 +89,7 @@ def run_masks(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) 
     n_cls = num_classes_of(cfg)
 
     def one(row):
-        labels = np.zeros((row.n_frames, size, size), np.uint8)
-        has = np.zeros(row.n_frames, bool)
-        for t, p in enumerate(row.mask_paths):
-            if p is not None:
-                labels[t] = read_mask(p, row.mask_format, size, n_cls)
-                has[t] = True
+        labels, has = read_video_masks(row.mask_paths, row.mask_format, size, n_cls)
         return {"labels": labels, "has_mask": has}, {"mask_format": row.mask_format, "num_classes": n_cls}
 
     return _run("masks", manifest, shard, out, cfg, {"image_size": size, "num_classes": n_cls}, one)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .config import Config
 from .flow import pick_device
+from .stages import shard_rows
 from .store import ShardReader, ShardWriter, provenance
 from .vggish import embed, load_vggish, log_mel_examples, pad_to_T
 
@@ -32,7 +33,7 @@ def run_vggish(manifest: pd.DataFrame, shard: str, audio_path: str | Path, out: 
     else:
         weights_id = "in-memory"
     audio = ShardReader(audio_path)
-    rows = manifest[manifest["shard"] == shard]
+    rows = shard_rows(manifest, shard)
     attrs = provenance("vggish", cfg.section_hash("dataset", "preprocess", "shards", "vggish"),
                        {"weights": weights_id, "batch_size": vc.batch_size}, dataset=cfg.dataset.name,
                        shard=shard, weights=weights_id, random_weights=weights_id.startswith("random"))
