@@ -41,3 +41,13 @@ rule all:
 rule ablations:
     input:
         RUN / "report" / "ablations.md",
+
+
+rule postmask_sweep:
+    input:
+        RUN / "report" / "postmask_sweep.md",
+
+
+rule prompt_study:
+    input:
+        RUN / "report" / "prompt_study.md",

@@ -172,3 +172,13 @@ def test_models_load_from_saved_folders(tmp_path, tiny_run):
         b = dict(loaded.get_submodule(part).state_dict())
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+def test_variant_names_of_the_studies():
+    from ssp.model.ssp import parse_variant
+
+    assert parse_variant("full") == ("full", {})
+    assert parse_variant("full-pm2.5") == ("full", {"postmask_weight": 2.5})
+    assert parse_variant("premask_postmask-q1c") == ("premask_postmask", {"q1_variant": "c"})
+    with pytest.raises(ValueError, match="unknown variant 'full-q1e'"):
+        parse_variant("full-q1e")

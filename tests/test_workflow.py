@@ -77,6 +77,13 @@ def test_demo_dag_end_to_end(tmp_path):
     # one shard of one stage
     jobs = planned(["results/synthavs/audio/00001.h5", "--forcerun", "preprocess"], conf, tmp_path)
     assert jobs == {"preprocess": 1}
+    # the paper's studies are targets: Fig. 5 (post-mask weights) and Fig. 6/7 (Q1 wordings)
+    jobs = planned(["postmask_sweep"], conf, tmp_path)
+    assert jobs["train"] == 5 and jobs["study_table"] == 1 and "preprocess" not in jobs
+    jobs = planned(["prompt_study"], conf, tmp_path)
+    assert jobs["captions_study"] == 4 * 3 and jobs["train"] == 4
+    jobs = planned(["ablations"], conf, tmp_path)
+    assert jobs["train"] == 5  # the 7 rows less baseline and full, already trained
     # a changed stage parameter re-runs that stage and its dependents only
     conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "flow": {"min_magnitude": 1.0}})
     jobs = planned([], conf2, tmp_path)

@@ -255,6 +255,12 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class StudiesConfig:
+    postmask_weights: tuple[float, ...]
+    q1_variants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
@@ -267,6 +273,7 @@ class Config:
     model: ModelConfig
     train: TrainConfig
     resources: ResourcesConfig
+    studies: StudiesConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-from .model.ssp import VARIANTS
+from .model.ssp import VARIANTS, parse_variant
 
 
 def ablation_table(metric_files, variants, md_path, csv_path) -> list[dict]:
@@ -16,15 +16,21 @@ def ablation_table(metric_files, variants, md_path, csv_path) -> list[dict]:
     columns = sorted({(t, s) for _, t, s in results}, key=lambda c: (c[0], c[1] != "val"))
     rows = []
     for v in variants:
-        sw = VARIANTS[v]
+        preset, extra = parse_variant(v)
+        sw = VARIANTS[preset]
         row = {"variant": v, "pre-mask": "✓" if sw.premask else "", "post-mask": "✓" if sw.postmask else "",
                "text": {"none": "", "att": "att", "vta": "VTA"}[sw.text]}
+        if extra:
+            row["study"] = ", ".join(f"{k}={val}" for k, val in extra.items())
         for t, s in columns:
             r = results.get((v, t, s))
             row[f"{t} {s} mIoU"] = f"{100 * r['miou']:.2f}" if r else ""
             row[f"{t} {s} F"] = f"{100 * r['fscore']:.2f}" if r else ""
         rows.append(row)
-    keys = list(rows[0]) if rows else ["variant"]
+    keys = list(dict.fromkeys(k for r in rows for k in r)) if rows else ["variant"]
+    for r in rows:
+        for k in keys:
+            r.setdefault(k, "")
     Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)

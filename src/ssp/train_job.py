@@ -27,10 +27,22 @@ def load_captions(files) -> dict[str, dict]:
     return caps
 
 
+def with_overrides(cfg: Config, extra: dict) -> Config:
+    """The config with a study's override applied (post-mask weight sweep, Q1 variant)."""
+    import dataclasses
+
+    if "postmask_weight" in extra:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, postmask_weight=extra["postmask_weight"]))
+    return cfg
+
+
 def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_files=(), max_steps=None) -> Path:
+    from .model.ssp import parse_variant
     from .train import train
 
     out_dir = Path(out_dir)
+    preset, extra = parse_variant(variant)
+    cfg = with_overrides(cfg, extra)
     semantic = cfg.train.task == "semantic"
     if cfg.train.gpus > 1 and int(os.environ.get("WORLD_SIZE", 1)) == 1:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -44,8 +56,8 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
         return out_dir / "model.pt"
     # "stage1" (semantic runs only) is the binary baseline whose predictions are the stepping
     # stones at test; in training the stones are the ground truth (0.5 on unlabeled frames).
-    is_stage1 = variant == "stage1"
-    return train(cfg, read_manifest(cfg.run_dir / "manifest.csv"), "baseline" if is_stage1 else variant,
+    is_stage1 = preset == "stage1"
+    return train(cfg, read_manifest(cfg.run_dir / "manifest.csv"), "baseline" if is_stage1 else preset,
                  out_dir, captions=load_captions(captions_files), stepping_stone=semantic and not is_stage1,
                  max_steps=max_steps, task="binary" if is_stage1 else cfg.train.task)
 

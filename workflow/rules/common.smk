@@ -8,6 +8,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ssp.config import Config, ConfigError, require_for_dag  # noqa: E402
+from ssp.model.ssp import parse_variant  # noqa: E402
 
 
 try:
@@ -25,7 +26,8 @@ PREPROCESS_STAGES = ["frames", "audio", "masks"]
 
 wildcard_constraints:
     shard=r"\d{5}",
-    variant=r"[a-z_0-9]+",
+    variant=r"[a-z_0-9]+(-pm[0-9.]+|-q1[a-d])?",
+    q1="[a-d]",
     split="train|val|test",
     stage="|".join(PREPROCESS_STAGES),
 
@@ -62,6 +64,12 @@ def shard_files(stage, ext="h5"):
     return files
 
 
+def captions_dir(variant):
+    """Captions of the configured Q1, or of the Q1 a prompt-study variant names (full-q1b)."""
+    q1 = parse_variant(variant)[1].get("q1_variant")
+    return f"captions_q1{q1}" if q1 else "captions"
+
+
 def training_inputs(wildcards):
     return {
         "manifest": RUN / "manifest.csv",
@@ -69,7 +77,7 @@ def training_inputs(wildcards):
         "masks": shard_files("masks")(wildcards),
         "flow_mask": shard_files("flow_mask")(wildcards),
         "vggish": shard_files("vggish")(wildcards),
-        "captions": shard_files("captions", "jsonl")(wildcards),
+        "captions": shard_files(captions_dir(wildcards.variant), "jsonl")(wildcards),
     }
 
 
@@ -80,8 +88,8 @@ def stage1_of(wildcards):
         return []
     if semantic:
         return [RUN / "predictions" / "stage1" / f"{wildcards.split}.h5"]
-    premask = wildcards.variant not in ("baseline", "text_att", "text_vta")
-    if premask and CFG.train.premask_test == "stage1" and wildcards.variant != "baseline":
+    premask = parse_variant(wildcards.variant)[0] not in ("baseline", "text_att", "text_vta")
+    if premask and CFG.train.premask_test == "stage1":
         return [RUN / "predictions" / "baseline" / f"{wildcards.split}.h5"]
     return []
 
@@ -94,15 +102,14 @@ def eval_tasks():
     return [t for t, s in (("s4", {"v1s", "s4"}), ("ms3", {"v1m", "ms3"})) if subsets & s]
 
 
-ABLATION_VARIANTS = [
-    "baseline",
-    "premask",
-    "premask_postmask",
-    "text_att",
-    "text_vta",
-    "full_no_postmask",
-    "full",
-]
+STUDIES = {
+    # every Table 2 row
+    "ablations": ["baseline", "premask", "premask_postmask", "text_att", "text_vta", "full_no_postmask", "full"],
+    # Fig. 5: the full model with each post-mask weight lambda'_mask
+    "postmask_sweep": [f"full-pm{w:g}" for w in CFG.studies.postmask_weights],
+    # Fig. 6/7: the full model with captions from each Q1 wording
+    "prompt_study": [f"full-q1{q}" for q in CFG.studies.q1_variants],
+}
 FIGURE_VARIANT = CFG.train.variants[-1]
 
 

@@ -45,17 +45,19 @@ rule table:
         "../scripts/table.py"
 
 
-rule ablation_table:
+rule study_table:
     input:
-        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in ABLATION_VARIANTS
+        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in STUDIES[wc.study]
                     for t in eval_tasks() for s in ("val", "test")],
     output:
-        md=report(RUN / "report" / "ablations.md", category="Results", labels={"table": "all Table 2 rows"}),
-        csv=RUN / "report" / "ablations.csv",
+        md=report(RUN / "report" / "{study}.md", category="Results", labels={"table": "{study}"}),
+        csv=RUN / "report" / "{study}.csv",
+    wildcard_constraints:
+        study="ablations|postmask_sweep|prompt_study",
     params:
-        variants=ABLATION_VARIANTS,
+        variants=lambda wc: STUDIES[wc.study],
     log:
-        RUN / "logs" / "ablation_table.log",
+        RUN / "logs" / "{study}.log",
     threads: 1
     resources:
         mem_mb=1000,

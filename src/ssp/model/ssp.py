@@ -35,6 +35,22 @@ VARIANTS = {
 }
 
 
+def parse_variant(name: str) -> tuple[str, dict]:
+    """'full' -> ('full', {}); 'full-pm5' -> ('full', {'postmask_weight': 5.0}) (Fig. 5 sweep);
+    'full-q1b' -> ('full', {'q1_variant': 'b'}) (prompt study, Fig. 6/7)."""
+    import re
+
+    m = re.fullmatch(r"([a-z_0-9]+)(?:-pm([0-9]+(?:\.[0-9]+)?)|-q1([a-d]))?", name)
+    if not m or m.group(1) not in VARIANTS and m.group(1) != "stage1":
+        raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)}, optionally -pm<weight> or -q1<a-d>")
+    extra = {}
+    if m.group(2):
+        extra["postmask_weight"] = float(m.group(2))
+    if m.group(3):
+        extra["q1_variant"] = m.group(3)
+    return m.group(1), extra
+
+
 @dataclass
 class SSPOutput:
     class_logits: list[torch.Tensor]   # per decoder layer: [N, Q, C + 1]
