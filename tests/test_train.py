@@ -6,6 +6,7 @@ import sys
 import threading
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -108,6 +109,14 @@ def test_predictions_format(tiny_run, tmp_path):
         assert vids
         s = h5[vids[0]]["scores"][()]
         assert s.dtype == "float32" and s.shape[1:] == (48, 48) and 0 <= s.min() and s.max() <= 1
+    from PIL import Image
+
+    from ssp.predict import write_pngs
+
+    assert write_pngs(tmp_path / "full.h5", tmp_path / "png") == len(vids) * s.shape[0]
+    png = np.asarray(Image.open(tmp_path / "png" / vids[0] / "0.png"))
+    assert png.shape == (48, 48) and set(np.unique(png)) <= {0, 255}
+    assert ((s[0] > 0.5) * 255 == png).all()
 
 
 def test_semantic_stage2_trains(tiny_run, tmp_path):

@@ -58,3 +58,27 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
                 w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})
     log.info("predictions of %s on %s: %d videos -> %s", variant_name, split, len(w.written), out)
     return w.failures
+
+
+def write_pngs(predictions: str | Path, out_dir: str | Path) -> int:
+    """PNG masks of a predictions file: ``<out>/<video>/<t>.png``, AVSBench style.
+
+    Semantic predictions in the AVSBench colour palette; binary ones as 0/255 grey masks
+    (foreground = probability > 0.5), as the AVSBench-object masks are stored.
+    """
+    import h5py
+    from PIL import Image
+
+    from .palette import colorize
+
+    out_dir = Path(out_dir)
+    n = 0
+    with h5py.File(predictions, "r") as h5:
+        for vid in h5:
+            (out_dir / vid).mkdir(parents=True, exist_ok=True)
+            g = h5[vid]
+            frames = colorize(g["labels"][()]) if "labels" in g else ((g["scores"][()] > 0.5) * 255).astype(np.uint8)
+            for t, img in enumerate(frames):
+                Image.fromarray(img).save(out_dir / vid / f"{t}.png")
+                n += 1
+    return n

@@ -33,7 +33,8 @@ rule predict:
         model=RUN / "train" / "{variant}" / "model.pt",
         stage1=stage1_of,
     output:
-        RUN / "predictions" / "{variant}" / "{split}.h5",
+        h5=RUN / "predictions" / "{variant}" / "{split}.h5",
+        png=directory(RUN / "predictions" / "{variant}" / "{split}_png"),
     log:
         RUN / "logs" / "predict" / "{variant}_{split}.log",
     benchmark:

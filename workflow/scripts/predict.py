@@ -7,10 +7,12 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F
 
 from ssp import logs  # noqa: E402
 from ssp.config import Config  # noqa: E402
+from ssp.predict import write_pngs  # noqa: E402
 from ssp.train_job import run_prediction  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 inp = snakemake.input  # noqa: F821
 run_prediction(Config.from_dict(snakemake.config), snakemake.wildcards.variant,  # noqa: F821
-               snakemake.wildcards.split, inp.model, snakemake.output[0],  # noqa: F821
+               snakemake.wildcards.split, inp.model, snakemake.output.h5,  # noqa: F821
                captions_files=inp.captions, stage1=inp.stage1[0] if inp.stage1 else None)
+write_pngs(snakemake.output.h5, snakemake.output.png)  # noqa: F821
