@@ -290,7 +290,9 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
     rows = select(manifest, cfg, split)
     if rows.empty or not binary:
         return {}
-    if variant.premask and cfg.train.premask_test == "stage1" and stage1 is None:
+    if not variant.premask:
+        choice = "not used"
+    elif cfg.train.premask_test == "stage1" and stage1 is None:
         choice = "flow"  # the stage-1 predictions of the split do not exist during training
     else:
         choice = cfg.train.premask_test
