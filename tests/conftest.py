@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,22 @@ def pytest_collection_modifyitems(config, items):
     """The real-SLURM test last: once SLURM is installed and stopped, every snakemake start pays for
     the executor plugin's sacct probe."""
     items.sort(key=lambda item: item.get_closest_marker("slurm") is not None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A child process still running now (a DataLoader worker, say) would make the interpreter wait
+    for it at exit, and the test run would hang after its summary: name it, kill it, fail the run."""
+    left = multiprocessing.active_children()
+    if left:
+        tw = session.config.get_terminal_writer()
+        tw.line()
+        tw.line(
+            f"ERROR: {len(left)} child process(es) outlived the tests and were killed: "
+            + ", ".join(f"{p.name} (pid {p.pid})" for p in left), red=True)
+        for p in left:
+            os.kill(p.pid, signal.SIGKILL)
+            p.join()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

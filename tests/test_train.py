@@ -1,9 +1,9 @@
 """The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
-import threading
 
 import h5py
 import numpy as np
@@ -41,17 +41,34 @@ def test_resume_reaches_the_same_state(tiny_run, tmp_path):
     assert {"loss", "loss_class", "loss_mask", "loss_dice", "loss_postmask", "lr", "val_miou"} <= set(log["name"])
 
 
-def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path):
+def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
+    """SIGTERM (SLURM preemption) in the middle of epoch 3: checkpoint, exit code 143, resume."""
+    import ssp.train
+
     cfg = tiny_run_config(tiny_run, epochs=50)
     m = read_manifest(cfg.run_dir / "manifest.csv")
-    timer = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    timer.start()
+    calls, real_losses = [], ssp.train.video_losses
+
+    def losses_then_sigterm(*args, **kwargs):
+        """As SLURM does: SIGTERM to every process of the job (the loader's workers too) in step 5."""
+        calls.append(1)
+        if len(calls) == 5:
+            workers = multiprocessing.active_children()
+            assert len(workers) == cfg.train.num_workers > 0
+            for pid in [w.pid for w in workers] + [os.getpid()]:
+                os.kill(pid, signal.SIGTERM)
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(ssp.train, "video_losses", losses_then_sigterm)
     with pytest.raises(Preempted) as exc:
         train(cfg, m, "baseline", tmp_path / "p", captions={})
-    timer.cancel()
+    monkeypatch.undo()
     assert exc.value.code == 143
+    # the traceback keeps train()'s frame alive: its DataLoader workers must be gone all the same,
+    # or the interpreter waits for them at exit
+    assert multiprocessing.active_children() == []
     state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
-    assert state["global_step"] > 0
+    assert state["global_step"] == 5 and state["epoch"] == 2 and state["step_in_epoch"] == 1
     cfg2 = tiny_run_config(tiny_run, epochs=state["epoch"] + 1)
     train(cfg2, m, "baseline", tmp_path / "p", captions={})
     assert (tmp_path / "p" / "model.pt").exists()

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -139,9 +140,32 @@ def load_checkpoint(path: Path, model, opt, sched) -> tuple[int, int, int]:
     return state["epoch"], state["step_in_epoch"], state["global_step"]
 
 
-def _ignore_sigterm(_worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM to the main process, which checkpoints and exits."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+WORKER_SIGTERM_GRACE_S = 30
+
+
+def _defer_sigterm(_worker_id: int) -> None:
+    """DataLoader workers outlive a SIGTERM by WORKER_SIGTERM_GRACE_S seconds.
+
+    SLURM signals every process of the job at once; the main process must finish its step and
+    write the checkpoint before a dead worker makes the loader raise. Ignoring SIGTERM for good
+    would leave a stuck worker unkillable by the loader's own terminate() (and the interpreter
+    waits for every child at exit), so the worker only postpones it: SIGALRM ends it later.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: signal.alarm(WORKER_SIGTERM_GRACE_S))
+
+
+@contextlib.contextmanager
+def _epoch_batches(loader: DataLoader):
+    """The loader's iterator, whose worker processes are shut down when the epoch is left in any
+    way. A Preempted or failing step keeps this frame alive in its traceback, so the iterator
+    would not be collected, and its workers would be left for the interpreter to wait on."""
+    it = iter(loader)
+    try:
+        yield it
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)   # multi-process iterators only
+        if shutdown is not None:
+            shutdown()
 
 
 class Preempted(SystemExit):
@@ -218,30 +242,32 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                 batches = [bt for bt in batches if len(bt) == gb]
             mine = [bt[rank * t.batch_size:(rank + 1) * t.batch_size] for bt in batches]
             loader = DataLoader(ds, batch_sampler=mine[skip:], collate_fn=collate, num_workers=t.num_workers,
-                                pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigterm)
-            bar = tqdm(enumerate(loader, start=skip), total=len(batches), initial=skip,
-                       desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}", disable=rank != 0)
-            for b, batch in bar:
-                batch = to_device(batch, device)
-                with torch.autocast(**autocast):
-                    outp = ddp_model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
-                                                                                       premask_test=t.premask_test))
-                    loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
-                                               use_postmask=variant.postmask, seed=t.seed, step=step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                loss_value = reduce_mean(loss.detach(), world)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                logger.step(step, epoch, loss_value, terms, opt.param_groups[0]["lr"])
-                done = max_steps is not None and step >= max_steps
-                if rank == 0 and (stop["term"] or done or (t.checkpoint_every and step % t.checkpoint_every == 0)):
-                    save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step)
-                if stop["term"]:
-                    raise Preempted(143)
-                if done:
-                    return out / "checkpoint.pt"
+                                pin_memory=device.type == "cuda", worker_init_fn=_defer_sigterm)
+            bar = tqdm(total=len(batches), initial=skip, desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}",
+                       disable=rank != 0)
+            with _epoch_batches(loader) as it, bar:
+                for b, batch in enumerate(it, start=skip):
+                    batch = to_device(batch, device)
+                    with torch.autocast(**autocast):
+                        outp = ddp_model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
+                                                                                           premask_test=t.premask_test))
+                        loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
+                                                   use_postmask=variant.postmask, seed=t.seed, step=step)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    step += 1
+                    loss_value = reduce_mean(loss.detach(), world)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                    bar.update()
+                    logger.step(step, epoch, loss_value, terms, opt.param_groups[0]["lr"])
+                    done = max_steps is not None and step >= max_steps
+                    if rank == 0 and (stop["term"] or done or (t.checkpoint_every and step % t.checkpoint_every == 0)):
+                        save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step)
+                    if stop["term"]:
+                        raise Preempted(143)
+                    if done:
+                        return out / "checkpoint.pt"
             skip = 0
             sched.step()
             if rank == 0:
