@@ -55,3 +55,13 @@ def test_config_is_frozen():
     cfg = Config.from_dict({})
     with pytest.raises(Exception):
         cfg.shards.size = 3
+
+
+def test_missing_reference_figures_file_is_named(tmp_path):
+    from ssp.config import require_for_dag
+
+    cfg = Config.from_dict({"vggish": {"weights": "random"}, "studies": {"reference": str(tmp_path / "paper.csv")}})
+    with pytest.raises(ConfigError, match="'studies.reference'.*paper.csv.*does not exist"):
+        require_for_dag(cfg)
+    (tmp_path / "paper.csv").write_text("variant,task,split,miou,fscore\n")
+    require_for_dag(cfg)

@@ -67,3 +67,43 @@ def test_missing_video_message(tmp_path, object_s4_root, capsys):
     assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
                  "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
     assert "no prediction for video 'gunC'" in capsys.readouterr().err
+
+
+def _metrics(path, task, split, miou, fscore):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"task": task, "split": split, "miou": miou, "fscore": fscore}))
+
+
+def test_table_puts_published_figures_beside_ours(tmp_path):
+    from ssp.tables import ablation_table
+
+    files = []
+    for v, m in (("baseline", 0.5), ("full", 0.625)):
+        for s in ("val", "test"):
+            files.append(tmp_path / "metrics" / v / f"s4_{s}.json")
+            _metrics(files[-1], "s4", s, m, m + 0.1)
+    ref = tmp_path / "paper.csv"
+    ref.write_text("variant,task,split,miou,fscore,source\nfull,s4,test,81.5,89.25,Table 2\n"
+                   "text_vta,s4,test,80.0,88.0,Table 2\n")
+    rows = ablation_table(files, ["baseline", "full"], tmp_path / "t.md", tmp_path / "t.csv", reference=ref)
+    full = next(r for r in rows if r["variant"] == "full")
+    assert full["s4 test mIoU"] == "62.50" and full["s4 test mIoU (ref.)"] == "81.50"
+    assert full["s4 test F (ref.)"] == "89.25" and "s4 val mIoU (ref.)" not in full
+    assert next(r for r in rows if r["variant"] == "baseline")["s4 test mIoU (ref.)"] == ""
+    md = (tmp_path / "t.md").read_text()
+    assert "| s4 test mIoU (ref.) |" in md and "published figures from" in md and "Table 2" in md
+    # without a reference: no (ref.) column at all
+    rows = ablation_table(files, ["baseline", "full"], tmp_path / "u.md", tmp_path / "u.csv")
+    assert not any("(ref.)" in k for k in rows[0])
+
+
+def test_reference_file_errors_name_the_line(tmp_path):
+    from ssp.tables import read_reference
+
+    bad = tmp_path / "paper.csv"
+    bad.write_text("variant,task,split,miou,fscore\nfull,s4,test,81.5,89.2\nfulll,s4,test,1,2\n")
+    with pytest.raises(ValueError, match=r"paper.csv, line 3: unknown variant 'fulll'"):
+        read_reference(bad)
+    bad.write_text("variant,task,miou,fscore\n")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['split'\]"):
+        read_reference(bad)

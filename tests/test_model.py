@@ -138,7 +138,7 @@ def test_overfit_one_batch(tiny_run):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert np.isfinite(losses).all()
     assert min(losses[-5:]) < 0.35 * losses[0], losses[::10]
 

@@ -88,6 +88,15 @@ def test_demo_dag_end_to_end(tmp_path):
     conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "flow": {"min_magnitude": 1.0}})
     jobs = planned([], conf2, tmp_path)
     assert jobs["flow_mask"] == 3 and "flow" not in jobs and "preprocess" not in jobs and "vggish" not in jobs
+    # published figures (studies.reference) beside ours: the table is redone, nothing else is retrained
+    ref = tmp_path / "paper.csv"
+    ref.write_text("variant,task,split,miou,fscore,source\nfull,ms3,test,50.5,60.25,typed by hand\n")
+    conf3 = write_config(tmp_path / "config3.yaml", {**TINY, "studies": {"reference": str(ref)}})
+    jobs = planned([], conf3, tmp_path)
+    assert jobs["table"] == 1 and not {"train", "predict", "evaluate"} & set(jobs)
+    run(["--cores", "2", "--configfile", str(conf3)], tmp_path)
+    table = (run_dir / "report" / "table2.md").read_text()
+    assert "| ms3 test mIoU (ref.) |" in table and "| 50.50 |" in table and "typed by hand" in table
 
 
 @pytest.mark.workflow

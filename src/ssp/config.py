@@ -258,6 +258,7 @@ class ResourcesConfig:
 class StudiesConfig:
     postmask_weights: tuple[float, ...]
     q1_variants: tuple[str, ...]
+    reference: str | None
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,9 @@ def require_for_dag(cfg: Config) -> None:
     if cfg.vggish.weights is None:
         raise ConfigError("'vggish.weights' is not set: give the path of torchvggish's vggish-10086976.pth, "
                           "or 'random' for random weights (demo only)")
+    if cfg.studies.reference is not None and not Path(cfg.studies.reference).is_file():
+        raise ConfigError(f"'studies.reference': file {cfg.studies.reference!r} does not exist (a CSV of "
+                          "published figures: variant, task, split, miou, fscore)")
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
         raise ConfigError("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
                           "generator's scene descriptions); use minicpm-o, hf-vlm or file")

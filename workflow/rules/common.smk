@@ -111,6 +111,8 @@ STUDIES = {
     "prompt_study": [f"full-q1{q}" for q in CFG.studies.q1_variants],
 }
 FIGURE_VARIANT = CFG.train.variants[-1]
+# published figures printed beside ours in the tables (studies.reference), an input when set
+REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
 
 
 def figure_inputs(wildcards):

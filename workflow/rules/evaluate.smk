@@ -26,8 +26,9 @@ rule evaluate:
 
 rule table:
     input:
-        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in CFG.train.variants
-                    for t in eval_tasks() for s in ("val", "test")],
+        metrics=lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in CFG.train.variants
+                            for t in eval_tasks() for s in ("val", "test")],
+        reference=REFERENCE,
     output:
         md=report(RUN / "report" / "table2.md", category="Results", labels={"table": "Table 2"}),
         csv=RUN / "report" / "table2.csv",
@@ -47,8 +48,9 @@ rule table:
 
 rule study_table:
     input:
-        lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in STUDIES[wc.study]
-                    for t in eval_tasks() for s in ("val", "test")],
+        metrics=lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in STUDIES[wc.study]
+                            for t in eval_tasks() for s in ("val", "test")],
+        reference=REFERENCE,
     output:
         md=report(RUN / "report" / "{study}.md", category="Results", labels={"table": "{study}"}),
         csv=RUN / "report" / "{study}.csv",

@@ -1,4 +1,4 @@
-"""Rule table: metrics.json files -> the Table-2 style comparison (markdown + CSV)."""
+"""Rules table, study_table: metrics.json files (+ published figures) -> a Table-2 style comparison."""
 import sys
 from pathlib import Path
 
@@ -9,4 +9,5 @@ from ssp import logs  # noqa: E402
 from ssp.tables import ablation_table  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
-ablation_table(snakemake.input, snakemake.params.variants, snakemake.output.md, snakemake.output.csv)  # noqa: F821
+ablation_table(snakemake.input.metrics, snakemake.params.variants, snakemake.output.md,  # noqa: F821
+               snakemake.output.csv, reference=next(iter(snakemake.input.reference), None))  # noqa: F821
