@@ -82,14 +82,15 @@ def available_videos(manifest: pd.DataFrame, run_dir: str | Path, stages: list[s
 def collate(items: list[dict]) -> dict:
     """A batch of videos -> one batch of frames (N = sum of T) with per-frame video index.
 
-    Frames are uint8 [N, 3, S, S]; ``ssp.train.to_device`` turns them into floats in [0, 1].
+    Frames are uint8 [N, 3, S, S] and labels uint8 [N, S, S]; ``ssp.train.to_device`` turns them
+    into floats in [0, 1] and int64 class indices on the device.
     """
     out = {"video_ids": [it["video_id"] for it in items],
            "video_index": torch.cat([torch.full((len(it["frames"]),), k, dtype=torch.long)
                                      for k, it in enumerate(items)])}
-    # frames stay uint8 until they reach the device (4x less to copy between processes)
+    # frames and labels stay uint8 until they reach the device (4x / 8x less to copy between processes)
     out["frames"] = torch.from_numpy(np.concatenate([it["frames"] for it in items])).permute(0, 3, 1, 2)
-    out["labels"] = torch.from_numpy(np.concatenate([it["labels"] for it in items])).long()
+    out["labels"] = torch.from_numpy(np.concatenate([it["labels"] for it in items]))
     out["has_mask"] = torch.from_numpy(np.concatenate([it["has_mask"] for it in items]))
     out["vggish"] = torch.from_numpy(np.concatenate([it["vggish"] for it in items])).float()
     for key in ("flow_mask", "stage1", "text_ids", "text_mask"):

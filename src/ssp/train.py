@@ -91,10 +91,11 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:
-    """Tensors to the device; uint8 frames become floats in [0, 1] there."""
+    """Tensors to the device; uint8 frames become floats in [0, 1] there, uint8 labels int64."""
     out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
     if out["frames"].dtype == torch.uint8:
         out["frames"] = out["frames"].float().div_(255)
+    out["labels"] = out["labels"].long()
     return out
 
 
