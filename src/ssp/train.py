@@ -91,10 +91,11 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:
-    """Tensors to the device; uint8 frames become floats in [0, 1] there, uint8 labels int64."""
-    out = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-    if out["frames"].dtype == torch.uint8:
-        out["frames"] = out["frames"].float().div_(255)
+    """A ``collate`` batch as tensors on the device: frames [N, 3, S, S] floats in [0, 1] (uint8
+    [N, S, S, 3] on the way), labels int64, the rest as they are."""
+    out = {k: torch.as_tensor(v).to(device, non_blocking=True) if isinstance(v, (np.ndarray, torch.Tensor)) else v
+           for k, v in batch.items()}
+    out["frames"] = out["frames"].permute(0, 3, 1, 2).float().div_(255)
     out["labels"] = out["labels"].long()
     return out
 
@@ -243,7 +244,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                 batches = [bt for bt in batches if len(bt) == gb]
             mine = [bt[rank * t.batch_size:(rank + 1) * t.batch_size] for bt in batches]
             loader = DataLoader(ds, batch_sampler=mine[skip:], collate_fn=collate, num_workers=t.num_workers,
-                                pin_memory=device.type == "cuda", worker_init_fn=_defer_sigterm)
+                                worker_init_fn=_defer_sigterm)
             bar = tqdm(total=len(batches), initial=skip, desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}",
                        disable=rank != 0)
             with _epoch_batches(loader) as it, bar:
