@@ -8,7 +8,7 @@ from ssp.captions_stage import read_captions
 from ssp.data import VideoDataset, collate
 from ssp.datasets import read_manifest
 from ssp.losses import mask_targets, video_losses
-from ssp.model.ssp import VARIANTS, Variant
+from ssp.model.ssp import VARIANTS
 from ssp.premask import postmask_label, premask, premask_flow_only, premask_for_test
 from ssp.train import build_model, model_inputs, to_device
 

@@ -15,7 +15,6 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml

@@ -94,7 +94,7 @@ def read_avsbench_object_s4(root: Path, splits) -> list[dict]:
     data = base / "s4_data"
     rows = []
     for values in df.itertuples(index=False):
-        name, _start, category, split = values[0], values[1], values[2], values[3]
+        name, category, split = values[0], values[2], values[3]  # values[1]: start time
         if split not in splits:
             continue
         fdir = data / "visual_frames" / split / category / name
