@@ -165,9 +165,10 @@ class ShardedStore:
         if video_id not in self.index:
             raise KeyError(f"video {video_id!r} is not in the manifest")
         reader = self.reader(self.index[video_id])
-        if video_id not in reader:
-            raise KeyError(f"video {video_id!r} has no entry in {reader.path} (see its failures)")
-        return reader.read(video_id)
+        try:
+            return reader.read(video_id)
+        except KeyError:
+            raise KeyError(f"video {video_id!r} has no entry in {reader.path} (see its failures)") from None
 
     def failures(self) -> list[Failure]:
         out = []
