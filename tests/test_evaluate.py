@@ -92,9 +92,9 @@ def test_table_puts_published_figures_beside_ours(tmp_path):
     assert next(r for r in rows if r["variant"] == "baseline")["s4 test mIoU (ref.)"] == ""
     md = (tmp_path / "t.md").read_text()
     assert "| s4 test mIoU (ref.) |" in md and "published figures from" in md and "Table 2" in md
-    # without a reference: no (ref.) column at all
-    rows = ablation_table(files, ["baseline", "full"], tmp_path / "u.md", tmp_path / "u.csv")
-    assert not any("(ref.)" in k for k in rows[0])
+    # without a reference: no (ref.) column at all; a study's note under the table
+    rows = ablation_table(files, ["baseline", "full"], tmp_path / "u.md", tmp_path / "u.csv", note="equal rows")
+    assert not any("(ref.)" in k for k in rows[0]) and "Note: equal rows" in (tmp_path / "u.md").read_text()
 
 
 def test_reference_file_errors_name_the_line(tmp_path):

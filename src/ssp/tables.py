@@ -29,8 +29,10 @@ def read_reference(path: str | Path) -> dict[tuple[str, str, str], dict]:
     return out
 
 
-def ablation_table(metric_files, variants, md_path, csv_path, reference: str | Path | None = None) -> list[dict]:
-    """One row per variant; with ``reference``, the published figures beside ours ("ref." columns)."""
+def ablation_table(metric_files, variants, md_path, csv_path, reference: str | Path | None = None,
+                   note: str = "") -> list[dict]:
+    """One row per variant; with ``reference``, the published figures beside ours ("ref." columns);
+    ``note``, if any, is printed under the table."""
     results = {}
     for f in map(Path, metric_files):
         r = json.loads(f.read_text())
@@ -65,11 +67,13 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
         w.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
-    note = ("\nmIoU and F-score in %, AVSBench protocol (one video per batch). Test-time pre-mask: "
+    text = ("\nmIoU and F-score in %, AVSBench protocol (one video per batch). Test-time pre-mask: "
             "the stage-1 (baseline) prediction stands in for the ground truth, as train.premask_test says.\n")
     if ref:
         sources = sorted({p["source"] for p in ref.values() if p["source"]})
-        note += (f"\n(ref.) columns: published figures from {reference}"
+        text += (f"\n(ref.) columns: published figures from {reference}"
                  + (f" ({'; '.join(sources)})" if sources else "") + ", not measured by this run.\n")
-    Path(md_path).write_text("\n".join(lines) + "\n" + note)
+    if note:
+        text += f"\nNote: {note}\n"
+    Path(md_path).write_text("\n".join(lines) + "\n" + text)
     return rows

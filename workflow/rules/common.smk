@@ -111,6 +111,12 @@ STUDIES = {
     "prompt_study": [f"full-q1{q}" for q in CFG.studies.q1_variants],
 }
 FIGURE_VARIANT = CFG.train.variants[-1]
+# what a study table must say about itself
+STUDY_NOTES = {}
+if CFG.captions.backend in ("synthetic", "file"):
+    STUDY_NOTES["prompt_study"] = (
+        f"captions.backend is {CFG.captions.backend!r}: no model reads Q1, so the captions, and these "
+        "rows, do not depend on the Q1 wording. The study needs a captioning model (minicpm-o or hf-vlm).")
 # published figures printed beside ours in the tables (studies.reference), an input when set
 REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
 

@@ -34,6 +34,7 @@ rule table:
         csv=RUN / "report" / "table2.csv",
     params:
         variants=list(CFG.train.variants),
+        note="",
     log:
         RUN / "logs" / "table.log",
     threads: 1
@@ -58,6 +59,7 @@ rule study_table:
         study="ablations|postmask_sweep|prompt_study",
     params:
         variants=lambda wc: STUDIES[wc.study],
+        note=lambda wc: STUDY_NOTES.get(wc.study, ""),
     log:
         RUN / "logs" / "{study}.log",
     threads: 1

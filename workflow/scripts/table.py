@@ -1,4 +1,5 @@
 """Rules table, study_table: metrics.json files (+ published figures) -> a Table-2 style comparison."""
+import logging
 import sys
 from pathlib import Path
 
@@ -9,5 +10,8 @@ from ssp import logs  # noqa: E402
 from ssp.tables import ablation_table  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
+if snakemake.params.note:  # noqa: F821
+    logging.getLogger("ssp").warning("%s", snakemake.params.note)  # noqa: F821
 ablation_table(snakemake.input.metrics, snakemake.params.variants, snakemake.output.md,  # noqa: F821
-               snakemake.output.csv, reference=next(iter(snakemake.input.reference), None))  # noqa: F821
+               snakemake.output.csv, reference=next(iter(snakemake.input.reference), None),  # noqa: F821
+               note=snakemake.params.note)  # noqa: F821
