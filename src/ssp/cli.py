@@ -63,30 +63,38 @@ def cmd_manifest(args) -> int:
     return 0
 
 
-def cmd_stage(args) -> int:
-    from .datasets import read_manifest
-    from .captions import make_captioner
-    from .captions_stage import run_captions
+SHARD_STAGES = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
+
+
+def _shard_stage(name: str):
+    """(the stage it reads, or None for the dataset itself; its run function) for one of SHARD_STAGES."""
+    from .stages import STAGES
+
+    if name in STAGES:
+        return None, STAGES[name]
+    if name == "captions":
+        from .captions import make_captioner
+        from .captions_stage import run_captions
+
+        return "frames", lambda m, shard, src, out, cfg: run_captions(m, shard, src, out,
+                                                                      make_captioner(cfg, cfg.dataset_root))
     from .flow_stage import run_flow, run_flow_mask
     from .vggish_stage import run_vggish
-    from .stages import STAGES
+
+    return {"flow": ("frames", run_flow), "flow_mask": ("flow", run_flow_mask), "vggish": ("audio", run_vggish)}[name]
+
+
+def cmd_stage(args) -> int:
+    from .datasets import read_manifest
 
     cfg = config_mod.load(args.config)
     p = paths(cfg)
     manifest = read_manifest(args.manifest or p["manifest"])
-    out = Path(args.out) if args.out else p[args.stage] / f"{args.shard}.h5"
-    if args.stage == "flow":
-        run_flow(manifest, args.shard, p["frames"] / f"{args.shard}.h5", out, cfg)
-    elif args.stage == "flow_mask":
-        run_flow_mask(manifest, args.shard, p["flow"] / f"{args.shard}.h5", out, cfg)
-    elif args.stage == "vggish":
-        run_vggish(manifest, args.shard, p["audio"] / f"{args.shard}.h5", out, cfg)
-    elif args.stage == "captions":
-        out = Path(args.out) if args.out else p["captions"] / f"{args.shard}.jsonl"
-        run_captions(manifest, args.shard, p["frames"] / f"{args.shard}.h5", out,
-                     make_captioner(cfg, cfg.dataset_root))
-    else:
-        STAGES[args.stage](manifest, args.shard, out, cfg)
+    source, run = _shard_stage(args.stage)
+    ext = "jsonl" if args.stage == "captions" else "h5"
+    out = Path(args.out) if args.out else p[args.stage] / f"{args.shard}.{ext}"
+    sources = [] if source is None else [p[source] / f"{args.shard}.h5"]
+    run(manifest, args.shard, *sources, out, cfg)
     return 0
 
 
@@ -97,9 +105,8 @@ def cmd_summary(args) -> int:
     cfg = config_mod.load(args.config)
     p = paths(cfg)
     manifest = read_manifest(p["manifest"])
-    stages = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
     stage_shards = {s: [p[s] / f"{sh}.{'jsonl' if s == 'captions' else 'h5'}" for sh in shards_of(manifest)]
-                    for s in stages}
+                    for s in SHARD_STAGES}
     failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"])
     print(p["summary_md"].read_text())
     return 0 if not args.strict or not failures else 1
@@ -154,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
     add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
     p = add("stage", cmd_stage, "run one preprocessing stage on one shard")
-    p.add_argument("stage", choices=["frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions"])
+    p.add_argument("stage", choices=SHARD_STAGES)
     p.add_argument("--shard", required=True)
     p.add_argument("--manifest")
     p.add_argument("--out")

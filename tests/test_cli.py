@@ -1,0 +1,32 @@
+"""The command line: one SynthAVS run, stage by stage and shard by shard, as a user re-runs one."""
+import yaml
+
+from ssp.captions_stage import read_captions
+from ssp.cli import SHARD_STAGES, main
+from ssp.store import ShardReader
+
+
+def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({
+        "results": str(tmp_path / "results"), "dataset": {"name": "cli"},
+        "synthetic": {"videos": {"v1s": 2, "v1m": 1, "v2": 1}, "image_size": 32},
+        "preprocess": {"image_size": 32}, "shards": {"size": 2}, "vggish": {"weights": "random"}}))
+    c = ["--config", str(conf)]
+    assert main(["check-config", *c]) == 0
+    assert main(["synth", *c]) == 0 and main(["manifest", *c]) == 0
+    for stage in SHARD_STAGES:                      # in dependency order: each reads the one before
+        assert main(["stage", stage, "--shard", "00000", *c]) == 0, stage
+    run = tmp_path / "results" / "cli"
+    for stage in ("frames", "audio", "masks", "flow", "flow_mask", "vggish"):
+        assert len(ShardReader(run / stage / "00000.h5").videos()) == 2, stage
+    assert len(read_captions(run / "captions" / "00000.jsonl")) == 2
+    assert not (run / "frames" / "00001.h5").exists()
+    # the summary needs every shard: it names the first one missing
+    capsys.readouterr()
+    assert main(["summary", *c]) == 2
+    assert "frames/00001.h5" in capsys.readouterr().err
+    for stage in SHARD_STAGES:
+        assert main(["stage", stage, "--shard", "00001", *c]) == 0, stage
+    assert main(["summary", "--strict", *c]) == 0
+    assert "Skipped videos (0)" in (run / "report" / "summary.md").read_text()
