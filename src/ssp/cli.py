@@ -66,6 +66,11 @@ def cmd_manifest(args) -> int:
 SHARD_STAGES = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
 
 
+def shard_path(p: dict[str, Path], stage: str, shard: str) -> Path:
+    """One shard's output file of a stage in the run layout ``paths()`` gives (captions are JSONL)."""
+    return p[stage] / f"{shard}.{'jsonl' if stage == 'captions' else 'h5'}"
+
+
 def _shard_stage(name: str):
     """(the stage it reads, or None for the dataset itself; its run function) for one of SHARD_STAGES."""
     from .stages import STAGES
@@ -91,9 +96,8 @@ def cmd_stage(args) -> int:
     p = paths(cfg)
     manifest = read_manifest(args.manifest or p["manifest"])
     source, run = _shard_stage(args.stage)
-    ext = "jsonl" if args.stage == "captions" else "h5"
-    out = Path(args.out) if args.out else p[args.stage] / f"{args.shard}.{ext}"
-    sources = [] if source is None else [p[source] / f"{args.shard}.h5"]
+    out = Path(args.out) if args.out else shard_path(p, args.stage, args.shard)
+    sources = [] if source is None else [shard_path(p, source, args.shard)]
     run(manifest, args.shard, *sources, out, cfg)
     return 0
 
@@ -105,8 +109,7 @@ def cmd_summary(args) -> int:
     cfg = config_mod.load(args.config)
     p = paths(cfg)
     manifest = read_manifest(p["manifest"])
-    stage_shards = {s: [p[s] / f"{sh}.{'jsonl' if s == 'captions' else 'h5'}" for sh in shards_of(manifest)]
-                    for s in SHARD_STAGES}
+    stage_shards = {s: [shard_path(p, s, sh) for sh in shards_of(manifest)] for s in SHARD_STAGES}
     failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"])
     print(p["summary_md"].read_text())
     return 0 if not args.strict or not failures else 1
