@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# All GPU measurements in one go (under 5 minutes on one H100), one JSON line per figure.
-# Run on a GPU machine after `make install` (with a CUDA torch) and `make demo` (for the shards):
-#   bash benchmarks/gpu.sh 2>/dev/null | tee gpu-figures.jsonl
-set -euo pipefail
+# All GPU measurements in one go (about 4 minutes on one H100), one JSON line per figure on stdout,
+# progress and warnings on stderr. Needs a CUDA torch and the project's packages (`make install`
+# on a GPU machine, or PYTHONPATH=src with the requirements installed); no shards, no weights:
+#   bash benchmarks/gpu.sh 2>gpu.log | tee gpu-figures.jsonl
+# PYTHON picks the interpreter (default .venv/bin/python); FRAMES the real frames of the flow
+# accuracy figures (a video or an .npz with `frames`; default ../shared/media/chaplin.mp4).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | sed 's/^/{"gpu": "/; s/$/"}/'
-# Perceiver IO, published 41M configuration: HF per pair, HF batched, SDPA batched, bf16 EPE
-timeout 200 "$PY" benchmarks/flow.py --perceiver-config published --pairs 32 --cv-pairs 64 --batch-sizes 4 16 64
-# training throughput: AAVS recipe vs ours (bf16, channels-last, fused AdamW, batch 4, compiled)
-timeout 60 "$PY" benchmarks/train_throughput.py --batch 4 --steps 20 --compile
+FRAMES=${FRAMES:-../shared/media/chaplin.mp4}
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}src"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/{"gpu": "/; s/$/"}/'
+"$PY" -c 'import json, torch, transformers; print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__}))'
+# Perceiver IO, published 41M configuration, random weights: accuracy of the fast path on real
+# frames; Hugging Face forward per pair and batched (fp32); the SDPA path batched, fp32 and bf16;
+# at the paper's 368x496 and at AVSBench's 224x224 (two tiles per pair).
+timeout 240 "$PY" benchmarks/flow.py --perceiver-config published --frames "$FRAMES" --skip-opencv \
+    --sizes 368x496 224x224 --pairs 96 --hf-pairs 16 --hf-batch-sizes 1 4 8 --breakdown \
+    --batch-sizes 8 16 32 --dtypes float32 bfloat16 || echo '{"error": "flow benchmark failed or timed out"}'
+# Training throughput, the paper's network (Swin-B, 384 px, random weights), random 5-frame
+# videos from memory: the AAVS recipe against the trainer's settings, then channels-last, compiled.
+timeout 200 "$PY" benchmarks/train_throughput.py --model paper --data synthetic --batch 4 --steps 10 --warmup 3 \
+    --compile || echo '{"error": "training benchmark failed or timed out"}'

@@ -238,6 +238,8 @@ class TrainConfig:
     seed: int
     precision: str
     gpus: int
+    channels_last: bool
+    compile: bool
     class_weight: float
     mask_weight: float
     dice_weight: float

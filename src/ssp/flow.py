@@ -147,8 +147,16 @@ def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_
     v = self.value(kv).view(b, -1, self.num_heads, self.v_channels_per_head).transpose(1, 2)
     if mask is not None:
         mask = mask.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                         dropout_p=self.dropout.p if self.training else 0.0)
+    # The fused kernels need head sizes that are multiples of 8; the encoder's cross-attention has
+    # 322 (the input channels). Zero columns change no dot product and no output column, so pad
+    # and pass the original 1/sqrt(d) scale.
+    d, dv = q.shape[-1], v.shape[-1]
+    if d % 8:
+        q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
+    if dv % 8:
+        v = F.pad(v, (0, -dv % 8))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d),
+                                         dropout_p=self.dropout.p if self.training else 0.0)[..., :dv]
     return (out.transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
 
 

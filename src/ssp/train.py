@@ -6,7 +6,10 @@
   epoch, every ``checkpoint_every`` steps, and when SIGTERM arrives (SLURM preemption: the job
   then exits with 143); ``train`` resumes from it automatically, so a run killed after k steps
   and resumed reaches the same state as an uninterrupted one.
-* bf16 autocast on CUDA (``precision: auto``); DistributedDataParallel under ``torchrun``.
+* bf16 autocast on CUDA (``precision: auto``), fused AdamW on CUDA, optional channels-last
+  memory format and ``torch.compile`` (``channels_last``, ``compile``); DistributedDataParallel
+  under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
+  settings against the AAVS recipe (fp32, one video per step).
 * Logs: progress bars, ``metrics.csv`` and TensorBoard (when installed) in the output folder.
 """
 from __future__ import annotations
@@ -90,12 +93,14 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
     return kw
 
 
-def to_device(batch: dict, device: torch.device | str) -> dict:
+def to_device(batch: dict, device: torch.device | str, *, channels_last: bool = False) -> dict:
     """A ``collate`` batch as tensors on the device: frames [N, 3, S, S] floats in [0, 1] (uint8
-    [N, S, S, 3] on the way), labels int64, the rest as they are."""
+    [N, S, S, 3] on the way; kept in that channels-last layout with ``channels_last``), labels
+    int64, the rest as they are."""
     out = {k: torch.as_tensor(v).to(device, non_blocking=True) if isinstance(v, (np.ndarray, torch.Tensor)) else v
            for k, v in batch.items()}
-    out["frames"] = out["frames"].permute(0, 3, 1, 2).float().div_(255)
+    frames = out["frames"].permute(0, 3, 1, 2).float().div_(255)
+    out["frames"] = frames if channels_last else frames.contiguous()
     out["labels"] = out["labels"].long()
     return out
 
@@ -199,6 +204,37 @@ def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage
     return ds, dropped
 
 
+def training_setup(model: SSPModel, t, device: torch.device, *, world: int = 1, local: int = 0):
+    """(forward module, optimizer, autocast settings) for ``train`` settings ``t``: DDP over several
+    processes, channels-last weights, ``torch.compile``, fused AdamW and bf16 autocast on CUDA."""
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    fwd = model
+    if world > 1:
+        fwd = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
+    if t.compile:
+        fwd = torch.compile(fwd)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay,
+                            fused=device.type == "cuda")
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                    enabled=device.type == "cuda" and t.precision in ("auto", "bf16"))
+    return fwd, opt, autocast
+
+
+def train_step(fwd, model: SSPModel, opt, batch: dict, autocast: dict, t, *, binary: bool, step: int):
+    """One optimizer step on a ``to_device`` batch; returns (loss, loss terms)."""
+    with torch.autocast(**autocast):
+        outp = fwd(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
+                                                                   premask_test=t.premask_test))
+        loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
+                                   use_postmask=model.variant.postmask, seed=t.seed, step=step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, terms
+
+
 def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
           captions: dict | None = None, stage1_train: str | None = None, stepping_stone: bool = False,
           max_steps: int | None = None, task: str | None = None) -> Path:
@@ -218,12 +254,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     if len(ds) == 0:
         raise ValueError(f"no training videos for subsets {list(t.subsets)}")
     model = build_model(cfg, variant, binary=binary, stepping_stone=stepping_stone).to(device)
-    ddp_model = model
-    if world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local] if device.type == "cuda" else None, find_unused_parameters=True)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay,
-                            fused=device.type == "cuda")
+    ddp_model, opt, autocast = training_setup(model, t, device, world=world, local=local)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
     ckpt = out / "checkpoint.pt"
     epoch0, skip, step = 0, 0, 0
@@ -232,8 +263,6 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
         log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
     stop = {"term": False}
     old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16,
-                    enabled=device.type == "cuda" and t.precision in ("auto", "bf16"))
     logger = MetricLog(out, enabled=rank == 0)
     gb = t.batch_size * world
     try:
@@ -249,15 +278,8 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                        disable=rank != 0)
             with _epoch_batches(loader) as it, bar:
                 for b, batch in enumerate(it, start=skip):
-                    batch = to_device(batch, device)
-                    with torch.autocast(**autocast):
-                        outp = ddp_model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True,
-                                                                                           premask_test=t.premask_test))
-                        loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
-                                                   use_postmask=variant.postmask, seed=t.seed, step=step)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    batch = to_device(batch, device, channels_last=t.channels_last)
+                    loss, terms = train_step(ddp_model, model, opt, batch, autocast, t, binary=binary, step=step)
                     step += 1
                     loss_value = reduce_mean(loss.detach(), world)
                     bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
