@@ -127,7 +127,7 @@ def main() -> int:
     ap.add_argument("--data", choices=["shards", "synthetic"], default="shards",
                     help="the run's training shards (after `make demo`), or random videos in memory")
     ap.add_argument("--frames", type=int, default=5, help="frames per synthetic video (S4/MS3: 5)")
-    ap.add_argument("--batch", type=int, default=4, help="videos per step in our settings")
+    ap.add_argument("--batch", type=int, nargs="+", default=[4], help="videos per step in our settings (one row each)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--compile", action="store_true", help="also measure with torch.compile")
@@ -137,12 +137,14 @@ def main() -> int:
     device = torch.device("cuda" if cuda else "cpu")
     machine = torch.cuda.get_device_name(0) if cuda else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     if args.data == "synthetic":
-        ds = SyntheticVideos(max(8, 2 * args.batch), args.frames, cfg.preprocess.image_size)
+        ds = SyntheticVideos(max(8, 2 * max(args.batch)), args.frames, cfg.preprocess.image_size)
     else:
         ds, _ = make_dataset(cfg, select(read_manifest(cfg.run_dir / "manifest.csv"), cfg, "train"), VARIANTS["baseline"])
-    settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False),
-                "ours": dict(recipe="ours", batch=args.batch, bf16=cuda, channels_last=False, compile=False),
-                "ours-channels-last": dict(recipe="ours", batch=args.batch, bf16=cuda, channels_last=True, compile=False)}
+    settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False)}
+    for n in args.batch:
+        settings[f"ours-bs{n}"] = dict(recipe="ours", batch=n, bf16=cuda, channels_last=False, compile=False)
+    settings["ours-channels-last"] = dict(recipe="ours", batch=max(args.batch), bf16=cuda, channels_last=True,
+                                          compile=False)
     if args.compile:
         settings["ours-channels-last-compiled"] = dict(settings["ours-channels-last"], compile=True)
     rates = {}

@@ -132,8 +132,9 @@ def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_
     """PerceiverSelfAttention.forward with the attention core in scaled_dot_product_attention.
 
     Same weights and the same arithmetic as the Hugging Face forward (layer norms, projections,
-    1/sqrt(d) scaling, additive mask); the scores matrix is never materialized where a fused
-    kernel is available (flash / memory-efficient attention on GPUs, the fused CPU kernel).
+    1/sqrt(d) scaling, additive mask). On a GPU, head sizes beyond flash attention's run through
+    ``blockwise_attention`` (GEMMs over blocks of scores); the rest, and every attention on a CPU,
+    through SDPA's fused kernels, which never materialize the scores.
     """
     import torch.nn.functional as F
 
@@ -147,17 +148,55 @@ def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_
     v = self.value(kv).view(b, -1, self.num_heads, self.v_channels_per_head).transpose(1, 2)
     if mask is not None:
         mask = mask.to(q.dtype)
-    # The fused kernels need head sizes that are multiples of 8; the encoder's cross-attention has
-    # 322 (the input channels). Zero columns change no dot product and no output column, so pad
-    # and pass the original 1/sqrt(d) scale.
     d, dv = q.shape[-1], v.shape[-1]
-    if d % 8:
-        q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
-    if dv % 8:
-        v = F.pad(v, (0, -dv % 8))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d),
-                                         dropout_p=self.dropout.p if self.training else 0.0)[..., :dv]
+    if q.device.type in BLOCKWISE_DEVICES and mask is None and max(d, dv) > FLASH_MAX_HEAD_DIM and not self.training:
+        out = blockwise_attention(q, k, v, scale=1.0 / math.sqrt(d), block=BLOCK_SCORES)
+    else:
+        # The fused kernels need head sizes that are multiples of 8; the encoder's cross-attention
+        # has 322 (the input channels). Zero columns change no dot product and no output column,
+        # so pad and pass the original 1/sqrt(d) scale.
+        if d % 8:
+            q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
+        if dv % 8:
+            v = F.pad(v, (0, -dv % 8))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d),
+                                             dropout_p=self.dropout.p if self.training else 0.0)[..., :dv]
     return (out.transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
+
+
+FLASH_MAX_HEAD_DIM = 256          # flash attention's limit; Perceiver IO's flow model has 322 and 512
+BLOCK_SCORES = 1 << 29            # score elements per block of blockwise_attention (1 GiB in bf16)
+BLOCKWISE_DEVICES = ("cuda",)     # CPUs keep SDPA's fused kernel, which takes any head size
+
+
+def blockwise_attention(q, k, v, *, scale: float, block: int = BLOCK_SCORES):
+    """softmax(q k^T * scale) v for [B, H, Lq, d], [B, H, Lk, d], [B, H, Lk, dv], as plain matrix
+    products over blocks of (batch x head, queries) whose score matrix has at most ``block``
+    elements.
+
+    The flow model's two big attentions have head sizes (322 in the encoder's cross-attention, 512
+    in the decoder's) beyond flash attention's 256, where SDPA falls back to its memory-efficient
+    kernel, which is slow at such sizes (about 60 TFLOP/s in bf16 on an H100). Here the products
+    run as cuBLAS GEMMs in the input dtype and the softmax as one kernel per block (it accumulates
+    in fp32 and writes the input dtype); a block's scores are the only large temporary. Same
+    arithmetic as the Hugging Face forward: in fp32 the two agree to rounding.
+    """
+    import torch
+
+    B, H, Lq, d = q.shape
+    Lk, dv = k.shape[-2], v.shape[-1]
+    q, k, v = q.reshape(B * H, Lq, d), k.reshape(B * H, Lk, d), v.reshape(B * H, Lk, dv)
+    out = q.new_empty(B * H, Lq, dv)
+    groups = max(1, block // (Lq * Lk))              # whole (batch x head) slices per block ...
+    rows = Lq if groups > 1 else max(1, block // Lk)  # ... or query rows of one slice
+    with torch.autocast(q.device.type, enabled=False):
+        for g in range(0, B * H, groups):
+            kt, vg = k[g:g + groups].transpose(1, 2), v[g:g + groups]
+            for r in range(0, Lq, rows):
+                scores = torch.baddbmm(q.new_empty(()), q[g:g + groups, r:r + rows], kt, beta=0.0, alpha=scale)
+                out[g:g + groups, r:r + rows] = torch.bmm(torch.softmax(scores, dim=-1), vg)
+                del scores
+    return out.view(B, H, Lq, dv)
 
 
 def use_sdpa_attention(model) -> int:
@@ -218,36 +257,37 @@ class PerceiverFlow:
         n, _, c, h, w = x.shape
         return image_patches(x.reshape(n * 2, c, h, w)).view(n, 2, 9 * c, h, w)
 
-    def _run_tiles(self, inputs, origins):
-        """Model outputs for every (pair, tile), in batches: yields (pair, y, x, [th, tw, 2])."""
+    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """Tiles of all pairs go through the model ``batch_size`` at a time; the tent-weighted
+        blending happens on the device, and the flow crosses to the host once."""
         import torch
 
-        th, tw = self.tile
-        jobs = [(i, y, x) for i in range(inputs.shape[0]) for (y, x) in origins]
-        for k in range(0, len(jobs), self.batch_size):
-            chunk = jobs[k:k + self.batch_size]
-            batch = torch.stack([inputs[i, :, :, y:y + th, x:x + tw] for i, y, x in chunk])
-            with torch.inference_mode(), torch.autocast(self.device.split(":")[0], dtype=self.dtype,
-                                                        enabled=self.dtype != torch.float32):
-                out = self.model(inputs=batch).logits.float() * FLOW_SCALE_FACTOR  # [b, th, tw, 2]
-            for (i, y, x), flow in zip(chunk, out.cpu().numpy()):
-                yield i, y, x, flow
-
-    def pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         n, h, w, _ = first.shape
         H, W = upsample_size((h, w), self.tile)
         if (H, W) != (h, w):
             first = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in first])
             second = np.stack([cv2.resize(f, (W, H), interpolation=cv2.INTER_LINEAR) for f in second])
-        origins = grid_origins((H, W), self.tile, self.min_overlap)
         th, tw = self.tile
-        weights = tent_weights(self.tile)
-        total = np.zeros((n, H, W, 2), np.float32)
-        norm = np.zeros((n, H, W, 1), np.float32)
-        for i, y, x, flow in self._run_tiles(self._inputs(first, second), origins):
-            total[i, y:y + th, x:x + tw] += flow * weights[..., None]
-            norm[i, y:y + th, x:x + tw] += weights[..., None]
-        return resize_flow(total / norm, (h, w))
+        origins = grid_origins((H, W), self.tile, self.min_overlap)
+        per_group = max(1, self.batch_size // len(origins))     # pairs whose 27-channel patches are made at once
+        with torch.inference_mode():
+            weights = torch.from_numpy(tent_weights(self.tile)).to(self.device)[..., None]   # [th, tw, 1]
+            total = torch.zeros((n, H, W, 2), dtype=torch.float32, device=self.device)
+            norm = torch.zeros((n, H, W, 1), dtype=torch.float32, device=self.device)
+            for p0 in range(0, n, per_group):
+                inputs = self._inputs(first[p0:p0 + per_group], second[p0:p0 + per_group])
+                jobs = [(p0 + i, y, x) for i in range(inputs.shape[0]) for (y, x) in origins]
+                for k in range(0, len(jobs), self.batch_size):
+                    chunk = jobs[k:k + self.batch_size]
+                    batch = torch.stack([inputs[i - p0, :, :, y:y + th, x:x + tw] for i, y, x in chunk])
+                    with torch.autocast(self.device.split(":")[0], dtype=self.dtype,
+                                        enabled=self.dtype != torch.float32):
+                        out = self.model(inputs=batch).logits.float() * FLOW_SCALE_FACTOR  # [b, th, tw, 2]
+                    for (i, y, x), flow in zip(chunk, out):
+                        total[i, y:y + th, x:x + tw] += flow * weights
+                        norm[i, y:y + th, x:x + tw] += weights
+            flow = (total / norm).cpu().numpy()
+        return resize_flow(flow, (h, w))
 
 
 def make_estimator(flow_cfg) -> DISFlow | FarnebackFlow | PerceiverFlow:
