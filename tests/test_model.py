@@ -182,3 +182,32 @@ def test_variant_names_of_the_studies():
     assert parse_variant("premask_postmask-q1c") == ("premask_postmask", {"q1_variant": "c"})
     with pytest.raises(ValueError, match="unknown variant 'full-q1e'"):
         parse_variant("full-q1e")
+
+
+def test_channels_last_step_equals_default_and_compile_wraps(tiny_run):
+    """The trainer's memory-format setting changes the layout, not the arithmetic: one step from
+    the same weights gives the same loss and gradients; `compile` wraps the forward module."""
+    import dataclasses
+
+    from ssp.train import train_step, training_setup
+
+    cfg, batch = _batch(tiny_run, VARIANTS["premask"])
+    losses, grads = [], []
+    for cl in (False, True):
+        t = dataclasses.replace(cfg.train, channels_last=cl, compile=False)
+        torch.manual_seed(0)
+        model = build_model(cfg, VARIANTS["premask"], binary=True)
+        fwd, opt, ac = training_setup(model, t, torch.device("cpu"))
+        b = dict(batch, frames=batch["frames"].contiguous(memory_format=torch.channels_last) if cl
+                 else batch["frames"].contiguous())
+        loss, _ = train_step(fwd, model, opt, b, ac, t, binary=True, step=0)
+        losses.append(float(loss))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == cl
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    diff = (grads[0] - grads[1]).abs().max() / grads[0].abs().max()
+    assert diff < 1e-3, diff
+    t = dataclasses.replace(cfg.train, compile=True)
+    fwd, _, _ = training_setup(build_model(cfg, VARIANTS["baseline"], binary=True), t, torch.device("cpu"))
+    assert type(fwd).__name__ == "OptimizedModule"

@@ -219,7 +219,7 @@ class PerceiverFlow:
     name = "perceiver"
     WHAT = "a snapshot of deepmind/optical-flow-perceiver"
 
-    def __init__(self, weights: str | None, *, batch_size: int = 4, dtype: str = "float32",
+    def __init__(self, weights: str | None, *, batch_size: int = 8, dtype: str = "auto",
                  device: str = "auto", min_overlap: int = 20, attention: str = "sdpa", model=None):
         import torch
 
@@ -233,6 +233,8 @@ class PerceiverFlow:
         else:
             self.digest = "in-memory"
         self.device = pick_device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         self.model = model.to(self.device).eval()
         self.attention = attention
