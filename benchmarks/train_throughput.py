@@ -119,6 +119,60 @@ def measure(cfg: Config, ds, setting: dict, *, steps: int, warmup: int, device) 
     return steps * batch_n / (time.perf_counter() - start)
 
 
+def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profile: list | None = None) -> dict:
+    """Milliseconds per step in forward, loss, backward and optimizer, with a device sync between
+    phases (so the phases do not overlap as they do in ``measure``). With ``profile`` (a list), one
+    more step runs under torch.profiler and the top operators by CPU and device time are appended."""
+    t = dataclasses.replace(cfg.train, channels_last=setting["channels_last"], compile=False,
+                            precision="bf16" if setting["bf16"] else "fp32")
+    torch.manual_seed(0)
+    model = build_model(cfg, VARIANTS["baseline"], binary=True).to(device)
+    fwd, opt, ac = aavs_setup(model, t) if setting["recipe"] == "aavs" else training_setup(model, t, device)
+    n = setting["batch"]
+    spent = {"forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+    def mark():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    for i in range(steps + 1):
+        b = to_device(collate([ds[(i * n + k) % len(ds)] for k in range(n)]), device, channels_last=t.channels_last)
+        t0 = mark()
+        with torch.autocast(**ac):
+            out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
+            t1 = mark()
+            loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight, use_postmask=False,
+                                   seed=t.seed, step=i)
+        t2 = mark()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = mark()
+        opt.step()
+        t4 = mark()
+        if i:  # the first step warms up
+            for k, (a, z) in zip(spent, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
+                spent[k] += (z - a) * 1e3 / steps
+    if profile is not None:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            with torch.autocast(**ac):
+                out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
+                loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight,
+                                       use_postmask=False, seed=t.seed, step=0)
+            loss.backward()
+            opt.step()
+            mark()
+        events = prof.key_averages()
+        for key in ("self_cpu_time_total", "self_device_time_total"):
+            top = sorted(events, key=lambda e: getattr(e, key, 0), reverse=True)[:12]
+            profile.append({"figure": "train_step_top_ops", "by": key, "ms": {e.key[:60]: round(getattr(e, key, 0) / 1e3, 1)
+                                                                              for e in top}, "calls": {e.key[:60]: e.count for e in top}})
+    return {k: round(v, 1) for k, v in spent.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
@@ -131,6 +185,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time forward, loss, backward and optimizer of each setting (no channels-last row)")
     args = ap.parse_args()
     cfg = load_config(args.config, args.model)
     cuda = torch.cuda.is_available()
@@ -143,8 +199,9 @@ def main() -> int:
     settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False)}
     for n in args.batch:
         settings[f"ours-bs{n}"] = dict(recipe="ours", batch=n, bf16=cuda, channels_last=False, compile=False)
-    settings["ours-channels-last"] = dict(recipe="ours", batch=max(args.batch), bf16=cuda, channels_last=True,
-                                          compile=False)
+    if not args.breakdown:
+        settings["ours-channels-last"] = dict(recipe="ours", batch=max(args.batch), bf16=cuda, channels_last=True,
+                                              compile=False)
     if args.compile:
         settings["ours-channels-last-compiled"] = dict(settings["ours-channels-last"], compile=True)
     rates = {}
@@ -159,6 +216,14 @@ def main() -> int:
             continue
         print(json.dumps({"figure": "train_videos_per_s", "setting": name, **setting, "videos_per_s": round(rates[name], 3),
                           "model": f"{args.model} ({cfg.model.size} px)", "data": args.data, "device": machine}), flush=True)
+        if args.breakdown:
+            top: list = []
+            ms = phase_breakdown(cfg, ds, setting, steps=max(2, args.steps // 2), device=device,
+                                 profile=top if name != "aavs" else None)
+            print(json.dumps({"figure": "train_step_breakdown_ms", "setting": name, "batch": setting["batch"], **ms,
+                              "device": machine}), flush=True)
+            for row in top:
+                print(json.dumps({**row, "setting": name, "device": machine}), flush=True)
     for name, rate in rates.items():
         if name != "aavs" and "aavs" in rates:
             print(json.dumps({"figure": "train_speedup", "setting": name, "over": "aavs",
