@@ -79,7 +79,7 @@ def test_demo_dag_end_to_end(tmp_path):
     assert jobs == {"preprocess": 1}
     # the paper's studies are targets: Fig. 5 (post-mask weights) and Fig. 6/7 (Q1 wordings)
     jobs = planned(["postmask_sweep"], conf, tmp_path)
-    assert jobs["train"] == 5 and jobs["study_table"] == 1 and "preprocess" not in jobs
+    assert jobs["train"] == 5 and jobs["table"] == 1 and "preprocess" not in jobs
     jobs = planned(["prompt_study"], conf, tmp_path)
     assert jobs["captions_study"] == 4 * 3 and jobs["train"] == 4
     jobs = planned(["ablations"], conf, tmp_path)
@@ -88,6 +88,13 @@ def test_demo_dag_end_to_end(tmp_path):
     conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "flow": {"min_magnitude": 1.0}})
     jobs = planned([], conf2, tmp_path)
     assert jobs["flow_mask"] == 3 and "flow" not in jobs and "preprocess" not in jobs and "vggish" not in jobs
+    # settings that change nothing computed re-run nothing: another backend's settings, the
+    # trainer's speed settings; one more variant trains only that variant
+    conf4 = write_config(tmp_path / "config4.yaml", {
+        **TINY, "flow": {"perceiver": {"batch_size": 2, "attention": "eager"}},
+        "train": {**TINY["train"], "num_workers": 0, "channels_last": False, "variants": ["baseline", "full", "premask"]}})
+    jobs = planned([], conf4, tmp_path)
+    assert jobs["train"] == 1 and not {"flow", "flow_mask", "preprocess"} & set(jobs), jobs
     # published figures (studies.reference) beside ours: the table is redone, nothing else is retrained
     ref = tmp_path / "paper.csv"
     ref.write_text("variant,task,split,miou,fscore,source\nfull,ms3,test,50.5,60.25,typed by hand\n")

@@ -94,6 +94,27 @@ def stage1_of(wildcards):
     return []
 
 
+def flow_params():
+    """The flow settings that decide the flow (a change re-runs the stage): the backend's own, not
+    the other backends', nor the Perceiver's batch size or attention path (speed only)."""
+    f = config["flow"]
+    if f["backend"] == "dis":
+        return {"backend": "dis", "dis_preset": f["dis_preset"]}
+    if f["backend"] == "perceiver":
+        p = f["perceiver"]
+        return {"backend": "perceiver", **{k: p[k] for k in ("weights", "dtype", "device", "min_overlap")}}
+    return {"backend": f["backend"]}
+
+
+# train settings that change neither the weights nor the training logs: changing them (or adding a
+# variant to train.variants) re-trains nothing
+TRAIN_SPEED_ONLY = ("variants", "num_workers", "checkpoint_every", "channels_last", "compile")
+
+
+def train_params():
+    return {k: v for k, v in config["train"].items() if k not in TRAIN_SPEED_ONLY}
+
+
 def eval_tasks():
     """Binary runs: s4 for v1s/s4 videos, ms3 for v1m/ms3 videos; semantic runs: avss."""
     if CFG.train.task == "semantic":
@@ -103,6 +124,8 @@ def eval_tasks():
 
 
 STUDIES = {
+    # the variants this run trains (train.variants): results/<name>/report/table2.{md,csv}
+    "table2": list(CFG.train.variants),
     # every Table 2 row
     "ablations": ["baseline", "premask", "premask_postmask", "text_att", "text_vta", "full_no_postmask", "full"],
     # Fig. 5: the full model with each post-mask weight lambda'_mask

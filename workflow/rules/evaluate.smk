@@ -25,29 +25,8 @@ rule evaluate:
 
 
 rule table:
-    input:
-        metrics=lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in CFG.train.variants
-                            for t in eval_tasks() for s in ("val", "test")],
-        reference=REFERENCE,
-    output:
-        md=report(RUN / "report" / "table2.md", category="Results", labels={"table": "Table 2"}),
-        csv=RUN / "report" / "table2.csv",
-    params:
-        variants=list(CFG.train.variants),
-        note="",
-    log:
-        RUN / "logs" / "table.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../../envs/torch.yaml"
-    script:
-        "../scripts/table.py"
-
-
-rule study_table:
+    """Table 2 of the configured variants (table2), and each study's table: ours beside the
+    published figures of studies.reference, when set."""
     input:
         metrics=lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in STUDIES[wc.study]
                             for t in eval_tasks() for s in ("val", "test")],
@@ -56,7 +35,7 @@ rule study_table:
         md=report(RUN / "report" / "{study}.md", category="Results", labels={"table": "{study}"}),
         csv=RUN / "report" / "{study}.csv",
     wildcard_constraints:
-        study="ablations|postmask_sweep|prompt_study",
+        study="|".join(STUDIES),
     params:
         variants=lambda wc: STUDIES[wc.study],
         note=lambda wc: STUDY_NOTES.get(wc.study, ""),

@@ -8,7 +8,7 @@ rule flow:
     output:
         RUN / "flow" / "{shard}.h5",
     params:
-        backend={k: config["flow"][k] for k in ("backend", "dis_preset", "perceiver")},
+        backend=flow_params(),
     log:
         RUN / "logs" / "flow" / "{shard}.log",
     benchmark:

@@ -11,7 +11,7 @@ rule train:
         metrics=RUN / "train" / "{variant}" / "metrics.csv",
     params:
         model=config["model"],
-        train=config["train"],
+        train=train_params(),
     log:
         RUN / "logs" / "train" / "{variant}.log",
     benchmark:

@@ -1,4 +1,4 @@
-"""Rules table, study_table: metrics.json files (+ published figures) -> a Table-2 style comparison."""
+"""Rule table: metrics.json files (+ published figures) -> a Table-2 style comparison."""
 import logging
 import sys
 from pathlib import Path
