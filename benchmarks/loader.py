@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ssp.config import load  # noqa: E402
-from ssp.data import VideoDataset, collate  # noqa: E402
+from ssp.data import VideoDataset, collate, loader_collate, unpack_shared  # noqa: E402
 from ssp.datasets import read_manifest  # noqa: E402
 from ssp.media import read_mask, resize_image  # noqa: E402
 from ssp.vggish import log_mel_examples  # noqa: E402
@@ -50,15 +50,15 @@ class RawLayoutDataset(Dataset):
         return {"frames": frames, "labels": labels, "log_mel": mel}
 
 
-def rate(ds, workers: int, epochs: int, collate_fn) -> float:
-    loader = DataLoader(ds, batch_size=1, shuffle=False, num_workers=workers, collate_fn=collate_fn,
+def rate(ds, workers: int, epochs: int, collate_fn, batch: int) -> float:
+    loader = DataLoader(ds, batch_size=batch, shuffle=False, num_workers=workers, collate_fn=collate_fn,
                         persistent_workers=workers > 0)
-    for _ in loader:  # warm-up epoch (worker start, page cache)
-        pass
+    for b in loader:  # warm-up epoch (worker start, page cache)
+        unpack_shared(b)
     t = time.perf_counter()
     for _ in range(epochs):
-        for _ in loader:
-            pass
+        for b in loader:
+            unpack_shared(b)   # the batch's arrays, as the trainer's to_device takes them
     return epochs * len(ds) / (time.perf_counter() - t)
 
 
@@ -87,6 +87,8 @@ def main() -> int:
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, help="videos per batch (default: the config's train.batch_size)")
+    ap.add_argument("--repeats", type=int, default=3, help="measurements of each loader, alternating; medians reported")
     args = ap.parse_args()
     cfg = load(args.config)
     manifest = read_manifest(cfg.run_dir / "manifest.csv")
@@ -94,11 +96,16 @@ def main() -> int:
     shards = VideoDataset(rows, cfg.run_dir, need_flow=True, need_text=False)
     raw = RawLayoutDataset(rows, cfg.preprocess.image_size)
     machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    r_h5 = rate(shards, args.workers, args.epochs, collate)
-    r_raw = rate(raw, args.workers, args.epochs, lambda items: items)
+    batch = args.batch or cfg.train.batch_size
+    runs = {"hdf5-shards": [], "avsbench-layout-files": []}
+    for _ in range(args.repeats):
+        runs["hdf5-shards"].append(rate(shards, args.workers, args.epochs, loader_collate(args.workers), batch))
+        runs["avsbench-layout-files"].append(rate(raw, args.workers, args.epochs, list, batch))
+    r_h5, r_raw = (float(np.median(runs[k])) for k in runs)
     for name, r in (("hdf5-shards", r_h5), ("avsbench-layout-files", r_raw)):
-        print(json.dumps({"figure": "loader_videos_per_s", "loader": name, "workers": args.workers,
-                          "videos_per_s": round(r, 2), "videos": len(rows), "machine": machine}), flush=True)
+        print(json.dumps({"figure": "loader_videos_per_s", "loader": name, "workers": args.workers, "batch": batch,
+                          "videos_per_s": round(r, 2), "runs": [round(x, 1) for x in runs[name]],
+                          "videos": len(rows), "machine": machine}), flush=True)
     print(json.dumps({"figure": "loader_speedup", "value": round(r_h5 / r_raw, 2)}), flush=True)
     st = step_time(cfg, shards)
     print(json.dumps({"figure": "trainer_step", "step_s": round(st, 4), "videos_per_step": 2,

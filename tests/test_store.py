@@ -107,3 +107,46 @@ def test_missing_video_names_shard(tmp_path):
     with pytest.raises(KeyError, match="not in the manifest"):
         store.read("zzz")
     assert [f.video_id for f in store.failures()] == ["b"]
+
+
+def test_read_only_the_keys_asked_for(tmp_path):
+    with ShardWriter(tmp_path / "00000.h5", provenance("flow_mask", "abc", {})) as w:
+        w.add("a", {"flow_mask": np.ones((2, 4, 4), np.uint8), "gray": np.zeros((2, 4, 4), np.float16)}, {})
+    store = ShardedStore(tmp_path, {"a": "00000"})
+    assert set(store.read("a")) == {"flow_mask", "gray"}
+    assert set(store.read("a", ("flow_mask",))) == {"flow_mask"}
+    with pytest.raises(KeyError, match="no entry"):
+        store.read("a", ("labels",))
+
+
+class _Videos(Dataset):
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng(i)
+        return {"video_id": f"v{i}", "frames": rng.integers(0, 255, (3 + i % 2, 6, 5, 3), dtype=np.uint8),
+                "labels": rng.integers(0, 3, (3 + i % 2, 6, 5), dtype=np.uint8),
+                "has_mask": rng.random(3 + i % 2) > 0.5,
+                "vggish": rng.standard_normal((3 + i % 2, 7)).astype(np.float32)}
+
+
+def test_shared_memory_batches_equal_plain_ones():
+    """Worker batches in one shared-memory buffer unpack to exactly what `collate` gives (odd sizes,
+    mixed dtypes: every view aligned), through a real DataLoader with two workers."""
+    from ssp.data import collate, collate_shared, loader_collate, unpack_shared
+
+    ds = _Videos()
+    assert loader_collate(0) is collate and loader_collate(2) is collate_shared
+    sampler = [[0, 1], [2], [3, 4]]
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=collate_shared,
+                        multiprocessing_context="fork")
+    for batch, idx in zip(loader, sampler):
+        assert isinstance(batch["_shared"], torch.Tensor)
+        got, want = unpack_shared(batch), collate([ds[i] for i in idx])
+        assert set(got) == set(want) and "_shared" not in got
+        assert got["video_ids"] == want["video_ids"]
+        for key in ("video_index", "frames", "labels", "has_mask", "vggish"):
+            assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), key
+    plain = collate([ds[0]])
+    assert unpack_shared(plain) is plain

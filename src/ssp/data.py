@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch.utils.data import Dataset
 
 from .store import ShardedStore
@@ -43,14 +44,13 @@ class VideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         vid = self.rows.at[i, "video_id"]
-        frames = self.stores["frames"].read(vid)["frames"]
-        masks = self.stores["masks"].read(vid)
-        vg = self.stores["vggish"].read(vid)
+        frames = self.stores["frames"].read(vid, ("frames",))["frames"]
+        masks = self.stores["masks"].read(vid, ("labels", "has_mask"))
         T = len(frames)
         item = {"video_id": vid, "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],
-                "vggish": vg["vggish"]}
-        if "flow_mask" in self.stores:
-            item["flow_mask"] = self.stores["flow_mask"].read(vid)["flow_mask"]
+                "vggish": self.stores["vggish"].read(vid, ("vggish",))["vggish"]}
+        if "flow_mask" in self.stores:   # not its gray maps (the flow figure's), twice its size
+            item["flow_mask"] = self.stores["flow_mask"].read(vid, ("flow_mask",))["flow_mask"]
         if self.stage1 is not None:
             item["stage1"] = self.stage1.read(vid)["scores"]
         if self.need_text:
@@ -83,9 +83,8 @@ def collate(items: list[dict]) -> dict:
 
     The batch is numpy arrays, as stored: frames uint8 [N, S, S, 3], labels uint8 [N, S, S].
     ``ssp.train.to_device`` makes them tensors on the device: frames floats [N, 3, S, S] in [0, 1],
-    labels int64. Numpy crosses from a DataLoader worker as one pickled buffer per array, about
-    twice as fast here as tensors (a shared-memory segment and a file descriptor each), and uint8
-    is 4x / 8x fewer bytes than float / int64.
+    labels int64 (uint8 is 4x / 8x fewer bytes than float / int64). DataLoader workers use
+    ``collate_shared``, which puts all of them into one shared-memory buffer.
     """
     out = {"video_ids": [it["video_id"] for it in items],
            "video_index": np.concatenate([np.full(len(it["frames"]), k, np.int64) for k, it in enumerate(items)])}
@@ -93,3 +92,42 @@ def collate(items: list[dict]) -> dict:
         if key in items[0]:
             out[key] = np.concatenate([it[key] for it in items])
     return out
+
+
+def collate_shared(items: list[dict]) -> dict:
+    """``collate`` for DataLoader workers: every array of the batch in one shared-memory buffer.
+
+    A worker's batch then crosses to the main process as one shared-memory segment (a file
+    descriptor) instead of each array pickled through a pipe, the larger part of a shard video's
+    cost in the main process. ``unpack_shared`` turns it back into the arrays (views, no copy).
+    """
+    batch = collate(items)
+    arrays = {k: np.ascontiguousarray(v) for k, v in batch.items() if isinstance(v, np.ndarray)}
+    layout, offset = [], 0
+    for key, a in arrays.items():
+        offset = -(-offset // 8) * 8                  # 8-byte aligned views for every dtype
+        layout.append((key, a.dtype.str, a.shape, offset, a.nbytes))
+        offset += a.nbytes
+    buf = torch.empty(offset, dtype=torch.uint8).share_memory_()
+    view = buf.numpy()
+    for (key, _, _, o, n), a in zip(layout, arrays.values()):
+        view[o:o + n] = a.reshape(-1).view(np.uint8)
+    out = {k: v for k, v in batch.items() if k not in arrays}
+    out["_shared"], out["_layout"] = buf, layout
+    return out
+
+
+def unpack_shared(batch: dict) -> dict:
+    """A ``collate_shared`` batch as ``collate`` returns it (other batches pass unchanged)."""
+    if "_shared" not in batch:
+        return batch
+    batch = dict(batch)
+    view = batch.pop("_shared").numpy()
+    for key, dtype, shape, o, n in batch.pop("_layout"):
+        batch[key] = view[o:o + n].view(dtype).reshape(shape)
+    return batch
+
+
+def loader_collate(num_workers: int):
+    """The collate function for a DataLoader with ``num_workers`` workers."""
+    return collate_shared if num_workers > 0 else collate

@@ -117,9 +117,10 @@ class ShardReader:
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.h5
 
-    def read(self, video_id: str) -> dict[str, np.ndarray]:
+    def read(self, video_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """The video's arrays (only ``keys``, when given: nothing else is read from disk)."""
         g = self.h5[video_id]
-        return {k: g[k][()] for k in g}
+        return {k: g[k][()] for k in (g if keys is None else keys)}
 
     def attrs(self, video_id: str | None = None) -> dict:
         node = self.h5 if video_id is None else self.h5[video_id]
@@ -161,12 +162,12 @@ class ShardedStore:
         shard = self.index.get(video_id)
         return shard is not None and video_id in self.reader(shard)
 
-    def read(self, video_id: str) -> dict[str, np.ndarray]:
+    def read(self, video_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         if video_id not in self.index:
             raise KeyError(f"video {video_id!r} is not in the manifest")
         reader = self.reader(self.index[video_id])
         try:
-            return reader.read(video_id)
+            return reader.read(video_id, keys)
         except KeyError:
             raise KeyError(f"video {video_id!r} has no entry in {reader.path} (see its failures)") from None
 

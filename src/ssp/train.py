@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .config import Config
-from .data import VideoDataset, available_videos, collate
+from .data import VideoDataset, available_videos, collate, loader_collate, unpack_shared
 from .losses import video_losses
 from .metrics import binary_fscore_batch, binary_miou_batch
 from .model.ssp import VARIANTS, SSPModel, Variant, foreground_prob
@@ -98,7 +98,7 @@ def to_device(batch: dict, device: torch.device | str, *, channels_last: bool = 
     [N, S, S, 3] on the way; kept in that channels-last layout with ``channels_last``), labels
     int64, the rest as they are."""
     out = {k: torch.as_tensor(v).to(device, non_blocking=True) if isinstance(v, (np.ndarray, torch.Tensor)) else v
-           for k, v in batch.items()}
+           for k, v in unpack_shared(batch).items()}
     frames = out["frames"].permute(0, 3, 1, 2).float().div_(255)
     out["frames"] = frames if channels_last else frames.contiguous()
     out["labels"] = out["labels"].long()
@@ -272,7 +272,8 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
             if world > 1:  # every process must step the same number of times
                 batches = [bt for bt in batches if len(bt) == gb]
             mine = [bt[rank * t.batch_size:(rank + 1) * t.batch_size] for bt in batches]
-            loader = DataLoader(ds, batch_sampler=mine[skip:], collate_fn=collate, num_workers=t.num_workers,
+            loader = DataLoader(ds, batch_sampler=mine[skip:], collate_fn=loader_collate(t.num_workers),
+                                num_workers=t.num_workers,
                                 worker_init_fn=_defer_sigterm)
             bar = tqdm(total=len(batches), initial=skip, desc=f"{variant_name} epoch {epoch + 1}/{t.epochs}",
                        disable=rank != 0)
