@@ -1,9 +1,10 @@
 """Training throughput: our trainer's step against the AAVS recipe, same model, same machine, same run.
 
-  aavs      : the reference recipe: fp32, one video per step, AdamW (for-each), NCHW
+  aavs      : the reference recipe: fp32, one video per step, AdamW (for-each), NCHW, and the
+              Hugging Face Mask2Former loss computed video by video
   ours-...  : ``ssp.train.training_setup`` + ``train_step``, exactly what the trainer runs: bf16
-              autocast and fused AdamW on CUDA, ``--batch`` videos per step, then with
-              channels-last, then (``--compile``) with torch.compile as well
+              autocast and fused AdamW on CUDA, the batched loss (``ssp.criterion``), ``--batch``
+              videos per step; then with channels-last, then (``--compile``) torch.compile
 
 Prints one JSON line per setting (videos per second over ``--steps`` steps after warm-up) and the
 speed-up of each over the AAVS recipe.
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ssp.config import Config  # noqa: E402
 from ssp.data import collate  # noqa: E402
 from ssp.datasets import read_manifest  # noqa: E402
-from ssp.losses import video_losses  # noqa: E402
+from ssp.losses import reference_avs_losses, video_losses  # noqa: E402
 from ssp.model.ssp import VARIANTS  # noqa: E402
 from ssp.train import (build_model, make_dataset, model_inputs, select, to_device, train_step,  # noqa: E402
                        training_setup)
@@ -80,13 +81,13 @@ def aavs_setup(model, t):
 
 
 def aavs_step(fwd, model, opt, batch, autocast, t, *, binary, step):
+    """One step of the reference recipe: its loss is the Hugging Face Mask2Former loss, video by video."""
     out = fwd(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test=t.premask_test))
-    loss, terms = video_losses(model, out, batch, binary=binary, postmask_weight=t.postmask_weight,
-                               use_postmask=False, seed=t.seed, step=step)
+    loss = reference_avs_losses(model, out, batch, binary=binary, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss, terms
+    return loss, {}
 
 
 def measure(cfg: Config, ds, setting: dict, *, steps: int, warmup: int, device) -> float:
@@ -142,8 +143,11 @@ def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profi
         with torch.autocast(**ac):
             out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
             t1 = mark()
-            loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight, use_postmask=False,
-                                   seed=t.seed, step=i)
+            if setting["recipe"] == "aavs":
+                loss = reference_avs_losses(model, out, b, binary=True, seed=t.seed, step=i)
+            else:
+                loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight,
+                                       use_postmask=False, seed=t.seed, step=i)
         t2 = mark()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -149,7 +149,7 @@ def test_non_finite_loss_names_the_term(tiny_run, monkeypatch):
     cfg, batch = _batch(tiny_run, VARIANTS["premask_postmask"])
     model = build_model(cfg, VARIANTS["premask_postmask"], binary=True)
     out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
-    monkeypatch.setattr(ssp.losses, "postmask_loss", lambda *a: torch.tensor(float("inf")))
+    monkeypatch.setattr(ssp.losses, "postmask_frames", lambda part, labels, *a: torch.full((len(labels),), float("inf")))
     with pytest.raises(FloatingPointError, match="loss term 'postmask' is inf for video"):
         video_losses(model, out, batch, binary=True, postmask_weight=10, use_postmask=True)
 
@@ -211,3 +211,43 @@ def test_channels_last_step_equals_default_and_compile_wraps(tiny_run):
     t = dataclasses.replace(cfg.train, compile=True)
     fwd, _, _ = training_setup(build_model(cfg, VARIANTS["baseline"], binary=True), t, torch.device("cpu"))
     assert type(fwd).__name__ == "OptimizedModule"
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_batched_loss_equals_hugging_face_per_video(tiny_run, binary):
+    """The loss of all videos and decoder layers at once equals transformers' Mask2Former loss run
+    video by video with the same seeds: every term, and the gradients they give."""
+    from ssp.criterion import VideoBatchLoss
+    from ssp.losses import _slice, avs_loss, point_seed
+
+    cfg, batch = _batch(tiny_run, VARIANTS["baseline"], n=4)
+    torch.manual_seed(0)
+    model = build_model(cfg, VARIANTS["baseline"], binary=binary)
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    videos = int(batch["video_index"].max()) + 1
+    sel = [torch.nonzero((batch["video_index"] == v) & batch["has_mask"]).squeeze(1) for v in range(videos)]
+    seeds = [point_seed(3, 7, batch["video_ids"][v]) for v in range(videos)]
+    ref = []
+    for v in range(videos):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds[v])
+            ref.append(avs_loss(model, _slice(out, sel[v]), batch["labels"][sel[v]], binary))
+    allf = torch.cat(sel)
+    got = VideoBatchLoss(model.m2f)([c[allf] for c in out.class_logits], [m[allf] for m in out.mask_logits],
+                                    batch["labels"][allf], [v for v in range(videos) for _ in sel[v]], seeds, binary)
+    assert len(got) == videos
+    total, _ = video_losses(model, out, batch, binary=binary, postmask_weight=10, use_postmask=False, seed=3, step=7)
+    from ssp.losses import reference_avs_losses
+
+    ref_total = reference_avs_losses(model, out, batch, binary=binary, seed=3, step=7)
+    assert float(total) == pytest.approx(float(ref_total), rel=1e-4)
+    for r, g in zip(ref, got):
+        for k in ("class", "mask", "dice"):
+            assert float(g[k]) == pytest.approx(float(r[k]), rel=1e-4, abs=1e-6), k
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ref = torch.autograd.grad(sum(sum(r.values()) for r in ref), params, retain_graph=True, allow_unused=True)
+    g_got = torch.autograd.grad(sum(sum(r.values()) for r in got), params, allow_unused=True)
+    assert [a is None for a in g_ref] == [b is None for b in g_got]
+    a = torch.cat([x.flatten() for x in g_ref if x is not None])
+    b = torch.cat([x.flatten() for x in g_got if x is not None])
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-4

@@ -6,7 +6,9 @@ class 2 / mask 5 / dice 5. L'_mask (the post-mask loss) is a BCE between the pre
 foreground probability and M_Post = M_O ∩ M_GT, weight 10.
 
 The loss is computed per video and averaged over the videos of the batch, so a batch of B
-videos on one process and B processes with one video each give the same loss.
+videos on one process and B processes with one video each give the same loss. L_AVS comes from
+``criterion.VideoBatchLoss`` (all videos and decoder layers at once); ``avs_loss`` is the Hugging
+Face loss of one video, the reference it is tested against.
 """
 from __future__ import annotations
 
@@ -44,7 +46,8 @@ def _slice(out: SSPOutput, idx: torch.Tensor) -> SSPOutput:
 
 
 def avs_loss(model: SSPModel, out: SSPOutput, labels: torch.Tensor, binary: bool) -> dict[str, torch.Tensor]:
-    """Weighted Mask2Former loss terms for the given frames (all with ground truth)."""
+    """Weighted Mask2Former loss terms for the given frames (all with ground truth), through the
+    Hugging Face loss: the reference of ``criterion.VideoBatchLoss``."""
     m2f = model.module.m2f if hasattr(model, "module") else model.m2f
     masks, classes = mask_targets(labels, binary)
     aux = [{"masks_queries_logits": m, "class_queries_logits": c}
@@ -55,47 +58,78 @@ def avs_loss(model: SSPModel, out: SSPOutput, labels: torch.Tensor, binary: bool
             "dice": sum(v for k, v in terms.items() if "dice" in k)}
 
 
-def postmask_loss(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor, binary: bool) -> torch.Tensor:
-    """BCE between the predicted foreground and M_O ∩ M_GT at the mask logits' resolution."""
+def point_seed(seed: int, step: int, video_id: str) -> int:
+    """Seed of the matcher's and the loss's random point sampling for one video at one step."""
+    return (seed * 1_000_003 + step * 7919 + zlib.crc32(video_id.encode())) % (2**63)
+
+
+def reference_avs_losses(model, out: SSPOutput, batch: dict, *, binary: bool, seed: int | None = None,
+                         step: int = 0) -> torch.Tensor:
+    """Mean over videos of L_AVS through the Hugging Face loss, one video at a time, as the AAVS
+    reference code computes it. ``video_losses`` gives the same value in one batch; this is the
+    baseline of ``benchmarks/train_throughput.py`` and the reference of the tests."""
+    totals = []
+    for v in range(int(batch["video_index"].max()) + 1):
+        idx = torch.nonzero((batch["video_index"] == v) & batch["has_mask"]).squeeze(1)
+        if idx.numel() == 0:
+            continue
+        dev = out.mask_logits[-1].device
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(point_seed(seed, step, batch["video_ids"][v]))
+            totals.append(sum(avs_loss(model, _slice(out, idx), batch["labels"][idx], binary).values()))
+    return sum(totals) / len(totals)
+
+
+def postmask_frames(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor, binary: bool) -> torch.Tensor:
+    """L'_mask of each frame: [N], the BCE between the predicted foreground probability and
+    M_Post = M_O ∩ M_GT (area-resized to the mask logits), averaged over the frame's pixels."""
     cls, msk = out.final
     fg = foreground_prob(cls.float(), msk.float(), binary).clamp(1e-6, 1 - 1e-6)
     target = postmask_label(flow_mask, labels > 0).unsqueeze(1)
     target = F.interpolate(target, size=fg.shape[-2:], mode="area").squeeze(1)
-    return F.binary_cross_entropy(fg, target)
-
-
-def point_seed(seed: int, step: int, video_id: str) -> int:
-    """Seed of the matcher's and the loss's random point sampling for one video at one step."""
-    return (seed * 1_000_003 + step * 7919 + zlib.crc32(video_id.encode())) % (2**63)
+    return F.binary_cross_entropy(fg, target, reduction="none").flatten(1).mean(1)
 
 
 def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_weight: float,
                  use_postmask: bool, seed: int | None = None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over videos of (L_AVS + weight * L'_mask) over each video's frames with ground truth.
 
-    With ``seed``, the random points are drawn from a generator seeded by (seed, step, video), so
-    the loss of a video does not depend on which process or batch position computes it.
+    L_AVS of all videos and decoder layers comes from one ``criterion.VideoBatchLoss`` call (the
+    Hugging Face Mask2Former loss, batched). With ``seed``, each video's random points are drawn
+    from a generator seeded by (seed, step, video), so the loss of a video does not depend on
+    which process or batch position computes it.
     """
-    totals, logged = [], {}
-    for v in range(int(batch["video_index"].max()) + 1):
-        idx = torch.nonzero((batch["video_index"] == v) & batch["has_mask"]).squeeze(1)
-        if idx.numel() == 0:
-            continue
-        part = _slice(out, idx)
-        dev = out.mask_logits[-1].device
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(point_seed(seed, step, batch["video_ids"][v]))
-            terms = avs_loss(model, part, batch["labels"][idx], binary)
-        if use_postmask:
-            terms["postmask"] = postmask_weight * postmask_loss(part, batch["labels"][idx], batch["flow_mask"][idx], binary)
-        for name, value in terms.items():
-            if not torch.isfinite(value):
-                raise FloatingPointError(f"loss term '{name}' is {value.item()} for video {batch['video_ids'][v]}")
-            logged[name] = logged.get(name, 0.0) + float(value.detach())
-        totals.append(sum(terms.values()))
-    if not totals:
+    from .criterion import VideoBatchLoss
+
+    inner = model.module if hasattr(model, "module") else model
+    vi, has = batch["video_index"].cpu(), batch["has_mask"].cpu()            # one copy each to the host
+    kept = [v for v in range(int(vi.max()) + 1) if bool((has & (vi == v)).any())]
+    if not kept:
         zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return zero, {}
-    n = len(totals)
-    return sum(totals) / n, {k: v / n for k, v in logged.items()}
+    rows = [torch.nonzero((vi == v) & has).squeeze(1) for v in kept]
+    dev = out.mask_logits[-1].device
+    frames = torch.cat(rows).to(dev)
+    video_of_frame = [k for k, r in enumerate(rows) for _ in range(len(r))]
+    part = _slice(out, frames)
+    labels = batch["labels"][frames]
+    seeds = [None if seed is None else point_seed(seed, step, batch["video_ids"][v]) for v in kept]
+    per_video = VideoBatchLoss(inner.m2f)(part.class_logits, part.mask_logits, labels, video_of_frame, seeds, binary)
+    names = ["class", "mask", "dice"]
+    table = torch.stack([torch.stack([t[n] for n in names]) for t in per_video])      # [V, 3]
+    if use_postmask:
+        per_frame = postmask_frames(part, labels, batch["flow_mask"][frames], binary)
+        index = torch.as_tensor(video_of_frame, device=dev)
+        sums = torch.zeros(len(kept), dtype=per_frame.dtype, device=dev).index_add(0, index, per_frame)
+        counts = torch.as_tensor([len(r) for r in rows], dtype=per_frame.dtype, device=dev)
+        table = torch.cat([table, (postmask_weight * sums / counts).unsqueeze(1).to(table.dtype)], dim=1)
+        names.append("postmask")
+    values = table.detach().float().cpu()                                      # one copy for logging and checks
+    for k, v in enumerate(kept):
+        for j, name in enumerate(names):
+            if not torch.isfinite(values[k, j]):
+                raise FloatingPointError(f"loss term '{name}' is {values[k, j].item()} for video {batch['video_ids'][v]}")
+    n = len(kept)
+    logged = {name: float(values[:, j].sum()) / n for j, name in enumerate(names)}
+    return table.sum() / n, logged
