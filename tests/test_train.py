@@ -41,6 +41,33 @@ def test_resume_reaches_the_same_state(tiny_run, tmp_path):
     assert {"loss", "loss_class", "loss_mask", "loss_dice", "loss_postmask", "lr", "val_miou"} <= set(log["name"])
 
 
+def test_checkpoint_of_other_settings_is_not_resumed(tiny_run, tmp_path, caplog):
+    """A re-run after a settings change (Snakemake re-runs the rule; checkpoint.pt is no output, so
+    it survives) trains from the start; speed-only settings do not count as a change."""
+    import dataclasses
+    import logging
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    train(cfg, m, "baseline", tmp_path / "b", max_steps=2)                     # stopped after 2 steps
+    fast = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=0, channels_last=False))
+    with caplog.at_level(logging.INFO, logger="ssp.train"):
+        train(fast, m, "baseline", tmp_path / "b", max_steps=3)
+    assert "resuming baseline from epoch 0, step 2" in caplog.text
+    caplog.clear()
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr / 2))
+    with caplog.at_level(logging.INFO, logger="ssp.train"):
+        final = train(other, m, "baseline", tmp_path / "b")
+    assert "other settings or inputs" in caplog.text and "resuming" not in caplog.text
+    fresh = train(other, m, "baseline", tmp_path / "c")
+    a, b = _state(final), _state(fresh)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    steps = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert steps[steps["name"] == "loss"]["step"].tolist() == pd.read_csv(tmp_path / "c" / "metrics.csv").query(
+        "name == 'loss'")["step"].tolist()   # the log of the restarted run only
+
+
 def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
     """SIGTERM (SLURM preemption) in the middle of epoch 3: checkpoint, exit code 143, resume."""
     import ssp.train

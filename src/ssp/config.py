@@ -223,6 +223,11 @@ class ModelConfig:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
+# train settings that change neither the trained weights nor the training logs: a change re-trains
+# nothing (the Snakefile leaves them out of the train rule's params, checkpoints out of their fingerprint)
+TRAIN_SPEED_ONLY = ("variants", "num_workers", "checkpoint_every", "channels_last", "compile")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     task: str

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import Config
+from .config import TRAIN_SPEED_ONLY, Config
 from .data import VideoDataset, available_videos, collate, loader_collate, unpack_shared
 from .losses import video_losses
 from .metrics import binary_fscore_batch, binary_miou_batch
@@ -125,14 +125,37 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 # --------------------------------------------------------------------------- checkpoints
 
-def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: int, global_step: int) -> None:
+def run_fingerprint(cfg: Config, variant_name: str, task: str, stepping_stone: bool, ds, captions=None,
+                    stage1: str | None = None) -> str:
+    """What a checkpoint was trained with: the settings that change the weights, and the input
+    files (path, size, modification time). A checkpoint resumes only a run with the same one."""
+    import dataclasses
+    import hashlib
+
+    files = sorted({str(st.stage_dir / f"{shard}.h5") for st in ds.stores.values() for shard in set(st.index.values())})
+    if stage1:
+        files.append(str(stage1))
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files if os.path.exists(f)]
+    train_settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in TRAIN_SPEED_ONLY}
+    doc = {"train": train_settings, "model": dataclasses.asdict(cfg.model), "variant": variant_name, "task": task,
+           "stepping_stone": stepping_stone, "videos": list(ds.rows["video_id"]), "inputs": stats,
+           "captions": hashlib.sha256(json.dumps(captions or {}, sort_keys=True).encode()).hexdigest()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: int, global_step: int,
+                    fingerprint: str = "") -> None:
     inner = model.module if hasattr(model, "module") else model
     state = {"model": inner.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "fingerprint": fingerprint,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def checkpoint_fingerprint(path: Path) -> str | None:
+    return torch.load(path, map_location="cpu", weights_only=False).get("fingerprint")
 
 
 def load_checkpoint(path: Path, model, opt, sched) -> tuple[int, int, int]:
@@ -258,12 +281,16 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
     ckpt = out / "checkpoint.pt"
     epoch0, skip, step = 0, 0, 0
-    if ckpt.exists():
+    fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train)
+    if ckpt.exists() and checkpoint_fingerprint(ckpt) != fingerprint:
+        log.warning("%s was written with other settings or inputs (train/model settings, variant, or "
+                    "input shards changed since); training %s from the start", ckpt, variant_name)
+    elif ckpt.exists():
         epoch0, skip, step = load_checkpoint(ckpt, model, opt, sched)
         log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
     stop = {"term": False}
     old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
-    logger = MetricLog(out, enabled=rank == 0)
+    logger = MetricLog(out, enabled=rank == 0, fresh=step == 0)
     gb = t.batch_size * world
     try:
         for epoch in range(epoch0, t.epochs):
@@ -288,7 +315,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                     logger.step(step, epoch, loss_value, terms, opt.param_groups[0]["lr"])
                     done = max_steps is not None and step >= max_steps
                     if rank == 0 and (stop["term"] or done or (t.checkpoint_every and step % t.checkpoint_every == 0)):
-                        save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step)
+                        save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step, fingerprint)
                     if stop["term"]:
                         raise Preempted(143)
                     if done:
@@ -296,7 +323,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
             skip = 0
             sched.step()
             if rank == 0:
-                save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step)
+                save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions)
                 logger.epoch(epoch + 1, val)
         if rank == 0:
@@ -364,12 +391,13 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
 class MetricLog:
     """metrics.csv (one row per step and per epoch) and TensorBoard scalars when available."""
 
-    def __init__(self, out: Path, enabled: bool):
+    def __init__(self, out: Path, enabled: bool, fresh: bool = True):
+        """``fresh``: a run from the start (a stale metrics.csv is replaced); else a resumed one (appended)."""
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
-        self.fh = open(out / "metrics.csv", "a", newline="")
+        self.fh = open(out / "metrics.csv", "w" if fresh else "a", newline="")
         self.w = csv.writer(self.fh)
         if self.fh.tell() == 0:
             self.w.writerow(["time", "kind", "epoch", "step", "name", "value"])

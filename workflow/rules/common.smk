@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from ssp.config import Config, ConfigError, require_for_dag  # noqa: E402
+from ssp.config import TRAIN_SPEED_ONLY, Config, ConfigError, require_for_dag  # noqa: E402
 from ssp.model.ssp import parse_variant  # noqa: E402
 
 
@@ -106,12 +106,9 @@ def flow_params():
     return {"backend": f["backend"]}
 
 
-# train settings that change neither the weights nor the training logs: changing them (or adding a
-# variant to train.variants) re-trains nothing
-TRAIN_SPEED_ONLY = ("variants", "num_workers", "checkpoint_every", "channels_last", "compile")
-
-
 def train_params():
+    """The train settings in the rule's params: a change re-trains, except the speed-only ones and
+    train.variants (adding a variant trains only that one)."""
     return {k: v for k, v in config["train"].items() if k not in TRAIN_SPEED_ONLY}
 
 
