@@ -5,7 +5,8 @@
 * A checkpoint (model, optimizer, scheduler, RNG states, position in the epoch) is written each
   epoch, every ``checkpoint_every`` steps, and when SIGTERM arrives (SLURM preemption: the job
   then exits with 143); ``train`` resumes from it automatically, so a run killed after k steps
-  and resumed reaches the same state as an uninterrupted one.
+  and resumed reaches the same state as an uninterrupted one. A checkpoint written for other
+  settings or inputs (``run_fingerprint``) is not resumed: that run starts over.
 * bf16 autocast on CUDA (``precision: auto``), fused AdamW on CUDA, optional channels-last
   memory format and ``torch.compile`` (``channels_last``, ``compile``); DistributedDataParallel
   under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -129,13 +132,10 @@ def run_fingerprint(cfg: Config, variant_name: str, task: str, stepping_stone: b
                     stage1: str | None = None) -> str:
     """What a checkpoint was trained with: the settings that change the weights, and the input
     files (path, size, modification time). A checkpoint resumes only a run with the same one."""
-    import dataclasses
-    import hashlib
-
     files = sorted({str(st.stage_dir / f"{shard}.h5") for st in ds.stores.values() for shard in set(st.index.values())})
     if stage1:
         files.append(str(stage1))
-    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files if os.path.exists(f)]
+    stats = [(f, st.st_size, st.st_mtime_ns) for f in files if os.path.exists(f) for st in [os.stat(f)]]
     train_settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in TRAIN_SPEED_ONLY}
     doc = {"train": train_settings, "model": dataclasses.asdict(cfg.model), "variant": variant_name, "task": task,
            "stepping_stone": stepping_stone, "videos": list(ds.rows["video_id"]), "inputs": stats,
