@@ -106,17 +106,18 @@ class VideoBatchLoss:
         indices = self._match(cls, msk, tmasks, tclasses, counts, match_pts)  # (layer, frame) -> (src, tgt)
 
         # matched pairs, per video and layer, in the Hugging Face order (frames, then matches)
-        li_, f_, s_, t_, groups = [], [], [], [], []
+        li_, f_, s_, t_, g_, groups = [], [], [], [], [], []
         for v in range(V):
             for li in range(L):
                 for f in frames_of[v]:
                     src, tgt = indices[li][f]
+                    g_ += [len(groups)] * len(src)          # the (video, layer) group of each pair
                     li_ += [li] * len(src)
                     f_ += [f] * len(src)
                     s_ += src.tolist()
                     t_ += tgt.tolist()
                 groups.append((v, li))
-        idx = [torch.as_tensor(x, dtype=torch.long, device=dev) for x in (li_, f_, s_, t_)]
+        idx = [torch.as_tensor(x, dtype=torch.long, device=dev) for x in (li_, f_, s_, t_, g_)]
         pred = msk[idx[0], idx[1], idx[2]].unsqueeze(1)                       # [M, 1, h, w]
         tgt = tmasks[idx[1], idx[3]].unsqueeze(1).to(pred.dtype)             # [M, 1, H, W]
         unc = torch.cat([unc_pts[li][v] for v, li in groups])                # same order as the pairs
@@ -131,11 +132,9 @@ class VideoBatchLoss:
         bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
         prob = point_logits.sigmoid()
         dice = 1 - (2 * (prob * point_labels).sum(-1) + 1) / (prob.sum(-1) + point_labels.sum(-1) + 1)
-        group_of_pair = torch.as_tensor([g for g, (v, li) in enumerate(groups)
-                                         for f in frames_of[v] for _ in indices[li][f][0]], dtype=torch.long, device=dev)
         norm = torch.tensor([max(n_masks[v], 1) for v, _ in groups], dtype=bce.dtype, device=dev)
-        mask_loss = torch.zeros(len(groups), dtype=bce.dtype, device=dev).index_add(0, group_of_pair, bce) / norm
-        dice_loss = torch.zeros(len(groups), dtype=dice.dtype, device=dev).index_add(0, group_of_pair, dice) / norm
+        mask_loss = torch.zeros(len(groups), dtype=bce.dtype, device=dev).index_add(0, idx[4], bce) / norm
+        dice_loss = torch.zeros(len(groups), dtype=dice.dtype, device=dev).index_add(0, idx[4], dice) / norm
 
         # class cross-entropy: no-object everywhere but at the matched queries
         target_classes = torch.full((L, N, Q), self.num_labels, dtype=torch.long, device=dev)
