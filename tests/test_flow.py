@@ -317,8 +317,10 @@ def test_blockwise_path_equals_hugging_face(tmp_path, media, monkeypatch):
     fast = PerceiverFlow(None, model=model, attention="sdpa", min_overlap=8, device="cpu", batch_size=3)
     calls = []
     real = ssp.flow.blockwise_attention
-    monkeypatch.setattr(ssp.flow, "blockwise_attention", lambda *a, **kw: calls.append(kw["block"]) or real(*a, **kw))
+    monkeypatch.setattr(ssp.flow, "blockwise_attention",
+                        lambda q, k, v, **kw: calls.append((kw["block"], q.shape[-1], v.shape[-1])) or real(q, k, v, **kw))
     a, b = eager.pairs(frames[:2], frames[1:]), fast.pairs(frames[:2], frames[1:])
-    assert calls and set(calls) == {50_000}          # both big attentions went blockwise
+    # both big attentions went blockwise, the encoder's 322 channels padded to 328 (aligned GEMMs)
+    assert calls and {c[1:] for c in calls} == {(328, 328), (512, 512)} and {c[0] for c in calls} == {50_000}
     assert np.abs(a).max() > 1.0
     assert np.abs(a - b).max() < 1e-3

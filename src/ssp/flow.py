@@ -149,19 +149,20 @@ def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_
     if mask is not None:
         mask = mask.to(q.dtype)
     d, dv = q.shape[-1], v.shape[-1]
+    # SDPA's fused kernels need head sizes that are multiples of 8, and so do GPU matrix products
+    # for their fast (16-byte aligned) kernels; the encoder's cross-attention has 322 (the input
+    # channels). Zero columns change no dot product and no output column, so pad, and keep the
+    # original 1/sqrt(d) scale.
+    if d % 8:
+        q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
+    if dv % 8:
+        v = F.pad(v, (0, -dv % 8))
     if q.device.type in BLOCKWISE_DEVICES and mask is None and max(d, dv) > FLASH_MAX_HEAD_DIM and not self.training:
         out = blockwise_attention(q, k, v, scale=1.0 / math.sqrt(d), block=BLOCK_SCORES)
     else:
-        # The fused kernels need head sizes that are multiples of 8; the encoder's cross-attention
-        # has 322 (the input channels). Zero columns change no dot product and no output column,
-        # so pad and pass the original 1/sqrt(d) scale.
-        if d % 8:
-            q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
-        if dv % 8:
-            v = F.pad(v, (0, -dv % 8))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d),
-                                             dropout_p=self.dropout.p if self.training else 0.0)[..., :dv]
-    return (out.transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
+                                             dropout_p=self.dropout.p if self.training else 0.0)
+    return (out[..., :dv].transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
 
 
 FLASH_MAX_HEAD_DIM = 256          # flash attention's limit; Perceiver IO's flow model has 322 and 512
