@@ -1,5 +1,6 @@
 """Optical-flow throughput and accuracy: pairs per second of each backend, and how far the fast
-Perceiver IO path (SDPA attention, bf16) is from the Hugging Face forward. One JSON line per figure.
+Perceiver IO paths (SDPA attention, folded cross-attentions, bf16) are from the Hugging Face
+forward. One JSON line per figure.
 
     .venv/bin/python benchmarks/flow.py --perceiver-config cpu          # CPU smoke figures
     python benchmarks/flow.py --frames ../shared/media/chaplin.mp4        # GPU (benchmarks/gpu.sh)
@@ -7,16 +8,18 @@ Perceiver IO path (SDPA attention, bf16) is from the Hugging Face forward. One J
 Rows, at each ``--sizes`` frame size:
   opencv           DIS (medium, fast) and Farneback (``--skip-opencv`` leaves them out)
   hf-eager-bsN     the Hugging Face forward, N tiles per forward, fp32 (``--hf-batch-sizes``)
-  sdpa-DTYPE-bsN   our path: every attention through scaled_dot_product_attention (``--batch-sizes``,
-                   ``--dtypes``)
+  ATT-DTYPE-bsN    our paths (``--attentions``): ``sdpa``, every attention through
+                   scaled_dot_product_attention (or blockwise GEMMs); ``folded``, the same with the
+                   two cross-attentions' projections folded into their short side
+                   (``--batch-sizes``, ``--dtypes``)
   hf-per-pair-loop the obvious baseline: one pair per forward, frames resized to one tile
 A batch size that runs out of GPU memory prints a row with "error": "out of memory".
 
 Accuracy (``flow_equality``): on real frames (``--frames``: a video, or an .npz with ``frames``
 [N, H, W, 3]) or random ones, with the random decoder's output layer scaled so that flows are
 about ``--target-px`` pixels (random weights give ~0.01 px, too small to judge): the max
-absolute difference of SDPA fp32 against the Hugging Face fp32 forward, and the mean / max
-end-point difference of SDPA bf16 and fp16 against SDPA fp32. TF32 is off, so fp32 is fp32.
+absolute difference of each path's fp32 flow against the Hugging Face fp32 forward, and the mean /
+max end-point difference of its bf16 and fp16 flow against its fp32 flow. TF32 is off, so fp32 is fp32.
 
 Perceiver IO uses random weights of the published configuration (41M parameters, 2048 latents,
 24 self-attention layers) unless --weights names a local snapshot; speed does not depend on the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import platform
 import time
@@ -115,20 +119,21 @@ def equality(args, kind_model, device, machine) -> None:
     first, second = frames[:-1], frames[1:]
     eager = PerceiverFlow(None, model=kind_model, device=device, attention="eager", batch_size=4)
     factor = scale_to_pixels(kind_model, eager, first, second, args.target_px)
-    fast = PerceiverFlow(None, model=copy.deepcopy(kind_model), device=device, attention="sdpa", batch_size=16)
     ref = eager.pairs(first, second)
-    f32 = fast.pairs(first, second)
     row = {"figure": "flow_equality", "size": args.sizes[0], "frames": source, "pairs": len(first),
            "output_scale": round(factor, 2), "mean_abs_flow_px": round(float(np.abs(ref).mean()), 3),
-           "max_abs_flow_px": round(float(np.abs(ref).max()), 3),
-           "sdpa_fp32_vs_hf_fp32_max_abs_px": float(f"{np.abs(f32 - ref).max():.3g}"), "device": machine}
-    for name in ("bfloat16", "float16"):
-        if device == "cpu" and name == "float16":
-            continue
-        fast.dtype = DTYPES[name]
-        epe = np.sqrt(((fast.pairs(first, second) - f32) ** 2).sum(-1))
-        row[f"sdpa_{name}_vs_fp32_epe_mean_px"] = float(f"{epe.mean():.3g}")
-        row[f"sdpa_{name}_vs_fp32_epe_max_px"] = float(f"{epe.max():.3g}")
+           "max_abs_flow_px": round(float(np.abs(ref).max()), 3), "device": machine}
+    for att in args.attentions:
+        fast = PerceiverFlow(None, model=copy.deepcopy(kind_model), device=device, attention=att, batch_size=16)
+        f32 = fast.pairs(first, second)
+        row[f"{att}_fp32_vs_hf_fp32_max_abs_px"] = float(f"{np.abs(f32 - ref).max():.3g}")
+        for name in ("bfloat16", "float16"):
+            if device == "cpu" and name == "float16":
+                continue
+            fast.dtype = DTYPES[name]
+            epe = np.sqrt(((fast.pairs(first, second) - f32) ** 2).sum(-1))
+            row[f"{att}_{name}_vs_fp32_epe_mean_px"] = float(f"{epe.mean():.3g}")
+            row[f"{att}_{name}_vs_fp32_epe_max_px"] = float(f"{epe.max():.3g}")
     print(json.dumps(row), flush=True)
 
 
@@ -184,7 +189,9 @@ def main() -> None:
     ap.add_argument("--weights", help="local Perceiver IO snapshot instead of random weights")
     ap.add_argument("--hf-batch-sizes", type=int, nargs="*", default=[1, 4], help="tiles per forward, Hugging Face")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="tiles per forward, our path")
-    ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["float32"], help="our path's precisions")
+    ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["float32"], help="our paths' precisions")
+    ap.add_argument("--attentions", nargs="+", choices=["sdpa", "folded"], default=["sdpa", "folded"],
+                    help="our paths (flow.perceiver.attention)")
     ap.add_argument("--skip-opencv", action="store_true")
     ap.add_argument("--skip-loop", action="store_true", help="leave out the per-pair loop")
     ap.add_argument("--skip-perceiver", action="store_true")
@@ -203,10 +210,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     if device == "cpu":
         print(json.dumps({"note": "no GPU here: CPU figures; the 100 pairs/s goal is for one H100"}), flush=True)
-    model = sdpa_model = None
+    model, fast_models = None, {}
     if not args.skip_perceiver:
         model = perceiver_model(args.perceiver_config, args.weights).to(device).eval()
-        sdpa_model = copy.deepcopy(model)        # patched in place by PerceiverFlow(attention="sdpa")
+        # one copy per path: PerceiverFlow(attention=...) patches its model in place
+        fast_models = {att: copy.deepcopy(model) for att in args.attentions}
         if not args.skip_equality:
             equality(args, copy.deepcopy(model), device, machine)
     for h, w in (tuple(map(int, size.split("x"))) for size in args.sizes):
@@ -219,11 +227,10 @@ def main() -> None:
             for bs in args.hf_batch_sizes:
                 rows.append((f"hf-eager-fp32-bs{bs}", lambda bs=bs: PerceiverFlow(
                     None, model=model, batch_size=bs, device=device, attention="eager"), hf_pairs, bs))
-            for dtype in args.dtypes:
-                for bs in args.batch_sizes:
-                    rows.append((f"sdpa-{dtype}-bs{bs}", lambda bs=bs, dtype=dtype: PerceiverFlow(
-                        None, model=sdpa_model, batch_size=bs, device=device, attention="sdpa", dtype=dtype),
-                        args.pairs, bs))
+            for att, dtype, bs in itertools.product(args.attentions, args.dtypes, args.batch_sizes):
+                rows.append((f"{att}-{dtype}-bs{bs}", lambda bs=bs, dtype=dtype, att=att: PerceiverFlow(
+                    None, model=fast_models[att], batch_size=bs, device=device, attention=att, dtype=dtype),
+                    args.pairs, bs))
         for name, make, n, bs in rows:
             row = {"figure": "flow_pairs_per_s", "backend": name, "config": args.perceiver_config, "size": f"{h}x{w}",
                    "pairs": n, "device": machine}
@@ -240,9 +247,9 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
             print(json.dumps(row), flush=True)
         if model is not None and args.breakdown:
-            for label, attention, mdl, dtype in (("hf-eager-fp32-bs4", "eager", model, "float32"),
-                                                 (f"sdpa-{args.dtypes[-1]}-bs{max(args.batch_sizes)}", "sdpa",
-                                                  sdpa_model, args.dtypes[-1])):
+            for label, attention, mdl, dtype in [("hf-eager-fp32-bs4", "eager", model, "float32")] + [
+                    (f"{att}-{args.dtypes[-1]}-bs{max(args.batch_sizes)}", att, fast_models[att], args.dtypes[-1])
+                    for att in args.attentions]:
                 bs = 4 if attention == "eager" else max(args.batch_sizes)
                 try:
                     breakdown(PerceiverFlow(None, model=mdl, batch_size=bs, device=device, attention=attention,

@@ -13,12 +13,12 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}src"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/{"gpu": "/; s/$/"}/'
 "$PY" -c 'import json, torch, transformers; print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__}))'
 # Perceiver IO, published 41M configuration, random weights: accuracy of the fast path on real
-# frames; Hugging Face forward per pair and batched (fp32); our path batched, bf16 and fp16 (its
+# frames; Hugging Face forward per pair and batched (fp32); our two paths (sdpa, folded) batched, bf16 and fp16 (their
 # fp32 runs at the Hugging Face fp32 speed: benchmarks/results/h100-run1.jsonl); where the time
 # goes; at the paper's 368x496 and at AVSBench's 224x224 (two tiles per pair).
 timeout 240 "$PY" benchmarks/flow.py --perceiver-config published --frames "$FRAMES" --skip-opencv \
     --sizes 368x496 224x224 --pairs 96 --hf-pairs 16 --hf-batch-sizes 1 4 8 --breakdown \
-    --batch-sizes 8 16 32 --dtypes bfloat16 float16 || echo '{"error": "flow benchmark failed or timed out"}'
+    --batch-sizes 8 32 --dtypes bfloat16 float16 --attentions sdpa folded || echo '{"error": "flow benchmark failed or timed out"}'
 # Training throughput, the paper's network (Swin-B, 384 px, random weights), random 5-frame
 # videos from memory: the AAVS recipe against the trainer's settings at 2 (the paper's), 4 and 8
 # videos per step, then channels-last. (--compile adds a compiled row; compiling the network

@@ -129,15 +129,11 @@ def pick_device(device: str) -> str:
 
 def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_mask=None,
                   output_attentions=False):
-    """PerceiverSelfAttention.forward with the attention core in scaled_dot_product_attention.
+    """PerceiverSelfAttention.forward with the attention core in ``attend``.
 
     Same weights and the same arithmetic as the Hugging Face forward (layer norms, projections,
-    1/sqrt(d) scaling, additive mask). On a GPU, head sizes beyond flash attention's run through
-    ``blockwise_attention`` (GEMMs over blocks of scores); the rest, and every attention on a CPU,
-    through SDPA's fused kernels, which never materialize the scores.
+    1/sqrt(d) scaling, additive mask).
     """
-    import torch.nn.functional as F
-
     hidden_states = self.layernorm1(hidden_states)
     inputs = self.layernorm2(inputs)
     kv = inputs if inputs is not None else hidden_states
@@ -146,23 +142,82 @@ def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_
     q = self.query(hidden_states).view(b, -1, self.num_heads, self.qk_channels_per_head).transpose(1, 2)
     k = self.key(kv).view(b, -1, self.num_heads, self.qk_channels_per_head).transpose(1, 2)
     v = self.value(kv).view(b, -1, self.num_heads, self.v_channels_per_head).transpose(1, 2)
-    if mask is not None:
-        mask = mask.to(q.dtype)
+    out = attend(q, k, v, scale=1.0 / math.sqrt(q.shape[-1]), mask=mask,
+                 dropout=self.dropout.p if self.training else 0.0)
+    return (out.transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
+
+
+def attend(q, k, v, *, scale: float, mask=None, dropout: float = 0.0):
+    """softmax(q k^T * scale + mask) v for [B, H, L, d] tensors.
+
+    On a GPU, head sizes beyond flash attention's run through ``blockwise_attention`` (GEMMs over
+    blocks of scores); the rest, and every attention on a CPU, through SDPA's fused kernels,
+    which never materialize the scores. SDPA's fused kernels need head sizes that are multiples
+    of 8, and so do GPU matrix products for their fast (16-byte aligned) kernels; the flow model
+    has 322 (its input channels). Zero columns change no dot product and no output column, so
+    they are padded, with the scale passed as given.
+    """
+    import torch.nn.functional as F
+
     d, dv = q.shape[-1], v.shape[-1]
-    # SDPA's fused kernels need head sizes that are multiples of 8, and so do GPU matrix products
-    # for their fast (16-byte aligned) kernels; the encoder's cross-attention has 322 (the input
-    # channels). Zero columns change no dot product and no output column, so pad, and keep the
-    # original 1/sqrt(d) scale.
     if d % 8:
         q, k = F.pad(q, (0, -d % 8)), F.pad(k, (0, -d % 8))
     if dv % 8:
         v = F.pad(v, (0, -dv % 8))
-    if q.device.type in BLOCKWISE_DEVICES and mask is None and max(d, dv) > FLASH_MAX_HEAD_DIM and not self.training:
-        out = blockwise_attention(q, k, v, scale=1.0 / math.sqrt(d), block=BLOCK_SCORES)
+    if q.device.type in BLOCKWISE_DEVICES and mask is None and max(d, dv) > FLASH_MAX_HEAD_DIM and dropout == 0.0:
+        out = blockwise_attention(q, k, v, scale=scale, block=BLOCK_SCORES)
     else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d),
-                                             dropout_p=self.dropout.p if self.training else 0.0)
-    return (out[..., :dv].transpose(1, 2).reshape(b, -1, self.num_heads * self.v_channels_per_head),)
+        if mask is not None:
+            mask = mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, dropout_p=dropout)
+    return out[..., :dv]
+
+
+def _folded_cross_attention(self, hidden_states, attention_mask=None, inputs=None, inputs_mask=None,
+                            output_attentions=False):
+    """PerceiverAttention.forward of a one-head cross-attention, its projections folded into the
+    short side: the same function of the same weights, in fewer operations.
+
+    With normalized queries h and inputs x, HF computes softmax((hWq'+bq)(xWk'+bk)' s)(xWv'+bv)Wo'+bo.
+    * Long inputs (the encoder: 182,528 pixels, 2,048 latents): q = (hWq'+bq)Wk s; the q.bk term
+      is the same for every key of a query, which softmax ignores. Keys and values are then x
+      itself, and Wo Wv (+ Wo bv + bo, since attention weights sum to 1) applies after: no key or
+      value projection of the pixels is made.
+    * Long queries (the decoder: 182,528 pixel queries of 322 channels against 2,048 latents of
+      512): keys k = [(xWk'+bk)Wq, (xWk'+bk)bq] s, so the queries are [h, 1] (323 channels
+      instead of 512), and values (xWv'+bv)Wo' (322 instead of 512): no query or output
+      projection of the pixels is made, and the two big products shrink by a third.
+    The folded matrices are made in float32 from the weights at every call (small products).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    sa, dense = self.self, self.output.dense
+    if inputs is None or inputs_mask is not None or sa.num_heads != 1 or self.training:
+        return self._unfolded_forward(hidden_states, attention_mask, inputs, inputs_mask, output_attentions)
+    h, x = sa.layernorm1(hidden_states), sa.layernorm2(inputs)
+    device = h.device.type
+    dt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+    scale = 1.0 / math.sqrt(sa.qk_channels_per_head)
+    with torch.autocast(device, enabled=False):
+        if x.shape[1] >= h.shape[1]:
+            q = (F.linear(h.float(), sa.query.weight.float(), sa.query.bias.float()) @ sa.key.weight.float()) * scale
+            w = dense.weight.float() @ sa.value.weight.float()
+            b = dense.weight.float() @ sa.value.bias.float() + dense.bias.float()
+            xs = x.to(dt)[:, None]
+            a = attend(q.to(dt)[:, None], xs, xs, scale=1.0)[:, 0]
+            out = F.linear(a, w.to(dt), b.to(dt))
+        else:
+            k = F.linear(x.float(), sa.key.weight.float(), sa.key.bias.float())
+            v = F.linear(x.float(), sa.value.weight.float(), sa.value.bias.float())
+            keys = torch.cat([k @ sa.query.weight.float(), (k @ sa.query.bias.float())[..., None]], -1) * scale
+            values = F.linear(v, dense.weight.float())
+            queries = torch.cat([h.to(dt), h.new_ones(h.shape[:-1] + (1,), dtype=dt)], -1)
+            out = attend(queries[:, None], keys.to(dt)[:, None], values.to(dt)[:, None], scale=1.0)[:, 0]
+            out = out + dense.bias.to(dt)
+    if self.use_query_residual:
+        out = out + hidden_states
+    return (out,)
 
 
 FLASH_MAX_HEAD_DIM = 256          # flash attention's limit; Perceiver IO's flow model has 322 and 512
@@ -200,17 +255,23 @@ def blockwise_attention(q, k, v, *, scale: float, block: int = BLOCK_SCORES):
     return out.view(B, H, Lq, dv)
 
 
-def use_sdpa_attention(model) -> int:
-    """Route every Perceiver attention of ``model`` through SDPA; returns how many were switched."""
+def use_sdpa_attention(model, *, fold: bool = False) -> int:
+    """Route every Perceiver attention of ``model`` through ``attend``, and with ``fold`` its
+    one-head cross-attentions through ``_folded_cross_attention``; returns how many attentions
+    were switched."""
     import types
 
-    from transformers.models.perceiver.modeling_perceiver import PerceiverSelfAttention
+    from torch import nn
+    from transformers.models.perceiver.modeling_perceiver import PerceiverAttention, PerceiverSelfAttention
 
     n = 0
     for module in model.modules():
         if isinstance(module, PerceiverSelfAttention):
             module.forward = types.MethodType(_sdpa_forward, module)
             n += 1
+        elif fold and isinstance(module, PerceiverAttention) and isinstance(module.self.layernorm2, nn.LayerNorm):
+            module._unfolded_forward = module.forward
+            module.forward = types.MethodType(_folded_cross_attention, module)
     return n
 
 
@@ -221,7 +282,7 @@ class PerceiverFlow:
     WHAT = "a snapshot of deepmind/optical-flow-perceiver"
 
     def __init__(self, weights: str | None, *, batch_size: int = 8, dtype: str = "auto",
-                 device: str = "auto", min_overlap: int = 20, attention: str = "sdpa", model=None):
+                 device: str = "auto", min_overlap: int = 20, attention: str = "folded", model=None):
         import torch
 
         if model is None:
@@ -239,10 +300,10 @@ class PerceiverFlow:
         self.dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         self.model = model.to(self.device).eval()
         self.attention = attention
-        if attention == "sdpa":
-            use_sdpa_attention(self.model)
+        if attention in ("sdpa", "folded"):
+            use_sdpa_attention(self.model, fold=attention == "folded")
         elif attention != "eager":
-            raise ValueError(f"unknown attention {attention!r} (sdpa | eager)")
+            raise ValueError(f"unknown attention {attention!r} (folded | sdpa | eager)")
         self.tile = tuple(int(x) for x in model.config.train_size)
         self.batch_size, self.min_overlap, self.dtype_name = batch_size, min_overlap, dtype
         log.info("Perceiver IO flow on %s (%s), tile %s, weights %s", self.device, dtype, self.tile, self.digest)
