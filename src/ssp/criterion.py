@@ -168,9 +168,10 @@ class VideoBatchLoss:
             t = sample_points(tmasks.to(x.dtype), pts.permute(1, 0, 2, 3).flatten(1, 2))   # [N, K, L*P]
             t = t.view(N, K, L, -1).permute(2, 0, 1, 3).flatten(0, 1)        # [L*N, K, P]
             P = x.shape[-1]
-            pos = F.binary_cross_entropy_with_logits(x, torch.ones_like(x), reduction="none")
-            neg = F.binary_cross_entropy_with_logits(x, torch.zeros_like(x), reduction="none")
-            cost_mask = torch.bmm(pos / P, t.transpose(1, 2)) + torch.bmm(neg / P, (1 - t).transpose(1, 2))
+            # Hugging Face's pairwise BCE, mean_p[BCE(x, 1) t + BCE(x, 0) (1 - t)], in one pass over
+            # the logits: BCE(x, 1) = softplus(-x) and BCE(x, 0) = softplus(-x) + x, so it is
+            # mean_p softplus(-x) + mean_p x (1 - t)
+            cost_mask = F.softplus(-x).mean(-1, keepdim=True) + torch.bmm(x, (1 - t).transpose(1, 2)) / P
             s = x.sigmoid()
             cost_dice = 1 - (2 * torch.bmm(s, t.transpose(1, 2)) + 1) / (s.sum(-1)[:, :, None] + t.sum(-1)[:, None, :] + 1)
             wc, wm, wd = self.cost
