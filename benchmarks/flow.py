@@ -43,7 +43,9 @@ PUBLISHED = dict(num_latents=2048, d_latents=512, d_model=322, num_blocks=1, num
                  num_self_attention_heads=16, num_cross_attention_heads=1, train_size=[368, 496])
 SMALL = dict(PUBLISHED, num_latents=256, num_self_attends_per_block=4)
 CPU = dict(PUBLISHED, num_latents=64, d_latents=128, num_self_attends_per_block=1, num_self_attention_heads=4)
-CONFIGS = {"published": PUBLISHED, "small": SMALL, "cpu": CPU}
+TINY = dict(PUBLISHED, num_latents=32, d_latents=64, num_self_attends_per_block=1, num_self_attention_heads=2,
+            train_size=[48, 64])   # for the smoke test of this script (tests/test_benchmarks.py)
+CONFIGS = {"published": PUBLISHED, "small": SMALL, "cpu": CPU, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -184,7 +186,8 @@ def main() -> None:
     ap.add_argument("--hf-pairs", type=int, help="pairs per measurement of the Hugging Face forward (default --pairs)")
     ap.add_argument("--cv-pairs", type=int, default=32, help="pairs per measurement (OpenCV)")
     ap.add_argument("--perceiver-config", choices=list(CONFIGS), default="published",
-                    help="published = 41M parameters; small / cpu = cut-down configs for CPU smoke figures")
+                    help="published = 41M parameters; small / cpu = cut-down configs for CPU figures; "
+                         "tiny = 48x64 tiles, for smoke tests")
     ap.add_argument("--sizes", nargs="+", default=["368x496", "224x224"], help="frame sizes HxW")
     ap.add_argument("--weights", help="local Perceiver IO snapshot instead of random weights")
     ap.add_argument("--hf-batch-sizes", type=int, nargs="*", default=[1, 4], help="tiles per forward, Hugging Face")

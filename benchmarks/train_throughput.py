@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -120,17 +121,58 @@ def measure(cfg: Config, ds, setting: dict, *, steps: int, warmup: int, device) 
     return steps * batch_n / (time.perf_counter() - start)
 
 
-def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profile: list | None = None) -> dict:
+class OpCounter(TorchDispatchMode):
+    """Counts the tensor operators a step dispatches, views left out: on a GPU each is about one
+    kernel launch, so the count is measurable on a CPU. (Host syncs are not: on a CPU, reading a
+    value from the device and from a host tensor look the same.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_phases(fwd, model, opt, b, ac, t, setting: dict, step: int, mark) -> list:
+    """One training step of ``setting``, ``mark()`` called between its phases (forward, loss,
+    backward, optimizer); returns the five marks."""
+    marks = [mark()]
+    with torch.autocast(**ac):
+        out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
+        marks.append(mark())
+        if setting["recipe"] == "aavs":
+            loss = reference_avs_losses(model, out, b, binary=True, seed=t.seed, step=step)
+        else:
+            loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight,
+                                   use_postmask=False, seed=t.seed, step=step)
+    marks.append(mark())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    marks.append(mark())
+    opt.step()
+    marks.append(mark())
+    return marks
+
+
+PHASES = ("forward", "loss", "backward", "optimizer")
+
+
+def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profile: list | None = None,
+                    count_ops: bool = False) -> dict:
     """Milliseconds per step in forward, loss, backward and optimizer, with a device sync between
-    phases (so the phases do not overlap as they do in ``measure``). With ``profile`` (a list), one
-    more step runs under torch.profiler and the top operators by CPU and device time are appended."""
+    phases (so the phases do not overlap as they do in ``measure``). With ``count_ops``, one more
+    step counts each phase's operators (``OpCounter``). With ``profile`` (a list), one more step
+    runs under torch.profiler and the top operators by CPU and device time are appended."""
     t = dataclasses.replace(cfg.train, channels_last=setting["channels_last"], compile=False,
                             precision="bf16" if setting["bf16"] else "fp32")
     torch.manual_seed(0)
     model = build_model(cfg, VARIANTS["baseline"], binary=True).to(device)
     fwd, opt, ac = aavs_setup(model, t) if setting["recipe"] == "aavs" else training_setup(model, t, device)
     n = setting["batch"]
-    spent = {"forward": 0.0, "loss": 0.0, "backward": 0.0, "optimizer": 0.0}
+    out = dict.fromkeys(PHASES, 0.0)
 
     def mark():
         if device.type == "cuda":
@@ -139,42 +181,27 @@ def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profi
 
     for i in range(steps + 1):
         b = to_device(collate([ds[(i * n + k) % len(ds)] for k in range(n)]), device, channels_last=t.channels_last)
-        t0 = mark()
-        with torch.autocast(**ac):
-            out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
-            t1 = mark()
-            if setting["recipe"] == "aavs":
-                loss = reference_avs_losses(model, out, b, binary=True, seed=t.seed, step=i)
-            else:
-                loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight,
-                                       use_postmask=False, seed=t.seed, step=i)
-        t2 = mark()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = mark()
-        opt.step()
-        t4 = mark()
+        marks = step_phases(fwd, model, opt, b, ac, t, setting, i, mark)
         if i:  # the first step warms up
-            for k, (a, z) in zip(spent, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
-                spent[k] += (z - a) * 1e3 / steps
+            for k, a, z in zip(PHASES, marks, marks[1:]):
+                out[k] += (z - a) * 1e3 / steps
+    out = {k: round(v, 1) for k, v in out.items()}
+    if count_ops:
+        with OpCounter() as counter:
+            marks = step_phases(fwd, model, opt, b, ac, t, setting, 0, lambda: counter.ops)
+        out.update({f"{k}_ops": z - a for k, a, z in zip(PHASES, marks, marks[1:])})
     if profile is not None:
         from torch.profiler import ProfilerActivity, profile as torch_profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with torch_profile(activities=acts) as prof:
-            with torch.autocast(**ac):
-                out = fwd(b["frames"], b["vggish"], **model_inputs(model, b, training=True, premask_test=t.premask_test))
-                loss, _ = video_losses(model, out, b, binary=True, postmask_weight=t.postmask_weight,
-                                       use_postmask=False, seed=t.seed, step=0)
-            loss.backward()
-            opt.step()
-            mark()
+            step_phases(fwd, model, opt, b, ac, t, setting, 0, mark)
         events = prof.key_averages()
         for key in ("self_cpu_time_total", "self_device_time_total"):
             top = sorted(events, key=lambda e: getattr(e, key, 0), reverse=True)[:12]
             profile.append({"figure": "train_step_top_ops", "by": key, "ms": {e.key[:60]: round(getattr(e, key, 0) / 1e3, 1)
                                                                               for e in top}, "calls": {e.key[:60]: e.count for e in top}})
-    return {k: round(v, 1) for k, v in spent.items()}
+    return out
 
 
 def main() -> int:
@@ -191,6 +218,8 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time forward, loss, backward and optimizer of each setting (no channels-last row)")
+    ap.add_argument("--count-ops", action="store_true",
+                    help="with --breakdown: also count each phase's tensor operators (about one GPU kernel each)")
     args = ap.parse_args()
     cfg = load_config(args.config, args.model)
     cuda = torch.cuda.is_available()
@@ -223,7 +252,7 @@ def main() -> int:
         if args.breakdown:
             top: list = []
             ms = phase_breakdown(cfg, ds, setting, steps=max(2, args.steps // 2), device=device,
-                                 profile=top if name != "aavs" else None)
+                                 profile=top if name != "aavs" else None, count_ops=args.count_ops)
             print(json.dumps({"figure": "train_step_breakdown_ms", "setting": name, "batch": setting["batch"], **ms,
                               "device": machine}), flush=True)
             for row in top:

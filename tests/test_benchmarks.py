@@ -1,0 +1,50 @@
+"""Smoke tests of the GPU benchmark scripts on tiny settings, so that a lent GPU's few minutes are
+not lost to a script error: every figure benchmarks/gpu.sh asks for comes out as a JSON line.
+The figures themselves are not checked (benchmarks are never timed tests)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, timeout=600) -> list[dict]:
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert not [r for r in rows if "error" in r], rows
+    return rows
+
+
+def test_flow_benchmark_prints_every_figure(media):
+    rows = _run([ROOT / "benchmarks" / "flow.py", "--perceiver-config", "tiny", "--sizes", "48x64", "96x128",
+                 "--pairs", 2, "--hf-pairs", 2, "--cv-pairs", 2, "--equality-pairs", 2, "--hf-batch-sizes", 1, 2,
+                 "--batch-sizes", 2, "--dtypes", "float32", "bfloat16", "--breakdown", "--frames", media / "chaplin.mp4"])
+    [eq] = [r for r in rows if r.get("figure") == "flow_equality"]
+    for att in ("sdpa", "folded"):
+        assert eq[f"{att}_fp32_vs_hf_fp32_max_abs_px"] < 1e-3
+        assert eq[f"{att}_bfloat16_vs_fp32_epe_mean_px"] > 0
+    speed = {(r["backend"], r["size"]) for r in rows if r.get("figure") == "flow_pairs_per_s" and r["pairs_per_s"] > 0}
+    for size in ("48x64", "96x128"):
+        for backend in ("dis-medium", "farneback", "hf-eager-fp32-bs1", "hf-eager-fp32-bs2", "sdpa-float32-bs2",
+                        "folded-float32-bs2", "sdpa-bfloat16-bs2", "folded-bfloat16-bs2", "hf-per-pair-loop"):
+            assert (backend, size) in speed
+    parts = [r for r in rows if r.get("figure") == "flow_breakdown_ms_per_pair"]
+    assert {r["backend"] for r in parts} == {"hf-eager-fp32-bs4", "sdpa-bfloat16-bs2", "folded-bfloat16-bs2"}
+    assert all(r["total"] > 0 and r["decoder"] > 0 for r in parts)
+
+
+def test_training_benchmark_prints_every_figure():
+    rows = _run([ROOT / "benchmarks" / "train_throughput.py", "--data", "synthetic", "--batch", 2, "--steps", 1,
+                 "--warmup", 0, "--breakdown", "--count-ops"])
+    speed = {r["setting"] for r in rows if r["figure"] == "train_videos_per_s" and r["videos_per_s"] > 0}
+    assert speed == {"aavs", "ours-bs2"}
+    parts = {r["setting"]: r for r in rows if r["figure"] == "train_step_breakdown_ms"}
+    assert set(parts) == {"aavs", "ours-bs2"}
+    for r in parts.values():
+        assert all(r[f"{k}_ops"] > 0 for k in ("forward", "loss", "backward", "optimizer"))
+    # the batched loss dispatches fewer operators for two videos than the reference for one
+    assert parts["ours-bs2"]["loss_ops"] < parts["aavs"]["loss_ops"]
+    assert [r["setting"] for r in rows if r["figure"] == "train_speedup"] == ["ours-bs2"]
