@@ -109,11 +109,11 @@ class ShardReader:
     @property
     def h5(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._fd = os.open(self.path, os.O_RDONLY)
-            self._pid = os.getpid()
-            if not self._h5.attrs.get("complete", False):
+            h5 = h5py.File(self.path, "r")
+            if not h5.attrs.get("complete", False):   # refused at every access, not only the first
+                h5.close()
                 raise OSError(f"{self.path} is not a complete shard")
+            self._h5, self._fd, self._pid = h5, os.open(self.path, os.O_RDONLY), os.getpid()
         return self._h5
 
     def __contains__(self, video_id: str) -> bool:
