@@ -204,20 +204,33 @@ def _folded_cross_attention(self, hidden_states, attention_mask=None, inputs=Non
             q = (F.linear(h.float(), sa.query.weight.float(), sa.query.bias.float()) @ sa.key.weight.float()) * scale
             w = dense.weight.float() @ sa.value.weight.float()
             b = dense.weight.float() @ sa.value.bias.float() + dense.bias.float()
-            xs = x.to(dt)[:, None]
-            a = attend(q.to(dt)[:, None], xs, xs, scale=1.0)[:, 0]
+            xs = _aligned(x, dt)[:, None]
+            a = attend(_aligned(q, dt)[:, None], xs, xs, scale=1.0)[:, 0, :, :x.shape[-1]]
             out = F.linear(a, w.to(dt), b.to(dt))
         else:
             k = F.linear(x.float(), sa.key.weight.float(), sa.key.bias.float())
             v = F.linear(x.float(), sa.value.weight.float(), sa.value.bias.float())
             keys = torch.cat([k @ sa.query.weight.float(), (k @ sa.query.bias.float())[..., None]], -1) * scale
             values = F.linear(v, dense.weight.float())
-            queries = torch.cat([h.to(dt), h.new_ones(h.shape[:-1] + (1,), dtype=dt)], -1)
-            out = attend(queries[:, None], keys.to(dt)[:, None], values.to(dt)[:, None], scale=1.0)[:, 0]
+            queries = _aligned(h, dt, ones=True)
+            out = attend(queries[:, None], _aligned(keys, dt)[:, None], values.to(dt)[:, None], scale=1.0)[:, 0]
             out = out + dense.bias.to(dt)
     if self.use_query_residual:
         out = out + hidden_states
     return (out,)
+
+
+def _aligned(x, dtype, *, ones: bool = False):
+    """``x`` in ``dtype``, after a column of ones with ``ones``, its channels padded with zeros to
+    a multiple of 8: one copy of the pixels' tensors, which ``attend`` then need not pad again."""
+    c = x.shape[-1]
+    width = c + ones
+    out = x.new_empty(x.shape[:-1] + (width + -width % 8,), dtype=dtype)
+    out[..., :c] = x
+    out[..., c:] = 0
+    if ones:
+        out[..., c] = 1
+    return out
 
 
 FLASH_MAX_HEAD_DIM = 256          # flash attention's limit; Perceiver IO's flow model has 322 and 512
