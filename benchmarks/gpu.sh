@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# All GPU measurements in one go (under 3 minutes on one H100, from a bare machine), one JSON line per figure on stdout,
+# All GPU measurements in one go (3 minutes on one H100 from a bare machine, before the folded rows), one JSON line per figure on stdout,
 # progress and warnings on stderr. Needs a CUDA torch and the project's packages (`make install`
 # on a GPU machine, or PYTHONPATH=src with the requirements installed); no shards, no weights:
 #   bash benchmarks/gpu.sh 2>gpu.log | tee gpu-figures.jsonl
