@@ -44,8 +44,13 @@ def cluster():
     else:
         proc = subprocess.run(["bash", str(SLURM / "start-slurm.sh")], capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
+            _stop_cluster()   # the daemons it did start are not left running
             pytest.skip(f"start-slurm.sh failed: {proc.stderr[-2000:]}")
     yield
+    _stop_cluster()
+
+
+def _stop_cluster() -> None:
     if (SLURM / "stop-slurm.sh").exists():
         subprocess.run(["bash", str(SLURM / "stop-slurm.sh")], capture_output=True, timeout=300)
 
