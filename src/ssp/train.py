@@ -154,12 +154,13 @@ def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: in
     os.replace(tmp, path)
 
 
-def checkpoint_fingerprint(path: Path) -> str | None:
-    return torch.load(path, map_location="cpu", weights_only=False).get("fingerprint")
+def read_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def load_checkpoint(path: Path, model, opt, sched) -> tuple[int, int, int]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+def restore_checkpoint(state: dict, model, opt, sched) -> tuple[int, int, int]:
+    """Model, optimizer, scheduler and RNG states from a ``read_checkpoint`` dict; returns
+    (epoch, step in the epoch, global step)."""
     inner = model.module if hasattr(model, "module") else model
     inner.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
@@ -282,12 +283,14 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     ckpt = out / "checkpoint.pt"
     epoch0, skip, step = 0, 0, 0
     fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train)
-    if ckpt.exists() and checkpoint_fingerprint(ckpt) != fingerprint:
+    state = read_checkpoint(ckpt) if ckpt.exists() else None   # read once: it holds the optimizer too
+    if state is not None and state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or inputs (train/model settings, variant, or "
                     "input shards changed since); training %s from the start", ckpt, variant_name)
-    elif ckpt.exists():
-        epoch0, skip, step = load_checkpoint(ckpt, model, opt, sched)
+    elif state is not None:
+        epoch0, skip, step = restore_checkpoint(state, model, opt, sched)
         log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
+    del state   # not held through training
     stop = {"term": False}
     old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
     logger = MetricLog(out, enabled=rank == 0, fresh=step == 0)
