@@ -145,36 +145,3 @@ def test_offset_reads_equal_h5py_for_every_layout_and_dtype(tmp_path):
             np.testing.assert_array_equal(got[k], want, err_msg=k)
         assert h5["v/u8"].id.get_offset() is not None and h5["v/gzip"].id.get_offset() is None
     reader.close()
-
-
-class _Videos(Dataset):
-    def __len__(self):
-        return 5
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng(i)
-        return {"video_id": f"v{i}", "frames": rng.integers(0, 255, (3 + i % 2, 6, 5, 3), dtype=np.uint8),
-                "labels": rng.integers(0, 3, (3 + i % 2, 6, 5), dtype=np.uint8),
-                "has_mask": rng.random(3 + i % 2) > 0.5,
-                "vggish": rng.standard_normal((3 + i % 2, 7)).astype(np.float32)}
-
-
-def test_shared_memory_batches_equal_plain_ones():
-    """Worker batches in one shared-memory buffer unpack to exactly what `collate` gives (odd sizes,
-    mixed dtypes: every view aligned), through a real DataLoader with two workers."""
-    from ssp.data import collate, collate_shared, loader_collate, unpack_shared
-
-    ds = _Videos()
-    assert loader_collate(0) is collate and loader_collate(2) is collate_shared
-    sampler = [[0, 1], [2], [3, 4]]
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=collate_shared,
-                        multiprocessing_context="fork")
-    for batch, idx in zip(loader, sampler):
-        assert isinstance(batch["_shared"], torch.Tensor)
-        got, want = unpack_shared(batch), collate([ds[i] for i in idx])
-        assert set(got) == set(want) and "_shared" not in got
-        assert got["video_ids"] == want["video_ids"]
-        for key in ("video_index", "frames", "labels", "has_mask", "vggish"):
-            assert got[key].dtype == want[key].dtype and np.array_equal(got[key], want[key]), key
-    plain = collate([ds[0]])
-    assert unpack_shared(plain) is plain

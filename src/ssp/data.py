@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import Dataset
 
+from . import shm
 from .store import ShardedStore
 
 
@@ -97,34 +97,38 @@ def collate(items: list[dict]) -> dict:
 def collate_shared(items: list[dict]) -> dict:
     """``collate`` for DataLoader workers: every array of the batch in one shared-memory buffer.
 
-    A worker's batch then crosses to the main process as one shared-memory segment (a file
-    descriptor) instead of each array pickled through a pipe, the larger part of a shard video's
-    cost in the main process. ``unpack_shared`` turns it back into the arrays (views, no copy).
+    A worker's batch then crosses to the main process as the identity of a shared-memory segment
+    that the worker reuses (``ssp.shm``), instead of each array pickled through a pipe or a fresh
+    segment per batch. ``unpack_shared`` turns it back into the arrays (views, no copy).
     """
     batch = collate(items)
-    arrays = {k: np.ascontiguousarray(v) for k, v in batch.items() if isinstance(v, np.ndarray)}
+    arrays = {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
     layout, offset = [], 0
     for key, a in arrays.items():
         offset = -(-offset // 8) * 8                  # 8-byte aligned views for every dtype
         layout.append((key, a.dtype.str, a.shape, offset, a.nbytes))
         offset += a.nbytes
-    buf = torch.empty(offset, dtype=torch.uint8).share_memory_()
-    view = buf.numpy()
-    for (key, _, _, o, n), a in zip(layout, arrays.values()):
-        view[o:o + n] = a.reshape(-1).view(np.uint8)
+    owner = shm.pool()
+    handle = shm.Handle(owner, owner.acquire(offset), offset)
+    view = handle.data()
+    for (key, dtype, shape, o, n), a in zip(layout, arrays.values()):
+        view[o:o + n].view(dtype).reshape(shape)[...] = a
     out = {k: v for k, v in batch.items() if k not in arrays}
-    out["_shared"], out["_layout"] = buf, layout
+    out["_shared"], out["_layout"] = handle, layout
     return out
 
 
 def unpack_shared(batch: dict) -> dict:
-    """A ``collate_shared`` batch as ``collate`` returns it (other batches pass unchanged)."""
+    """A ``collate_shared`` batch as ``collate`` returns it (other batches pass unchanged). The
+    arrays view shared memory, which the worker reuses once none of them is referenced."""
     if "_shared" not in batch:
         return batch
     batch = dict(batch)
-    view = batch.pop("_shared").numpy()
+    data = batch.pop("_shared")
+    if isinstance(data, shm.Handle):                  # not through a worker
+        data = data.lease()
     for key, dtype, shape, o, n in batch.pop("_layout"):
-        batch[key] = view[o:o + n].view(dtype).reshape(shape)
+        batch[key] = data[o:o + n].view(dtype).reshape(shape)
     return batch
 
 
