@@ -201,7 +201,7 @@ def test_channels_last_step_equals_default_and_compile_wraps(tiny_run):
         b = dict(batch, frames=batch["frames"].contiguous(memory_format=torch.channels_last) if cl
                  else batch["frames"].contiguous())
         loss, _ = train_step(fwd, model, opt, b, ac, t, binary=True, step=0)
-        losses.append(float(loss))
+        losses.append(loss.item())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
         conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) == cl

@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -324,7 +325,9 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                     if done:
                         return out / "checkpoint.pt"
             skip = 0
-            sched.step()
+            with warnings.catch_warnings():   # resumed at an epoch's very end: its steps ran before the resume
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+                sched.step()
             if rank == 0:
                 save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions)
