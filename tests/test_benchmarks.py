@@ -1,6 +1,6 @@
-"""Smoke tests of the GPU benchmark scripts on tiny settings, so that a lent GPU's few minutes are
-not lost to a script error: every figure benchmarks/gpu.sh asks for comes out as a JSON line.
-The figures themselves are not checked (benchmarks are never timed tests)."""
+"""Smoke tests of the benchmark scripts on tiny settings, above all the GPU ones, so that a lent
+GPU's few minutes are not lost to a script error: every figure benchmarks/gpu.sh asks for comes
+out as a JSON line. The figures themselves are not checked (benchmarks are never timed tests)."""
 import json
 import subprocess
 import sys
@@ -48,3 +48,10 @@ def test_training_benchmark_prints_every_figure():
     # the batched loss dispatches fewer operators for two videos than the reference for one
     assert parts["ours-bs2"]["loss_ops"] < parts["aavs"]["loss_ops"]
     assert [r["setting"] for r in rows if r["figure"] == "train_speedup"] == ["ours-bs2"]
+
+
+def test_metrics_benchmark_prints_both_sides():
+    """It also asserts that the histogram metrics equal the direct definitions on its inputs."""
+    rows = _run([ROOT / "benchmarks" / "metrics.py", "--size", 32, "--repeats", 1])
+    assert [r["figure"] for r in rows] == ["fscore_ms_per_video", "avss_counts_ms_per_frame"]
+    assert all(len([v for v in r.values() if isinstance(v, float)]) == 2 for r in rows)

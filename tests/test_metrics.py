@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from metrics_reference import reference_fscore, reference_semantic
 from ssp.metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
 
 
@@ -64,41 +65,6 @@ def test_semantic_class_that_never_occurs_and_padding():
     assert acc.count.tolist() == [2, 1, 1, 0]
 
 
-# The metrics written out as AVSBench states them, pixel against threshold and class by class:
-# the fast histogram versions in ssp.metrics must give exactly the same numbers.
-
-def _reference_fscore(scores, gt, beta2=0.3):
-    from ssp.metrics import THRESHOLDS
-
-    frames = [(s, g) for s, g in zip(scores, gt.astype(bool)) if g.any()]
-    if not frames:
-        return 0.0
-    fs = np.zeros(len(THRESHOLDS))
-    for s, g in frames:
-        above = s.astype(np.float64).ravel()[:, None] >= THRESHOLDS[None, :]      # [HW, 255]
-        tp = (above & g.ravel()[:, None]).sum(0)
-        prec, rec = tp / (above.sum(0) + 1e-20), tp / (g.sum() + 1e-20)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            fs += np.nan_to_num((1 + beta2) * prec * rec / (beta2 * prec + rec), nan=0.0)
-    return float((fs / len(frames)).max())
-
-
-def _reference_semantic(pairs, n):
-    iou, f, count = np.zeros(n), np.zeros(n), np.zeros(n)
-    for pred, gt in pairs:
-        for c in range(n):
-            p, g = pred == c, gt == c
-            i, pc, gc = np.sum(p & g), np.sum(p), np.sum(g)
-            u = pc + gc - i
-            iou[c] += i / (u + 2.220446049250313e-16)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                prec, rec = np.float64(i) / pc, np.float64(i) / gc
-                fc = 1.3 * prec * rec / (0.3 * prec + rec)
-            f[c] += 0.0 if np.isnan(fc) else fc
-            count[c] += u > 0
-    return iou, f, count
-
-
 def test_fast_fscore_equals_the_pixel_by_threshold_definition():
     from ssp.metrics import THRESHOLDS, fscore_curves, fscore_of_curves
 
@@ -112,10 +78,25 @@ def test_fast_fscore_equals_the_pixel_by_threshold_definition():
         gt = rng.random((n, h, w)) > rng.uniform(0.3, 0.95)
         if trial % 4 == 1:
             gt[0] = False                                                        # an empty frame
-        assert binary_fscore_batch(scores, gt) == _reference_fscore(scores, gt), trial
+        assert binary_fscore_batch(scores, gt) == reference_fscore(scores, gt), trial
         per_frame = [fscore_of_curves(fscore_curves(scores[i:i + 1], gt[i:i + 1])) for i in range(n)]
-        assert per_frame == [_reference_fscore(scores[i:i + 1], gt[i:i + 1]) for i in range(n)]
+        assert per_frame == [reference_fscore(scores[i:i + 1], gt[i:i + 1]) for i in range(n)]
     assert binary_fscore_batch(np.ones((2, 3, 3), np.float32), np.zeros((2, 3, 3), bool)) == 0.0
+
+
+def test_threshold_counts_are_exact_at_ties_and_odd_values():
+    """Every score against every threshold, in float64: exact ties, their neighbours, and values
+    a probability should not take (NaN reaches no threshold, as `s >= t` says)."""
+    from ssp.metrics import THRESHOLDS, threshold_bins
+
+    t = THRESHOLDS
+    s = np.r_[t, np.nextafter(t, -1), np.nextafter(t, 2), -0.0, 1.0, 2.0, -1.0, np.nan, np.inf, -np.inf,
+              np.random.default_rng(2).random(1000)]
+    with np.errstate(invalid="ignore"):
+        want = (s[:, None] >= t[None, :]).sum(1)
+    assert threshold_bins(s).tolist() == want.tolist()
+    g = np.ones((1, 1, len(s)), bool)
+    assert binary_fscore_batch(s[None, None], g) == reference_fscore(s[None, None], g)
 
 
 def test_fast_semantic_accumulator_equals_the_class_by_class_definition():
@@ -133,6 +114,6 @@ def test_fast_semantic_accumulator_equals_the_class_by_class_definition():
     acc = SemanticAccumulator(num_classes=n)
     for p, g in pairs:
         acc.add(p, g)
-    iou, f, count = _reference_semantic(pairs, n)
+    iou, f, count = reference_semantic(pairs, n)
     assert acc.iou.tolist() == iou.tolist() and acc.f.tolist() == f.tolist()
     assert acc.count.tolist() == count.tolist()

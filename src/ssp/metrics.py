@@ -31,13 +31,28 @@ def binary_miou_batch(scores: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(vals))
 
 
+def threshold_bins(scores: np.ndarray) -> np.ndarray:
+    """How many of the thresholds each score reaches (``s >= t``), 0..255, flattened.
+
+    The thresholds are evenly spaced, so a score's count is guessed by arithmetic and then
+    checked against the thresholds on either side (the guess is off by one at most): the exact
+    count, several times faster than a binary search. NaN reaches no threshold, as ``s >= t``
+    says; the scores are compared in float64, as the reference does.
+    """
+    s = np.clip(np.nan_to_num(scores.astype(np.float64).ravel(), nan=-1.0), -1.0, 2.0)   # same thresholds reached
+    n = len(THRESHOLDS)
+    k = np.clip(np.floor(s * ((n - 1) / THRESHOLDS[-1])), -1, n - 1).astype(np.int64) + 1
+    k -= (k > 0) & (THRESHOLDS[np.maximum(k - 1, 0)] > s)
+    k += (k < n) & (THRESHOLDS[np.minimum(k, n - 1)] <= s)
+    return k
+
+
 def fscore_curves(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> np.ndarray:
     """[N, H, W] probabilities -> [M, 255]: F at every threshold for each of the M frames whose
     ground truth is not empty.
 
-    Counts per threshold come from one histogram of the scores over the thresholds: a pixel with
-    ``s >= t_k`` for exactly the first ``i`` thresholds (``i = searchsorted(t, s, 'right')``)
-    counts for every k < i. The counts are the integers that comparing every pixel with every
+    Counts per threshold come from one histogram of the scores over the thresholds: a pixel that
+    reaches exactly the first ``i`` thresholds (``threshold_bins``) counts for every k < i. The counts are the integers that comparing every pixel with every
     threshold gives, and the same arithmetic follows, so the values are identical, about 30x
     faster than the [H*W, 255] comparison.
     """
@@ -46,7 +61,7 @@ def fscore_curves(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> np.
     for s, g in zip(scores, gt):
         if not g.any():
             continue
-        bins = np.searchsorted(THRESHOLDS, s.astype(np.float64).ravel(), side="right")   # [HW] in 0..255
+        bins = threshold_bins(s)                                                        # [HW] in 0..255
         n_t = len(THRESHOLDS)
         above = np.cumsum(np.bincount(bins, minlength=n_t + 1)[::-1])[::-1][1:]         # [255] #(s >= t_k)
         tp = np.cumsum(np.bincount(bins[g.ravel()], minlength=n_t + 1)[::-1])[::-1][1:]
