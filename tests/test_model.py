@@ -240,10 +240,10 @@ def test_batched_loss_equals_hugging_face_per_video(tiny_run, binary):
     from ssp.losses import reference_avs_losses
 
     ref_total = reference_avs_losses(model, out, batch, binary=binary, seed=3, step=7)
-    assert float(total) == pytest.approx(float(ref_total), rel=1e-4)
+    assert total.item() == pytest.approx(ref_total.item(), rel=1e-4)
     for r, g in zip(ref, got):
         for k in ("class", "mask", "dice"):
-            assert float(g[k]) == pytest.approx(float(r[k]), rel=1e-4, abs=1e-6), k
+            assert g[k].item() == pytest.approx(r[k].item(), rel=1e-4, abs=1e-6), k
     params = [p for p in model.parameters() if p.requires_grad]
     g_ref = torch.autograd.grad(sum(sum(r.values()) for r in ref), params, retain_graph=True, allow_unused=True)
     g_got = torch.autograd.grad(sum(sum(r.values()) for r in got), params, allow_unused=True)
