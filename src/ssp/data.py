@@ -7,6 +7,7 @@ frame batch and remembers which video each frame came from.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,18 @@ def collate(items: list[dict]) -> dict:
     labels int64 (uint8 is 4x / 8x fewer bytes than float / int64). DataLoader workers use
     ``collate_shared``, which puts all of them into one shared-memory buffer.
     """
-    out = {"video_ids": [it["video_id"] for it in items],
-           "video_index": np.concatenate([np.full(len(it["frames"]), k, np.int64) for k, it in enumerate(items)])}
+    out = {"video_ids": [it["video_id"] for it in items]}
+    out.update({key: np.concatenate(parts) for key, parts in _parts(items).items()})
+    return out
+
+
+def _parts(items: list[dict]) -> dict[str, list[np.ndarray]]:
+    """Each batch array's pieces, one per video, in the order ``collate`` joins them."""
+    parts = {"video_index": [np.full(len(it["frames"]), k, np.int64) for k, it in enumerate(items)]}
     for key in ("frames", "labels", "has_mask", "vggish", "flow_mask", "stage1", "text_ids", "text_mask"):
         if key in items[0]:
-            out[key] = np.concatenate([it[key] for it in items])
-    return out
+            parts[key] = [it[key] for it in items]
+    return parts
 
 
 def collate_shared(items: list[dict]) -> dict:
@@ -101,21 +108,20 @@ def collate_shared(items: list[dict]) -> dict:
     that the worker reuses (``ssp.shm``), instead of each array pickled through a pipe or a fresh
     segment per batch. ``unpack_shared`` turns it back into the arrays (views, no copy).
     """
-    batch = collate(items)
-    arrays = {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
+    parts = _parts(items)
     layout, offset = [], 0
-    for key, a in arrays.items():
+    for key, pieces in parts.items():
+        dtype = np.result_type(*pieces)
+        shape = (sum(len(p) for p in pieces),) + pieces[0].shape[1:]
         offset = -(-offset // 8) * 8                  # 8-byte aligned views for every dtype
-        layout.append((key, a.dtype.str, a.shape, offset, a.nbytes))
-        offset += a.nbytes
+        layout.append((key, dtype.str, shape, offset, dtype.itemsize * math.prod(shape)))
+        offset += layout[-1][-1]
     owner = shm.pool()
     handle = shm.Handle(owner, owner.acquire(offset), offset)
     view = handle.data()
-    for (key, dtype, shape, o, n), a in zip(layout, arrays.values()):
-        view[o:o + n].view(dtype).reshape(shape)[...] = a
-    out = {k: v for k, v in batch.items() if k not in arrays}
-    out["_shared"], out["_layout"] = handle, layout
-    return out
+    for key, dtype, shape, o, n in layout:            # joined straight into the segment
+        np.concatenate(parts[key], out=view[o:o + n].view(dtype).reshape(shape))
+    return {"video_ids": [it["video_id"] for it in items], "_shared": handle, "_layout": layout}
 
 
 def unpack_shared(batch: dict) -> dict:

@@ -47,24 +47,29 @@ def threshold_bins(scores: np.ndarray) -> np.ndarray:
     return k
 
 
+def _reaching(bins: np.ndarray) -> np.ndarray:
+    """[255]: how many of the pixels with these ``threshold_bins`` reach each threshold."""
+    n = len(THRESHOLDS)
+    return np.cumsum(np.bincount(bins, minlength=n + 1)[::-1])[::-1][1:]
+
+
 def fscore_curves(scores: np.ndarray, gt: np.ndarray, beta2: float = 0.3) -> np.ndarray:
     """[N, H, W] probabilities -> [M, 255]: F at every threshold for each of the M frames whose
     ground truth is not empty.
 
     Counts per threshold come from one histogram of the scores over the thresholds: a pixel that
-    reaches exactly the first ``i`` thresholds (``threshold_bins``) counts for every k < i. The counts are the integers that comparing every pixel with every
-    threshold gives, and the same arithmetic follows, so the values are identical, about 30x
-    faster than the [H*W, 255] comparison.
+    reaches exactly the first ``i`` thresholds (``threshold_bins``) counts for every k < i. They
+    are the integers that comparing every pixel with every threshold gives, and the same
+    arithmetic follows, so the values are identical, over 20x faster than the [H*W, 255]
+    comparison.
     """
     gt = gt.astype(bool)
     curves = []
     for s, g in zip(scores, gt):
         if not g.any():
             continue
-        bins = threshold_bins(s)                                                        # [HW] in 0..255
-        n_t = len(THRESHOLDS)
-        above = np.cumsum(np.bincount(bins, minlength=n_t + 1)[::-1])[::-1][1:]         # [255] #(s >= t_k)
-        tp = np.cumsum(np.bincount(bins[g.ravel()], minlength=n_t + 1)[::-1])[::-1][1:]
+        bins = threshold_bins(s)                                  # [HW] in 0..255
+        above, tp = _reaching(bins), _reaching(bins[g.ravel()])   # [255]: #(s >= t_k), of them true
         prec = tp / (above + 1e-20)
         rec = tp / (g.sum() + 1e-20)
         with np.errstate(invalid="ignore", divide="ignore"):
