@@ -9,16 +9,16 @@ from ssp.data import collate, collate_shared, loader_collate, unpack_shared
 
 
 class _Videos(Dataset):
-    def __init__(self, n=5, frames=3):
-        self.n, self.frames = n, frames
+    def __init__(self, n=5, frames=3, size=(6, 5)):
+        self.n, self.frames, self.size = n, frames, size
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
         rng, t = np.random.default_rng(i), self.frames + i % 2
-        return {"video_id": f"v{i}", "frames": rng.integers(0, 255, (t, 6, 5, 3), dtype=np.uint8),
-                "labels": rng.integers(0, 3, (t, 6, 5), dtype=np.uint8),
+        return {"video_id": f"v{i}", "frames": rng.integers(0, 255, (t, *self.size, 3), dtype=np.uint8),
+                "labels": rng.integers(0, 3, (t, *self.size), dtype=np.uint8),
                 "has_mask": rng.random(t) > 0.5,
                 "vggish": rng.standard_normal((t, 7)).astype(np.float32)}
 
@@ -73,15 +73,32 @@ def test_held_batches_are_never_overwritten():
         _equal(unpack_shared(b), collate([ds[i] for i in idx]))
 
 
-def test_growing_batches_replace_small_segments_and_the_main_process_forgets_them():
-    shm._ATTACHED.clear()
-    ds = _Videos(n=12)
+def test_growing_batches_stay_intact_while_segments_are_replaced():
+    ds = _Videos(n=12, size=(48, 48))                          # 27 to 36 KB a video
     sampler = [list(range(k)) for k in range(1, 13)]          # each batch larger than the last
     for batch, idx in zip(_loader(ds, sampler, workers=1), sampler):
         _equal(unpack_shared(batch), collate([ds[i] for i in idx]))
-        del batch
-    (_, segments), = shm._ATTACHED.values()
-    assert 1 <= len(segments) <= 3, sorted(segments)           # retired ones are dropped
+
+
+def test_a_segment_too_small_is_retired_and_forgotten_by_the_main_process():
+    """The hand-over itself, step by step (what pickling runs on either side, without a worker)."""
+    owner = shm.Pool()
+
+    def send(nbytes):
+        fn, args = shm.Handle(owner, owner.acquire(nbytes), nbytes).__reduce__()
+        return fn(*args)
+
+    small = send(1000)
+    assert set(shm._ATTACHED[owner.token][1]) == {0}
+    big = send(4 * shm.MIN_CAPACITY)                           # segment 0 is still in use: a new one
+    del small
+    bigger = send(8 * shm.MIN_CAPACITY)                        # 0 is free but too small: replaced
+    assert set(shm._ATTACHED[owner.token][1]) == {1, 2} and owner.retired == []
+    del big, bigger
+    last = send(1000)                                          # the smallest free one that fits
+    assert owner.made == 3 and [s.id for s in owner.segments if s.state[0] == 1] == [1]
+    del last
+    assert all(s.state[0] == 0 for s in owner.segments)
 
 
 def test_exited_workers_segments_are_forgotten():
