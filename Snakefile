@@ -31,10 +31,7 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        RUN / "report" / "summary.md",
-        RUN / "figures" / "flow.png",
-        RUN / "report" / "table2.md",
-        RUN / "figures" / "qualitative.png",
+        final_targets,
     default_target: True
 
 

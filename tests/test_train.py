@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from conftest import ROOT, tiny_run_config
+from ssp.config import Config
 from ssp.datasets import read_manifest
 from ssp.train import Preempted, train
 from ssp.train_job import load_captions
@@ -161,6 +162,14 @@ def test_predictions_format(tiny_run, tmp_path):
     png = np.asarray(Image.open(tmp_path / "png" / vids[0] / "0.png"))
     assert png.shape == (48, 48) and set(np.unique(png)) <= {0, 255}
     assert ((s[0] > 0.5) * 255 == png).all()
+    # weights that do not fit this config (another run's, predict.models_from) are named with why
+    from ssp.predict import load_trained
+
+    other = dict(cfg.raw, model={**cfg.raw["model"], "hidden_dim": 64})
+    with pytest.raises(ValueError, match=r"base/model\.pt does not fit .*other model\.hidden_dim"):
+        load_trained(Config.from_dict(other), base, "cpu")
+    with pytest.raises(ValueError, match=r"model for the binary task, where this run needs one for the semantic"):
+        load_trained(cfg, base, "cpu", task="semantic")
 
 
 def test_semantic_stage2_trains(tiny_run, tmp_path):

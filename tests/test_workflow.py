@@ -95,6 +95,11 @@ def test_demo_dag_end_to_end(tmp_path):
         "train": {**TINY["train"], "num_workers": 0, "channels_last": False, "variants": ["baseline", "full", "premask"]}})
     jobs = planned([], conf4, tmp_path)
     assert jobs["train"] == 1 and not {"flow", "flow_mask", "preprocess"} & set(jobs), jobs
+    # another run's models (predict.models_from) predict and are scored here; nothing trains
+    shutil.copytree(run_dir / "train", tmp_path / "other" / "train")
+    conf5 = write_config(tmp_path / "config5.yaml", {**TINY, "predict": {"models_from": str(tmp_path / "other")}})
+    jobs = planned([], conf5, tmp_path)
+    assert "train" not in jobs and jobs["predict"] == 4 and jobs["evaluate"] == 8 and jobs["table"] == 1, jobs
     # published figures (studies.reference) beside ours: the table is redone, nothing else is retrained
     ref = tmp_path / "paper.csv"
     ref.write_text("variant,task,split,miou,fscore,source\nfull,ms3,test,50.5,60.25,typed by hand\n")
@@ -107,20 +112,50 @@ def test_demo_dag_end_to_end(tmp_path):
 
 
 @pytest.mark.workflow
-def test_video_folder_run_reports_skipped(tmp_path, media):
+def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
+    """A folder of videos (no ground truth): preprocessing, then masks from the models of another
+    run (predict.models_from); every skipped video is reported."""
+    from conftest import tiny_run_config
+    from ssp.datasets import read_manifest
+    from ssp.train import train
+    from ssp.train_job import load_captions
+
+    trained = tmp_path / "s4"       # the other run: tiny models trained on SynthAVS, 1 epoch
+    cfg = tiny_run_config(tiny_run, epochs=1)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    train(cfg, m, "baseline", trained / "train" / "baseline")
+    train(cfg, m, "full", trained / "train" / "full",
+          captions=load_captions(sorted((cfg.run_dir / "captions").glob("*.jsonl"))))
     captions = tmp_path / "captions.json"
     captions.write_text('{"chaplin": {"a1": "a man walks", "a2": "man"}}')
     conf = write_config(tmp_path / "config.yaml", {
         "dataset": {"name": "clips", "layout": "videos", "root": str(media)},
-        "preprocess": {"image_size": 32}, "shards": {"size": 3},
-        "vggish": {"weights": "random"}, "captions": {"backend": "file", "file": str(captions)}})
-    run(["results/clips/report/summary.md", "--cores", "2", "--configfile", str(conf)], tmp_path)
-    report = tmp_path / "results" / "clips" / "report"
+        "preprocess": {"image_size": 32}, "shards": {"size": 3}, "model": TINY_MODEL,
+        "vggish": {"weights": "random"}, "captions": {"backend": "file", "file": str(captions)},
+        "predict": {"models_from": str(trained)}})
+    jobs = planned([], conf, tmp_path)
+    assert "train" not in jobs and "evaluate" not in jobs
+    run(["--cores", "2", "--configfile", str(conf)], tmp_path)
+    clips = tmp_path / "results" / "clips"
+    report = clips / "report"
     skipped = (report / "skipped.csv").read_text()
     assert "no_audio,audio" in skipped and "no audio stream" in skipped
     assert "no_audio,vggish" in skipped          # later stages name the video too
     assert "fire2,captions" in skipped and "no captions for video 'fire2'" in skipped
-    assert ShardReader(tmp_path / "results" / "clips" / "frames" / "00000.h5").videos()
+    assert str(trained) in (report / "summary.md").read_text()
+    assert not (clips / "train").exists() and not (clips / "metrics").exists()
+    with h5py.File(clips / "predictions" / "full" / "test.h5") as h5:
+        assert list(h5) == ["chaplin"]           # the only video with captions and audio
+        assert h5["chaplin/scores"].shape == (5, 32, 32) and h5.attrs["weights"].startswith(str(trained))
+    with h5py.File(clips / "predictions" / "baseline" / "test.h5") as h5:   # the pre-mask's stage 1
+        assert "chaplin" in h5 and "no_audio" not in h5 and len(h5) >= 2
+    assert sorted(p.name for p in (clips / "predictions" / "full" / "test_png" / "chaplin").iterdir()) == \
+        [f"{t}.png" for t in range(5)]
+    # without models: preprocessing only, and the summary says how to segment
+    conf2 = write_config(tmp_path / "config2.yaml", {**yaml.safe_load(conf.read_text()), "predict": {"models_from": None}})
+    assert set(planned([], conf2, tmp_path)) <= {"summary", "all"}
+    run(["--cores", "2", "--configfile", str(conf2)], tmp_path)
+    assert "Set predict.models_from" in (report / "summary.md").read_text()
 
 
 def test_wrong_config_key_fails_at_once(tmp_path):

@@ -104,13 +104,13 @@ def cmd_stage(args) -> int:
 
 def cmd_summary(args) -> int:
     from .datasets import read_manifest, shards_of
-    from .report import write_summary
+    from .report import run_notes, write_summary
 
     cfg = config_mod.load(args.config)
     p = paths(cfg)
     manifest = read_manifest(p["manifest"])
     stage_shards = {s: [shard_path(p, s, sh) for sh in shards_of(manifest)] for s in SHARD_STAGES}
-    failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"])
+    failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"], notes=run_notes(cfg))
     print(p["summary_md"].read_text())
     return 0 if not args.strict or not failures else 1
 
@@ -129,7 +129,8 @@ def cmd_predict(args) -> int:
     from .train_job import run_prediction
 
     cfg = config_mod.load(args.config)
-    weights = Path(args.weights) if args.weights else cfg.run_dir / "train" / args.variant / "model.pt"
+    models = Path(cfg.predict.models_from) if cfg.predict.models_from else cfg.run_dir
+    weights = Path(args.weights) if args.weights else models / "train" / args.variant / "model.pt"
     out = Path(args.out) if args.out else cfg.run_dir / "predictions" / args.variant / f"{args.split}.h5"
     run_prediction(cfg, args.variant, args.split, weights, out,
                    captions_files=sorted((cfg.run_dir / "captions").glob("*.jsonl")), stage1=args.stage1)
@@ -178,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "write a variant's predictions on a split")
     p.add_argument("--variant", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--weights")
+    p.add_argument("--weights", help="a trained model.pt (default: train/<variant>/model.pt of this run, "
+                   "or of predict.models_from)")
     p.add_argument("--stage1", help="stage-1 predictions (.h5) standing in for the ground truth")
     p.add_argument("--out")
     p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")

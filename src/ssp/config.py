@@ -268,6 +268,11 @@ class StudiesConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    models_from: str | None
+
+
+@dataclass(frozen=True)
 class Config:
     results: str
     dataset: DatasetConfig
@@ -281,6 +286,7 @@ class Config:
     train: TrainConfig
     resources: ResourcesConfig
     studies: StudiesConfig
+    predict: PredictConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -315,6 +321,9 @@ def require_for_dag(cfg: Config) -> None:
     if cfg.studies.reference is not None and not Path(cfg.studies.reference).is_file():
         raise ConfigError(f"'studies.reference': file {cfg.studies.reference!r} does not exist (a CSV of "
                           "published figures: variant, task, split, miou, fscore)")
+    if cfg.predict.models_from is not None and not (Path(cfg.predict.models_from) / "train").is_dir():
+        raise ConfigError(f"'predict.models_from': {cfg.predict.models_from!r} has no train/ folder (give the "
+                          "results folder of a finished training run, <results>/<dataset.name>)")
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
         raise ConfigError("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
                           "generator's scene descriptions); use minicpm-o, hf-vlm or file")

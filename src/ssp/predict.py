@@ -24,20 +24,32 @@ from .train import build_model, make_dataset, predict_video, select, to_device
 log = logging.getLogger(__name__)
 
 
-def load_trained(cfg: Config, weights: str | Path, device):
+def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None = None):
+    """A trained ``model.pt`` (ours) on ``device``, built from ``cfg``'s model section; with ``task``,
+    it must have been trained for that task (binary or semantic)."""
     state = torch.load(weights, map_location="cpu", weights_only=False)
+    if task is not None and state["task"] != task:
+        raise ValueError(f"{weights}: a model for the {state['task']} task, where this run needs one for the "
+                         f"{task} task (set train.task: {state['task']} to use it)")
     variant = VARIANTS[state["variant"]]
     binary = state["task"] == "binary"
     model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"])
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        trained = state.get("model_config", {})
+        differ = sorted(k for k in trained if trained[k] != cfg.raw["model"].get(k))
+        which = f" (it was trained with other {', '.join('model.' + k for k in differ)})" if differ else ""
+        raise ValueError(f"{weights} does not fit the network this config's model section builds{which}: "
+                         f"use the model section of the run that trained it. {str(exc)[:300]}") from None
     return model.to(device).eval(), state["variant"], binary
 
 
 def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
             captions: dict | None = None, stage1: str | Path | None = None, premask_test: str | None = None,
-            size: int | None = None) -> list:
+            size: int | None = None, task: str | None = None) -> list:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, variant_name, binary = load_trained(cfg, weights, device)
+    model, variant_name, binary = load_trained(cfg, weights, device, task=task)
     choice = premask_test or cfg.train.premask_test
     ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], stage1=stage1,
                                captions=captions)

@@ -46,10 +46,23 @@ def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict],
     return counts, failures, sorted(notes)
 
 
+def run_notes(cfg) -> list[str]:
+    """What the run summary says about where this run's models come from."""
+    if cfg.dataset.layout == "videos" and cfg.predict.models_from is None:
+        return ["A folder of videos has no ground truth to train on: preprocessing only. Set "
+                "predict.models_from to a finished training run to segment these videos."]
+    if cfg.predict.models_from:
+        return [f"Models: {', '.join(cfg.train.variants)} of {cfg.predict.models_from} (predict.models_from), "
+                "none trained in this run."]
+    return []
+
+
 def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_path: str | Path,
-                  md_path: str | Path, title: str = "Run summary") -> list[dict]:
-    """Write skipped.csv (video_id, stage, shard, reason) and a markdown summary."""
-    counts, failures, notes = collect(stage_shards)
+                  md_path: str | Path, title: str = "Run summary", notes=()) -> list[dict]:
+    """Write skipped.csv (video_id, stage, shard, reason) and a markdown summary (with ``notes``
+    about the run beside those the shards carry)."""
+    counts, failures, shard_notes = collect(stage_shards)
+    notes = sorted(set(shard_notes) | set(notes))
     csv_path, md_path = Path(csv_path), Path(md_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path, "w", newline="") as fh:

@@ -207,7 +207,9 @@ class Preempted(SystemExit):
 # --------------------------------------------------------------------------- the loop
 
 def select(manifest: pd.DataFrame, cfg: Config, split: str) -> pd.DataFrame:
-    return manifest[(manifest["split"] == split) & manifest["subset"].isin(cfg.train.subsets)].reset_index(drop=True)
+    """The videos of ``split`` in ``train.subsets`` (a folder of videos: all of them, one subset)."""
+    subsets = ("videos",) if cfg.dataset.layout == "videos" else cfg.train.subsets
+    return manifest[(manifest["split"] == split) & manifest["subset"].isin(subsets)].reset_index(drop=True)
 
 
 def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage1=None, captions=None) -> tuple:
@@ -335,7 +337,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
         if rank == 0:
             final = out / "model.pt"
             torch.save({"model": model.state_dict(), "variant": variant_name, "task": task,
-                        "stepping_stone": stepping_stone, "dropped": dropped}, final)
+                        "stepping_stone": stepping_stone, "dropped": dropped, "model_config": cfg.raw["model"]}, final)
             return final
         return out / "model.pt"
     finally:

@@ -9,6 +9,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ssp.config import TRAIN_SPEED_ONLY, Config, ConfigError, require_for_dag  # noqa: E402
 from ssp.model.ssp import parse_variant  # noqa: E402
+from ssp.report import run_notes  # noqa: E402
 
 
 try:
@@ -62,6 +63,40 @@ def shard_files(stage, ext="h5"):
         return [RUN / stage / f"{s}.{ext}" for s in shards()]
 
     return files
+
+
+@functools.lru_cache(maxsize=4)
+def _split_names(manifest, mtime):
+    return sorted(set(pd.read_csv(manifest, usecols=["split"], dtype=str)["split"]))
+
+
+def splits():
+    """The splits the manifest holds (known once it is built)."""
+    manifest = checkpoints.manifest.get().output.manifest
+    return _split_names(manifest, os.path.getmtime(manifest))
+
+
+# The trained models that predict: this run's, or those of predict.models_from (another run).
+MODELS = Path(CFG.predict.models_from) if CFG.predict.models_from else RUN
+
+
+def model_file(wildcards):
+    return MODELS / "train" / wildcards.variant / "model.pt"
+
+
+def final_targets(wildcards):
+    """The default targets: the run summary and the flow figure; with ground truth, Table 2 and the
+    qualitative figure; for a folder of videos (none to train or score on), each variant's masks
+    on every split, when predict.models_from names the models."""
+    out = [RUN / "report" / "summary.md", RUN / "figures" / "flow.png"]
+    if CFG.dataset.layout != "videos":
+        return out + [RUN / "report" / "table2.md", RUN / "figures" / "qualitative.png"]
+    if CFG.predict.models_from is None:
+        return out
+    return out + [RUN / "predictions" / v / f"{s}_png" for v in CFG.train.variants for s in splits()]
+
+
+SUMMARY_NOTES = run_notes(CFG)
 
 
 def captions_dir(variant):
@@ -137,6 +172,10 @@ if CFG.captions.backend in ("synthetic", "file"):
     STUDY_NOTES["prompt_study"] = (
         f"captions.backend is {CFG.captions.backend!r}: no model reads Q1, so the captions, and these "
         "rows, do not depend on the Q1 wording. The study needs a captioning model (minicpm-o or hf-vlm).")
+if CFG.predict.models_from:
+    for _study in STUDIES:
+        STUDY_NOTES[_study] = " ".join(filter(None, [STUDY_NOTES.get(_study), (
+            f"The models are those of {CFG.predict.models_from} (predict.models_from), not trained in this run.")]))
 # published figures printed beside ours in the tables (studies.reference), an input when set
 REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
 
@@ -152,6 +191,6 @@ def figure_inputs(wildcards):
         "masks": RUN / "masks" / f"{first}.h5",
         "predictions": RUN / "predictions" / FIGURE_VARIANT / "test.h5",
         "stage1": stage1_of(wc),
-        "metrics": [RUN / "train" / v / "metrics.csv" for v in CFG.train.variants],
+        "metrics": [MODELS / "train" / v / "metrics.csv" for v in CFG.train.variants],
         "manifest": RUN / "manifest.csv",
     }

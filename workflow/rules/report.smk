@@ -14,6 +14,8 @@ rule summary:
     output:
         csv=report(RUN / "report" / "skipped.csv", category="Run", labels={"table": "skipped videos"}),
         md=RUN / "report" / "summary.md",
+    params:
+        notes=SUMMARY_NOTES,
     log:
         RUN / "logs" / "summary.log",
     threads: 1

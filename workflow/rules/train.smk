@@ -1,6 +1,7 @@
 # Training and predictions: every variant of train.variants (Table 2 rows), binary or semantic.
 # Stage-1 predictions (the baseline for binary tasks, a binary "stage1" model for AVSS) stand in
 # for the ground truth at test: in SSP's pre-mask (Eq. 2) and in AAVS's stepping stones.
+# With predict.models_from, the models of another run predict instead, and nothing trains here.
 
 
 rule train:
@@ -30,11 +31,13 @@ rule train:
 rule predict:
     input:
         unpack(training_inputs),
-        model=RUN / "train" / "{variant}" / "model.pt",
+        model=model_file,
         stage1=stage1_of,
     output:
         h5=RUN / "predictions" / "{variant}" / "{split}.h5",
         png=directory(RUN / "predictions" / "{variant}" / "{split}_png"),
+    params:
+        model=lambda wc: str(model_file(wc)),  # another run's models (predict.models_from) re-predict
     log:
         RUN / "logs" / "predict" / "{variant}_{split}.log",
     benchmark:

@@ -13,4 +13,5 @@ logs.setup(snakemake.log[0])  # noqa: F821
 inp = snakemake.input  # noqa: F821
 stages = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
 write_summary({s: inp[s] for s in stages},
-              len(read_manifest(inp.manifest)), snakemake.output.csv, snakemake.output.md)  # noqa: F821
+              len(read_manifest(inp.manifest)), snakemake.output.csv, snakemake.output.md,  # noqa: F821
+              notes=snakemake.params.notes)  # noqa: F821
