@@ -63,18 +63,27 @@ def _test_profile(tmp: Path) -> Path:
         res["slurm_partition"] = "debug"
         res["mem_mb"] = min(res.get("mem_mb", 4000), 4000)
     prof["default-resources"]["mem_mb"] = 2000
+    prof["slurm-init-seconds-before-status-checks"] = 2   # jobs of seconds: poll soon (the plugin backs off by 10 s)
     out = tmp / "profile"
     out.mkdir()
     (out / "config.yaml").write_text(yaml.safe_dump(prof))
     return out
 
 
-def _snakemake(cwd: Path, *args, limit=1500):
+def _snakemake(cwd: Path, *args, limit=1500) -> tuple[subprocess.Popen, Path]:
+    """Start Snakemake in ``cwd``; its output goes to a file (nothing blocks on a full pipe)."""
     cmd = ["timeout", "-k", "10", str(limit), sys.executable, "-m", "snakemake", "--snakefile",
            str(ROOT / "Snakefile"), "--configfile", str(cwd / "config.yaml"), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
-    return proc.stdout + proc.stderr
+    with open(cwd / "snakemake.out", "w") as out:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT), cwd / "snakemake.out"
+
+
+def _finished(started: tuple[subprocess.Popen, Path]) -> str:
+    proc, out = started
+    proc.wait()
+    text = out.read_text()
+    assert proc.returncode == 0, f"{' '.join(proc.args)}\n{text[-12000:]}"
+    return text
 
 
 def test_demo_dag_through_slurm_equals_local(cluster, tmp_path):
@@ -83,8 +92,15 @@ def test_demo_dag_through_slurm_equals_local(cluster, tmp_path):
         d.mkdir()
         (d / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     profile = _test_profile(tmp_path)
-    log = _snakemake(slurm_dir, "--workflow-profile", str(profile))
-    _snakemake(local_dir, "--cores", "2")
+    # both at once: the SLURM run mostly waits for its status polls
+    slurm, local = _snakemake(slurm_dir, "--workflow-profile", str(profile)), _snakemake(local_dir, "--cores", "2")
+    try:
+        log, _ = _finished(slurm), _finished(local)
+    finally:
+        for proc, _ in (slurm, local):
+            if proc.poll() is None:   # the other failed: stop this one too (timeout passes TERM on)
+                proc.terminate()
+                proc.wait()
 
     submitted = [line for line in log.splitlines() if "submitted with SLURM jobid" in line]
     assert len(submitted) >= 20, log[-3000:]
