@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from conftest import ROOT, TINY_MODEL
 from ssp.captions_stage import read_captions
@@ -151,6 +153,10 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
         assert "chaplin" in h5 and "no_audio" not in h5 and len(h5) >= 2
     assert sorted(p.name for p in (clips / "predictions" / "full" / "test_png" / "chaplin").iterdir()) == \
         [f"{t}.png" for t in range(5)]
+    sheet = np.asarray(Image.open(clips / "figures" / "qualitative.png"))   # Fig. 8 style, 96-px cells
+    assert sheet.shape == (16 + 96, 6 * 96, 3)                               # one row: chaplin
+    assert (sheet[16:, -96:] == 200).mean() > 0.8                          # truth: grey "no mask" cell
+    assert (clips / "figures" / "training_curves.png").exists()             # the other run's curves
     # without models: preprocessing only, and the summary says how to segment
     conf2 = write_config(tmp_path / "config2.yaml", {**yaml.safe_load(conf.read_text()), "predict": {"models_from": None}})
     assert set(planned([], conf2, tmp_path)) <= {"summary", "all"}

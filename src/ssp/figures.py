@@ -14,7 +14,12 @@ from .store import ShardReader
 COLUMNS = ("frame", "flow", "M_O", "M_Pre", "prediction", "truth")
 
 
-def _tile(img: np.ndarray, size: int) -> np.ndarray:
+def _tile(img: np.ndarray | None, size: int) -> np.ndarray:
+    """A cell of the sheet; ``None`` (no ground truth for the frame) is a grey cell saying so."""
+    if img is None:
+        cell = Image.new("RGB", (size, size), (200, 200, 200))
+        ImageDraw.Draw(cell).text((4, size // 2 - 6), "no mask", fill="black")
+        return np.asarray(cell)
     if img.ndim == 2:
         img = np.repeat((np.clip(img, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1)
     return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.NEAREST))
@@ -23,7 +28,8 @@ def _tile(img: np.ndarray, size: int) -> np.ndarray:
 def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, flow_masks: ShardReader,
                 masks: ShardReader, predictions: ShardReader, stage1: ShardReader | None, premask_test: str,
                 out: str | Path, size: int = 96, frame_index: int = 2) -> Path:
-    """One row per video: frame / flow colour / M_O / test-time M_Pre / prediction / ground truth."""
+    """One row per video: frame / flow colour / M_O / test-time M_Pre / prediction / ground truth
+    (a grey "no mask" cell where the frame has none, as in a folder of videos)."""
     import torch
 
     rows = []
@@ -37,7 +43,8 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
                                 else "flow").numpy()
         pred = predictions.read(vid)
         p = pred["scores"][t] if "scores" in pred else (pred["labels"][t] > 0).astype(np.float32)
-        gt = (masks.read(vid)["labels"][t] > 0).astype(np.float32)
+        m = masks.read(vid)
+        gt = (m["labels"][t] > 0).astype(np.float32) if m["has_mask"][t] else None
         cells = [f, flow_to_color(fl[min(t, len(fl) - 1)]) if len(fl) else np.zeros_like(f), mo, mpre, p, gt]
         rows.append(np.concatenate([_tile(c, size) for c in cells], 1))
     header = Image.new("RGB", (size * len(COLUMNS), 16), "white")

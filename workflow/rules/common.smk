@@ -93,7 +93,13 @@ def final_targets(wildcards):
         return out + [RUN / "report" / "table2.md", RUN / "figures" / "qualitative.png"]
     if CFG.predict.models_from is None:
         return out
-    return out + [RUN / "predictions" / v / f"{s}_png" for v in CFG.train.variants for s in splits()]
+    masks = [RUN / "predictions" / v / f"{s}_png" for v in CFG.train.variants for s in splits()]
+    return out + masks + [RUN / "figures" / "qualitative.png"]
+
+
+def figure_split():
+    """The split of the qualitative figure: test, or the first the manifest holds (a folder of videos)."""
+    return "test" if "test" in splits() else splits()[0]
 
 
 SUMMARY_NOTES = run_notes(CFG)
@@ -183,13 +189,13 @@ REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
 def figure_inputs(wildcards):
     """The last listed variant's test predictions, its stage-1 stand-in, and every variant's log."""
     first = shards()[0]
-    wc = type("W", (), {"variant": FIGURE_VARIANT, "split": "test"})
+    wc = type("W", (), {"variant": FIGURE_VARIANT, "split": figure_split()})
     return {
         "frames": RUN / "frames" / f"{first}.h5",
         "flow": RUN / "flow" / f"{first}.h5",
         "flow_mask": RUN / "flow_mask" / f"{first}.h5",
         "masks": RUN / "masks" / f"{first}.h5",
-        "predictions": RUN / "predictions" / FIGURE_VARIANT / "test.h5",
+        "predictions": RUN / "predictions" / FIGURE_VARIANT / f"{wc.split}.h5",
         "stage1": stage1_of(wc),
         "metrics": [MODELS / "train" / v / "metrics.csv" for v in CFG.train.variants],
         "manifest": RUN / "manifest.csv",
