@@ -46,15 +46,19 @@ def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict],
     return counts, failures, sorted(notes)
 
 
+def models_note(cfg) -> str | None:
+    """Where the models come from, when another run trained them (predict.models_from)."""
+    if cfg.predict.models_from:
+        return f"The models are those of {cfg.predict.models_from} (predict.models_from), not trained in this run."
+    return None
+
+
 def run_notes(cfg) -> list[str]:
     """What the run summary says about where this run's models come from."""
     if cfg.dataset.layout == "videos" and cfg.predict.models_from is None:
         return ["A folder of videos has no ground truth to train on: preprocessing only. Set "
                 "predict.models_from to a finished training run to segment these videos."]
-    if cfg.predict.models_from:
-        return [f"Models: {', '.join(cfg.train.variants)} of {cfg.predict.models_from} (predict.models_from), "
-                "none trained in this run."]
-    return []
+    return [models_note(cfg)] if cfg.predict.models_from else []
 
 
 def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_path: str | Path,

@@ -63,9 +63,8 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
 
 
 def run_prediction(cfg: Config, variant: str, split: str, weights, out, *, captions_files=(), stage1=None):
-    from .predict import predict
-
     from .model.ssp import parse_variant
+    from .predict import predict
 
     task = "binary" if parse_variant(variant)[0] == "stage1" else cfg.train.task
     return predict(cfg, read_manifest(cfg.run_dir / "manifest.csv"), weights, split, out,

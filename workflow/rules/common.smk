@@ -9,7 +9,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ssp.config import TRAIN_SPEED_ONLY, Config, ConfigError, require_for_dag  # noqa: E402
 from ssp.model.ssp import parse_variant  # noqa: E402
-from ssp.report import run_notes  # noqa: E402
+from ssp.report import models_note, run_notes  # noqa: E402
 
 
 try:
@@ -47,15 +47,19 @@ def dataset_inputs(wildcards):
     return [ds.videos_csv] if ds.videos_csv else []
 
 
-@functools.lru_cache(maxsize=4)
-def _shard_names(manifest, mtime):
-    return sorted(set(pd.read_csv(manifest, usecols=["shard"], dtype=str)["shard"]))
+@functools.lru_cache(maxsize=8)
+def _manifest_column(manifest, mtime, column):
+    return sorted(set(pd.read_csv(manifest, usecols=[column], dtype=str)[column]))
+
+
+def manifest_values(column):
+    """A manifest column's distinct values (a checkpoint: known once it is built); read once per version."""
+    manifest = checkpoints.manifest.get().output.manifest
+    return _manifest_column(manifest, os.path.getmtime(manifest), column)
 
 
 def shards():
-    """Shard names from the manifest (a checkpoint: known once it is built); read once per version."""
-    manifest = checkpoints.manifest.get().output.manifest
-    return _shard_names(manifest, os.path.getmtime(manifest))
+    return manifest_values("shard")
 
 
 def shard_files(stage, ext="h5"):
@@ -63,17 +67,6 @@ def shard_files(stage, ext="h5"):
         return [RUN / stage / f"{s}.{ext}" for s in shards()]
 
     return files
-
-
-@functools.lru_cache(maxsize=4)
-def _split_names(manifest, mtime):
-    return sorted(set(pd.read_csv(manifest, usecols=["split"], dtype=str)["split"]))
-
-
-def splits():
-    """The splits the manifest holds (known once it is built)."""
-    manifest = checkpoints.manifest.get().output.manifest
-    return _split_names(manifest, os.path.getmtime(manifest))
 
 
 # The trained models that predict: this run's, or those of predict.models_from (another run).
@@ -93,16 +86,18 @@ def final_targets(wildcards):
         return out + [RUN / "report" / "table2.md", RUN / "figures" / "qualitative.png"]
     if CFG.predict.models_from is None:
         return out
-    masks = [RUN / "predictions" / v / f"{s}_png" for v in CFG.train.variants for s in splits()]
+    masks = [RUN / "predictions" / v / f"{s}_png" for v in CFG.train.variants for s in manifest_values("split")]
     return out + masks + [RUN / "figures" / "qualitative.png"]
 
 
 def figure_split():
     """The split of the qualitative figure: test, or the first the manifest holds (a folder of videos)."""
-    return "test" if "test" in splits() else splits()[0]
+    held = manifest_values("split")
+    return "test" if "test" in held else held[0]
 
 
 SUMMARY_NOTES = run_notes(CFG)
+MODELS_NOTE = models_note(CFG)
 
 
 def captions_dir(variant):
@@ -178,16 +173,19 @@ if CFG.captions.backend in ("synthetic", "file"):
     STUDY_NOTES["prompt_study"] = (
         f"captions.backend is {CFG.captions.backend!r}: no model reads Q1, so the captions, and these "
         "rows, do not depend on the Q1 wording. The study needs a captioning model (minicpm-o or hf-vlm).")
-if CFG.predict.models_from:
-    for _study in STUDIES:
-        STUDY_NOTES[_study] = " ".join(filter(None, [STUDY_NOTES.get(_study), (
-            f"The models are those of {CFG.predict.models_from} (predict.models_from), not trained in this run.")]))
+
+
+def study_note(wildcards):
+    """What a study's table must say under it: the notes above, and where the models come from."""
+    return " ".join(n for n in (STUDY_NOTES.get(wildcards.study), MODELS_NOTE) if n)
+
+
 # published figures printed beside ours in the tables (studies.reference), an input when set
 REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
 
 
 def figure_inputs(wildcards):
-    """The last listed variant's test predictions, its stage-1 stand-in, and every variant's log."""
+    """The last listed variant's predictions on figure_split(), its stage-1 stand-in, every variant's log."""
     first = shards()[0]
     wc = type("W", (), {"variant": FIGURE_VARIANT, "split": figure_split()})
     return {

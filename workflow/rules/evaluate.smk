@@ -38,7 +38,7 @@ rule table:
         study="|".join(STUDIES),
     params:
         variants=lambda wc: STUDIES[wc.study],
-        note=lambda wc: STUDY_NOTES.get(wc.study, ""),
+        note=study_note,
     log:
         RUN / "logs" / "{study}.log",
     threads: 1
@@ -61,6 +61,7 @@ rule figures:
                       caption="../report/curves.rst"),
     params:
         variant=FIGURE_VARIANT,
+        split=lambda wc: figure_split(),
         videos=config["flow"]["figures"],
         premask_test=config["train"]["premask_test"],
     log:

@@ -13,7 +13,7 @@ from ssp.store import ShardedStore, ShardReader  # noqa: E402
 logs.setup(snakemake.log[0])  # noqa: F821
 inp, par = snakemake.input, snakemake.params  # noqa: F821
 manifest = read_manifest(inp.manifest)
-test = manifest[manifest["split"] == Path(inp.predictions).stem]   # test, or a folder of videos' split
+test = manifest[manifest["split"] == par.split]   # test, or the split of a folder of videos
 run = Path(inp.manifest).parent
 stores = {s: ShardedStore.from_manifest(run / s, manifest) for s in ("frames", "flow", "flow_mask", "masks")}
 preds = ShardReader(inp.predictions)
