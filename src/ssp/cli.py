@@ -129,8 +129,7 @@ def cmd_predict(args) -> int:
     from .train_job import run_prediction
 
     cfg = config_mod.load(args.config)
-    models = Path(cfg.predict.models_from) if cfg.predict.models_from else cfg.run_dir
-    weights = Path(args.weights) if args.weights else models / "train" / args.variant / "model.pt"
+    weights = Path(args.weights) if args.weights else cfg.models_dir / "train" / args.variant / "model.pt"
     out = Path(args.out) if args.out else cfg.run_dir / "predictions" / args.variant / f"{args.split}.h5"
     run_prediction(cfg, args.variant, args.split, weights, out,
                    captions_files=sorted((cfg.run_dir / "captions").glob("*.jsonl")), stage1=args.stage1)

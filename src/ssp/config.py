@@ -302,6 +302,11 @@ class Config:
         return Path(self.results) / self.dataset.name
 
     @property
+    def models_dir(self) -> Path:
+        """The run whose ``train/<variant>/model.pt`` predict: this one, or ``predict.models_from``."""
+        return Path(self.predict.models_from) if self.predict.models_from else self.run_dir
+
+    @property
     def dataset_root(self) -> Path:
         if self.dataset.layout == "synthetic":
             return self.run_dir / "data"
@@ -321,7 +326,7 @@ def require_for_dag(cfg: Config) -> None:
     if cfg.studies.reference is not None and not Path(cfg.studies.reference).is_file():
         raise ConfigError(f"'studies.reference': file {cfg.studies.reference!r} does not exist (a CSV of "
                           "published figures: variant, task, split, miou, fscore)")
-    if cfg.predict.models_from is not None and not (Path(cfg.predict.models_from) / "train").is_dir():
+    if cfg.predict.models_from is not None and not (cfg.models_dir / "train").is_dir():
         raise ConfigError(f"'predict.models_from': {cfg.predict.models_from!r} has no train/ folder (give the "
                           "results folder of a finished training run, <results>/<dataset.name>)")
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":

@@ -69,8 +69,7 @@ def shard_files(stage, ext="h5"):
     return files
 
 
-# The trained models that predict: this run's, or those of predict.models_from (another run).
-MODELS = Path(CFG.predict.models_from) if CFG.predict.models_from else RUN
+MODELS = CFG.models_dir  # the trained models that predict: this run's, or predict.models_from's
 
 
 def model_file(wildcards):
