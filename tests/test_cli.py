@@ -11,7 +11,8 @@ def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
     conf.write_text(yaml.safe_dump({
         "results": str(tmp_path / "results"), "dataset": {"name": "cli"},
         "synthetic": {"videos": {"v1s": 2, "v1m": 1, "v2": 1}, "image_size": 32},
-        "preprocess": {"image_size": 32}, "shards": {"size": 2}, "vggish": {"weights": "random"}}))
+        "preprocess": {"image_size": 32}, "shards": {"size": 2}, "vggish": {"weights": "random"},
+        "model": {"mask2former": "random"}, "train": {"variants": ["baseline"]}}))
     c = ["--config", str(conf)]
     assert main(["check-config", *c]) == 0
     assert main(["synth", *c]) == 0 and main(["manifest", *c]) == 0

@@ -107,3 +107,50 @@ def test_reference_file_errors_name_the_line(tmp_path):
     bad.write_text("variant,task,miou,fscore\n")
     with pytest.raises(ValueError, match=r"missing column\(s\) \['split'\]"):
         read_reference(bad)
+    bad.write_text("variant,task,split,miou,fscore,method\nfull,s4,test,81.5,89.2,SSP\n")
+    with pytest.raises(ValueError, match=r"line 2: give either a variant of ours or another method's name"):
+        read_reference(bad)
+
+
+def test_table1_puts_each_setting_from_its_run_and_published_rows_after_ours(tmp_path):
+    """Table 1: S4, MS3 and AVSS columns, each from the run that scored it (the paper trains a model
+    per setting); our variants measured, then the published rows, ours and other methods'."""
+    from ssp.tables import settings_table
+
+    files = []
+    for run, task, miou in (("s4", "s4", 0.8), ("ms3", "ms3", 0.6), ("avss", "avss", 0.4)):
+        for v, gain in (("baseline", 0.0), ("full", 0.05), ("premask", 0.02)):
+            for split in ("val", "test"):
+                files.append(tmp_path / run / "metrics" / v / f"{task}_{split}.json")
+                _metrics(files[-1], task, split, miou + gain + 0.01 * (split == "val"), miou + gain + 0.1)
+    ref = tmp_path / "paper.csv"
+    ref.write_text("variant,task,split,miou,fscore,source,method\n"
+                   "full,s4,test,83.2,90.1,SSP Table 1,\n"
+                   ",s4,test,80.0,89.5,AVSegFormer paper,AVSegFormer\n"
+                   ",avss,test,37.0,42.0,AVSegFormer paper,AVSegFormer\n"
+                   ",ms3,val,1,2,,AVSegFormer\n")
+    rows = settings_table(files, ["baseline", "full"], tmp_path / "t1.md", tmp_path / "t1.csv", reference=ref)
+    assert [(r["method"], r["figures"]) for r in rows] == [
+        ("baseline", "measured"), ("full", "measured"), ("full", "published (SSP Table 1)"),
+        ("AVSegFormer", "published (AVSegFormer paper)")]
+    assert list(rows[0])[2:] == ["S4 mIoU", "S4 F", "MS3 mIoU", "MS3 F", "AVSS mIoU", "AVSS F"]
+    assert rows[1]["S4 mIoU"] == "85.00" and rows[1]["MS3 F"] == "75.00" and rows[1]["AVSS mIoU"] == "45.00"
+    assert rows[2]["S4 mIoU"] == "83.20" and rows[2]["MS3 mIoU"] == "" and rows[3]["AVSS F"] == "42.00"
+    md = (tmp_path / "t1.md").read_text()
+    assert "test split" in md and f"MS3: measured in {tmp_path / 'ms3'}" in md and "not measured by this project" in md
+    # one setting from two runs would mix models: an error naming both
+    other = tmp_path / "s4b" / "metrics" / "full" / "s4_test.json"
+    _metrics(other, "s4", "test", 0.1, 0.1)
+    with pytest.raises(ValueError, match=r"S4 is scored in two runs, .*s4 and .*s4b"):
+        settings_table([*files, other], ["baseline", "full"], tmp_path / "t2.md", tmp_path / "t2.csv")
+    # the val split, no published figures: only the settings measured
+    rows = settings_table(files[:6], ["baseline", "full"], tmp_path / "t3.md", tmp_path / "t3.csv", split="val")
+    assert list(rows[0]) == ["method", "figures", "S4 mIoU", "S4 F"] and rows[0]["S4 mIoU"] == "81.00"
+    # the command line: the runs' folders; every variant they scored, in Table 2's order
+    from ssp.cli import main
+
+    out = tmp_path / "cli" / "table1.md"
+    assert main(["table1", "--runs", *(str(tmp_path / r) for r in ("s4", "ms3", "avss")), "--out", str(out)]) == 0
+    assert [line.split(" | ")[0] for line in out.read_text().splitlines()[2:5]] == ["| baseline", "| premask", "| full"]
+    assert (tmp_path / "cli" / "table1.csv").is_file()
+    assert main(["table1", "--runs", str(tmp_path / "s4"), str(tmp_path / "none"), "--out", str(out)]) == 2

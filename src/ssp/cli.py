@@ -8,6 +8,10 @@
     python -m ssp train      --config config.yaml --variant full
     python -m ssp predict    --config config.yaml --variant full --split test [--stage1 FILE]
     python -m ssp evaluate   --task s4 --root DATA --predictions FILE.h5 --split test --out metrics.json
+    python -m ssp table1     --runs results/s4 results/ms3 results/avss --out results/table1.md
+
+--config takes several files, later ones merged over earlier ones, as Snakemake's --configfile:
+    python -m ssp check-config --config configs/paper.yaml configs/s4.yaml
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ def paths(cfg: config_mod.Config) -> dict[str, Path]:
 
 def cmd_check_config(args) -> int:
     cfg = config_mod.load(args.config)
-    print(f"{args.config}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
+    config_mod.require_for_dag(cfg)
+    print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
     return 0
 
 
@@ -150,13 +155,25 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_table1(args) -> int:
+    from .tables import run_metric_files, run_variants, settings_table
+
+    variants = args.variants or run_variants(args.runs)
+    files = [f for run in args.runs for f in run_metric_files(run, variants, args.split)]
+    out = Path(args.out)
+    settings_table(files, variants, out, out.with_suffix(".csv"), split=args.split, reference=args.reference)
+    print(out.read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ssp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def add(name, fn, help_):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+        p.add_argument("--config", nargs="+", default=["config.yaml"],
+                       help="config file(s), later ones merged over earlier ones (default: config.yaml)")
         p.set_defaults(fn=fn)
         return p
 
@@ -190,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--allow-missing", action="store_true", help="score only the videos that have predictions")
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("table1", help="Table 1: several runs' metrics, a column pair per setting (S4, MS3, AVSS)")
+    p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs (results/s4 ...)")
+    p.add_argument("--variants", nargs="+", help="rows, in order (default: every variant the runs scored)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--reference", help="CSV of published figures (as studies.reference)")
+    p.add_argument("--out", required=True, help="table1.md to write (and table1.csv beside it)")
+    p.set_defaults(fn=cmd_table1)
     return ap
 
 

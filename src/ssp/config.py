@@ -265,6 +265,7 @@ class StudiesConfig:
     postmask_weights: tuple[float, ...]
     q1_variants: tuple[str, ...]
     reference: str | None
+    table1_runs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -396,14 +397,28 @@ def _build(cls, data: dict):
     return cls(**kwargs)
 
 
-def load(path: str | Path) -> Config:
-    """Read, validate and freeze a config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with open(path) as fh:
-        raw = yaml.safe_load(fh) or {}
+def merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``: mappings merged key by key, anything else replaced (as Snakemake
+    merges its --configfile files over the Snakefile's)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
+    """Read, merge (later files over earlier ones), validate and freeze one or more config files."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    raw: dict = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config file is a mapping of keys to values")
+        raw = merge(raw, data)
     try:
         return Config.from_dict(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from None

@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from ssp.config import TRAIN_SPEED_ONLY, Config, ConfigError, require_for_dag  # noqa: E402
 from ssp.model.ssp import parse_variant  # noqa: E402
 from ssp.report import models_note, run_notes  # noqa: E402
+from ssp.tables import run_metric_files  # noqa: E402
 
 
 try:
@@ -181,6 +182,15 @@ def study_note(wildcards):
 
 # published figures printed beside ours in the tables (studies.reference), an input when set
 REFERENCE = [CFG.studies.reference] if CFG.studies.reference else []
+
+
+def table1_metrics(wildcards):
+    """This run's test metrics (scored here) and those of studies.table1_runs (scored by their runs)."""
+    own = [RUN / "metrics" / v / f"{t}_test.json" for v in CFG.train.variants for t in eval_tasks()]
+    try:
+        return own + [f for run in CFG.studies.table1_runs for f in run_metric_files(run, CFG.train.variants)]
+    except FileNotFoundError as exc:
+        raise WorkflowError(f"studies.table1_runs: {exc}")
 
 
 def figure_inputs(wildcards):

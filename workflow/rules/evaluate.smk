@@ -51,6 +51,28 @@ rule table:
         "../scripts/table.py"
 
 
+rule table1:
+    """Table 1: a column pair per setting (S4, MS3, AVSS), each from the run that trained for it."""
+    input:
+        metrics=table1_metrics,
+        reference=REFERENCE,
+    output:
+        md=report(RUN / "report" / "table1.md", category="Results", labels={"table": "table1"}),
+        csv=RUN / "report" / "table1.csv",
+    params:
+        variants=list(CFG.train.variants),
+    log:
+        RUN / "logs" / "table1.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/table1.py"
+
+
 rule figures:
     input:
         unpack(figure_inputs),
