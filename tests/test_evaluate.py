@@ -34,7 +34,18 @@ def test_semantic_layout_binary_and_avss(tmp_path, semantic_root):
     assert main(["evaluate", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
                  "--split", "val", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["miou"] == 0.0 and r["task"] == "ms3" and r["videos"] == 1
+    assert r["miou"] == 0.0 and r["task"] == "ms3" and r["videos"] == 1 and r["size"] == 224
+
+
+def test_scoring_at_another_size_than_avsbench_says_so(tmp_path, semantic_root, capsys):
+    pred = tmp_path / "pred.h5"
+    with h5py.File(pred, "w") as h5:
+        h5.create_group("vidB_1").create_dataset("scores", data=np.zeros((5, 64, 64), np.float32))
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
+                 "--split", "val", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["size"] == 64
+    assert "predictions of 64 x 64; AVSBench scores at 224 x 224" in capsys.readouterr().err
 
 
 def test_object_s4_layout_and_missing_videos(tmp_path, object_s4_root):

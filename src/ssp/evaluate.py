@@ -20,6 +20,7 @@ Every number says which protocol it follows (``protocols`` in the output):
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import h5py
@@ -31,6 +32,9 @@ from .media import read_video_masks
 from .metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
 from .palette import NUM_CLASSES
 
+log = logging.getLogger(__name__)
+
+SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224 (preprocess.image_size, the predictions' size)
 SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
 
 
@@ -70,9 +74,15 @@ def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = 
         rows = rows[rows["video_id"].isin(present)]
         if rows.empty:
             raise EvaluationError(f"{predictions}: none of the {task} {split} videos has a prediction")
+        first, key = h5[rows["video_id"].iloc[0]], "scores" if binary else "labels"
+        size = first[key].shape[-1] if key in first else None   # a missing key: _pred names the video
+        if size is not None and size != SCORE_SIZE:
+            log.warning("%s: predictions of %d x %d; AVSBench scores at %d x %d, so these metrics (ground truth "
+                        "resized to %d) are not comparable with published ones", predictions, size, size,
+                        SCORE_SIZE, SCORE_SIZE, size)
         result = _binary(rows, h5) if binary else _semantic(rows, h5)
     result.update(task=task, split=split, root=str(root), predictions=str(predictions), videos=len(rows),
-                  missing_videos=len(missing), missing=missing[:50])
+                  missing_videos=len(missing), missing=missing[:50], size=size)
     return result
 
 
