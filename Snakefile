@@ -43,8 +43,10 @@ rule ablations:
 rule postmask_sweep:
     input:
         RUN / "report" / "postmask_sweep.md",
+        RUN / "figures" / "postmask_sweep.png",
 
 
 rule prompt_study:
     input:
         RUN / "report" / "prompt_study.md",
+        RUN / "figures" / "prompt_study.png",

@@ -165,3 +165,26 @@ def test_table1_puts_each_setting_from_its_run_and_published_rows_after_ours(tmp
     assert [line.split(" | ")[0] for line in out.read_text().splitlines()[2:5]] == ["| baseline", "| premask", "| full"]
     assert (tmp_path / "cli" / "table1.csv").is_file()
     assert main(["table1", "--runs", str(tmp_path / "s4"), str(tmp_path / "none"), "--out", str(out)]) == 2
+
+
+def test_study_figures_plot_each_split_of_the_study_tables(tmp_path):
+    """Fig. 5 (mIoU and F against lambda'_mask) and Fig. 7 (per Q1 wording) from the study tables."""
+    from PIL import Image
+
+    from ssp.figures import study_figure
+    from ssp.tables import ablation_table
+
+    for study, variants, splits in (("postmask_sweep", ["full-pm10", "full-pm0", "full-pm2.5"], ("val", "test")),
+                                    ("prompt_study", ["full-q1a", "full-q1d"], ("test",))):
+        files = []
+        for k, v in enumerate(variants):
+            for split in splits:
+                files.append(tmp_path / study / "metrics" / v / f"s4_{split}.json")
+                _metrics(files[-1], "s4", split, 0.3 + 0.01 * k, 0.5)
+        table = tmp_path / study / "t.csv"
+        ablation_table(files, variants, tmp_path / study / "t.md", table)
+        out = study_figure(table, study, tmp_path / study / "fig.png", chosen_weight=10, note="a note")
+        with Image.open(out) as img:
+            assert img.size == (450 * len(splits), 340)      # one 4.5-inch panel per split, at 100 dpi
+    with pytest.raises(KeyError):
+        study_figure(table, "ablations", tmp_path / "x.png")

@@ -1,4 +1,4 @@
-"""Figures: qualitative sheets like the paper's Fig. 8 and training curves."""
+"""Figures: qualitative sheets like the paper's Fig. 8, training curves, and the studies' plots (Fig. 5, 7)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -77,6 +77,58 @@ def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Pat
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_weight: float | None = None,
+                 note: str = "") -> Path:
+    """A study's table as the paper plots it: mIoU and F against the post-mask weight lambda'_mask
+    (``postmask_sweep``, Fig. 5; ``chosen_weight`` dashed), or per Q1 wording (``prompt_study``,
+    Fig. 7); one panel per split, a line or bar group per task and metric."""
+    import re
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .model.ssp import parse_variant
+
+    df = pd.read_csv(table_csv, dtype=str).fillna("")
+    key = {"postmask_sweep": "postmask_weight", "prompt_study": "q1_variant"}[study]
+    df["x"] = [parse_variant(v)[1][key] for v in df["variant"]]
+    df = df.sort_values("x")
+    series = [c for c in df.columns if re.fullmatch(r"\S+ (val|test) (mIoU|F)", c)]
+    splits = list(dict.fromkeys(c.split()[1] for c in series))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.4), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        cols = [c for c in series if c.split()[1] == split]
+        for k, c in enumerate(cols):
+            y = pd.to_numeric(df[c], errors="coerce")
+            label = f"{c.split()[0].upper()} {c.split()[2]}"
+            if study == "postmask_sweep":
+                ax.plot(df["x"], y, marker="o", label=label)
+            else:
+                width = 0.8 / len(cols)
+                ax.bar(np.arange(len(df)) + (k - (len(cols) - 1) / 2) * width, y, width, label=label)
+        if study == "postmask_sweep":
+            if chosen_weight is not None:
+                ax.axvline(chosen_weight, color="grey", linestyle="--", linewidth=1)
+            ax.set(xlabel="post-mask weight λ'_mask")
+        else:
+            ax.set_xticks(np.arange(len(df)), [f"Q1 ({x})" for x in df["x"]])
+            ax.set_ylim(0, 1.3 * max(ax.get_ylim()[1], 1))   # room for the legend above the bars
+        ax.set(title=f"{split} split", ylabel="%")
+        ax.legend(fontsize=8, loc="upper left", ncol=2)
+    if note:
+        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(note, 150)), fontsize=6, va="bottom")
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+    else:
+        fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)

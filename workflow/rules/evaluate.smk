@@ -51,6 +51,30 @@ rule table:
         "../scripts/table.py"
 
 
+rule study_figure:
+    """A study's table as the paper plots it: Fig. 5 (post-mask weight), Fig. 7 (Q1 wording)."""
+    input:
+        RUN / "report" / "{study}.csv",
+    output:
+        report(RUN / "figures" / "{study}.png", category="Figures", caption="../report/study.rst",
+               labels={"figure": "{study}"}),
+    wildcard_constraints:
+        study="postmask_sweep|prompt_study",
+    params:
+        chosen_weight=CFG.train.postmask_weight,
+        note=study_note,
+    log:
+        RUN / "logs" / "{study}_figure.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/study_figure.py"
+
+
 rule table1:
     """Table 1: a column pair per setting (S4, MS3, AVSS), each from the run that trained for it."""
     input:
