@@ -174,6 +174,40 @@ def test_models_load_from_saved_folders(tmp_path, tiny_run):
         assert all(torch.equal(a[k], b[k]) for k in a), part
 
 
+def test_text_encoder_and_clip_load_from_the_whole_published_models(tmp_path, tiny_run):
+    """Users hold whole checkpoints: a BLIP image-text retrieval model (its text encoder is taken)
+    and a CLIP model (its vision tower); a folder that lacks some of a model's weights is an error
+    naming them, never a model that runs on the random values transformers would put there."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BlipConfig, BlipForImageTextRetrieval, CLIPConfig, CLIPModel
+
+    from ssp.model.vta import build_clip_vision, build_text_encoder
+    from ssp.weights import WeightsError
+
+    cfg = tiny_run_config(tiny_run)
+    tc, vc = cfg.model.raw["text_config"], cfg.model.raw["clip_config"]
+    blip = BlipForImageTextRetrieval(BlipConfig(text_config=tc, vision_config=vc, projection_dim=8)).eval()
+    blip.save_pretrained(tmp_path / "blip-itm")
+    clip = CLIPModel(CLIPConfig(text_config={k: v for k, v in vc.items() if k not in ("image_size", "patch_size")},
+                                vision_config=vc, projection_dim=8)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    text = build_text_encoder(str(tmp_path / "blip-itm"), tc)
+    assert all(torch.equal(v, blip.text_encoder.state_dict()[k]) for k, v in text.state_dict().items())
+    vision = build_clip_vision(str(tmp_path / "clip"), vc)
+    assert all(torch.equal(v, clip.vision_model.state_dict()[k]) for k, v in vision.state_dict().items())
+
+    text.save_pretrained(tmp_path / "text")
+    weights = tmp_path / "text" / "model.safetensors"
+    state = load_file(weights)
+    del state["embeddings.word_embeddings.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"'model.text_encoder': .*text has no weights for 1 parameter\(s\) of "
+                                           r"BlipTextModel \(e.g. embeddings.word_embeddings.weight\)"):
+        build_text_encoder(str(tmp_path / "text"), tc)
+    with pytest.raises(WeightsError, match=r"'model.clip': .*blip-itm does not load as CLIPVisionModel"):
+        build_clip_vision(str(tmp_path / "blip-itm"), vc)
+
+
 def test_variant_names_of_the_studies():
     from ssp.model.ssp import parse_variant
 

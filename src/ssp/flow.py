@@ -17,12 +17,11 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 
 import cv2
 import numpy as np
 
-from .weights import check_model_folder, digest
+from .weights import check_model_folder, digest, load_complete
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +301,7 @@ class PerceiverFlow:
             from transformers import PerceiverForOpticalFlow
 
             folder = check_model_folder(weights, "flow.perceiver.weights", self.WHAT)
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            model = PerceiverForOpticalFlow.from_pretrained(str(folder), local_files_only=True)
+            model = load_complete(PerceiverForOpticalFlow, folder, "flow.perceiver.weights", self.WHAT)
             self.digest = digest(folder)
         else:
             self.digest = "in-memory"

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class WeightsError(FileNotFoundError):
@@ -35,3 +39,28 @@ def digest(folder: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def load_complete(cls, folder: str | Path, key: str, what: str, **kwargs):
+    """``cls.from_pretrained`` from a local folder (nothing downloaded), refusing a checkpoint that
+    leaves any of the model's parameters out: transformers would fill those with random values and
+    only print a table, so a wrong folder (a whole BLIP model where its text encoder is wanted, say)
+    would train or run on random weights unseen. Parameters re-made because the task changes
+    their shape (``ignore_mismatched_sizes``: a new class head) are logged."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:   # another architecture, other shapes
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"'{key}': {folder} does not load as {cls.__name__} ({reason}); it should hold "
+                           f"{what}") from exc
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise WeightsError(f"'{key}': {folder} has no weights for {len(missing)} parameter(s) of "
+                           f"{type(model).__name__} (e.g. {', '.join(missing[:3])}), which would be random; "
+                           f"it should hold {what}")
+    remade = [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []]
+    if remade:
+        log.warning("%s: %d parameter(s) re-initialized because this task changes their shape: %s",
+                    key, len(remade), ", ".join(map(str, remade[:6])) + (" ..." if len(remade) > 6 else ""))
+    return model

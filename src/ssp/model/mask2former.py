@@ -13,7 +13,6 @@ Two additions to the stock forward, as AAVS makes them:
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 from torch import nn
@@ -28,7 +27,7 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
     """Mask2Former from a local folder, or built from ``config`` with random weights ('random')."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-    from ..weights import check_model_folder
+    from ..weights import check_model_folder, load_complete
 
     overrides = dict(num_labels=num_labels, num_queries=num_queries, class_weight=config["class_weight"],
                      mask_weight=config["mask_weight"], dice_weight=config["dice_weight"],
@@ -46,10 +45,10 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
                                 dim_feedforward=8 * config["hidden_dim"], **overrides)
         log.warning("Mask2Former/Swin has RANDOM weights (seed %d), as the config asks", seed)
         return Mask2FormerForUniversalSegmentation(cfg)
-    folder = check_model_folder(source, "model.mask2former", "a snapshot of facebook/mask2former-swin-base-ade-semantic")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return Mask2FormerForUniversalSegmentation.from_pretrained(str(folder), local_files_only=True,
-                                                               ignore_mismatched_sizes=True, **overrides)
+    what = "a snapshot of facebook/mask2former-swin-base-ade-semantic"
+    folder = check_model_folder(source, "model.mask2former", what)
+    return load_complete(Mask2FormerForUniversalSegmentation, folder, "model.mask2former", what,
+                         ignore_mismatched_sizes=True, **overrides)
 
 
 class AudioPrompt(nn.Module):

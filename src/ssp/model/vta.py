@@ -17,7 +17,7 @@ replaces the text encoder by one plain multi-head cross attention from caption t
 from __future__ import annotations
 
 import logging
-import os
+import json
 
 import torch
 from torch import nn
@@ -37,31 +37,40 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def build_clip_vision(source: str, config: dict, seed: int = 0):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from ..weights import check_model_folder
+    from ..weights import check_model_folder, load_complete
 
     if source == "random":
         torch.manual_seed(seed)
         log.warning("CLIP vision encoder has RANDOM weights (seed %d), as the config asks", seed)
         return CLIPVisionModel(CLIPVisionConfig(**config))
-    folder = check_model_folder(source, "model.clip", "a CLIP vision model (e.g. openai/clip-vit-base-patch16)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return CLIPVisionModel.from_pretrained(str(folder), local_files_only=True)
+    what = "a CLIP model or its vision tower (e.g. openai/clip-vit-base-patch16)"
+    return load_complete(CLIPVisionModel, check_model_folder(source, "model.clip", what), "model.clip", what)
 
 
 def build_text_encoder(source: str, config: dict, seed: int = 0):
     """BLIP's text model with cross attention (is_decoder layers, used bidirectionally)."""
     from transformers import BlipTextConfig, BlipTextModel
 
-    from ..weights import check_model_folder
+    from ..weights import WeightsError, check_model_folder, load_complete
 
     if source == "random":
         torch.manual_seed(seed + 1)
         log.warning("BLIP text encoder has RANDOM weights (seed %d), as the config asks", seed)
         return BlipTextModel(BlipTextConfig(is_decoder=True, **config), add_pooling_layer=False)
-    folder = check_model_folder(source, "model.text_encoder", "a BLIP text encoder (BlipTextModel)")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return BlipTextModel.from_pretrained(str(folder), local_files_only=True, is_decoder=True,
-                                         add_pooling_layer=False)
+    what = ("a BLIP image-text retrieval model (e.g. Salesforce/blip-itm-base-coco), whose text encoder "
+            "is used, or that text encoder saved alone (a BlipTextModel)")
+    folder = check_model_folder(source, "model.text_encoder", what)
+    if json.loads((folder / "config.json").read_text()).get("model_type") == "blip":   # the whole BLIP model
+        from transformers import BlipForImageTextRetrieval
+
+        model = load_complete(BlipForImageTextRetrieval, folder, "model.text_encoder", what).text_encoder
+    else:
+        model = load_complete(BlipTextModel, folder, "model.text_encoder", what, is_decoder=True,
+                              add_pooling_layer=False)
+    if not hasattr(model.encoder.layer[0], "crossattention"):
+        raise WeightsError(f"'model.text_encoder': the text encoder in {folder} has no cross attention "
+                           "(config is_decoder: false); VTA attends from the text to the image through it")
+    return model
 
 
 def load_tokenizer(source: str):
