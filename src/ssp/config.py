@@ -77,8 +77,7 @@ def _check_semantics(cfg: dict) -> None:
         from .weights import WeightsError, check_model_folder
 
         try:
-            check_model_folder(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights",
-                               "a snapshot of deepmind/optical-flow-perceiver")
+            check_model_folder(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights")
         except WeightsError as exc:
             raise ConfigError(str(exc)) from None
     vg = cfg["vggish"]["weights"]
@@ -341,21 +340,18 @@ def _check_network_weights(cfg: Config) -> None:
     job starts hours later: every folder named must hold its files, and the models this run builds
     (a folder of videos without predict.models_from builds none) must have a source."""
     from .model.ssp import VARIANTS
-    from .weights import WeightsError, check_model_folder
+    from .weights import HOLDS, WeightsError, check_model_folder
 
     builds = not (cfg.dataset.layout == "videos" and cfg.predict.models_from is None)
     text = any(VARIANTS[v].text != "none" for v in cfg.train.variants)   # the schema's enum of presets
-    folders = {"mask2former": (builds, "a snapshot of facebook/mask2former-swin-base-ade-semantic"),
-               "clip": (builds and text, "a CLIP vision model (e.g. openai/clip-vit-base-patch16)"),
-               "text_encoder": (builds and text, "a BLIP text encoder (BlipTextModel)")}
-    for key, (needed, what) in folders.items():
+    for key, needed in {"mask2former": builds, "clip": builds and text, "text_encoder": builds and text}.items():
         value = getattr(cfg.model, key)
         if value is None and needed:
-            raise ConfigError(f"'model.{key}' is not set: a local folder with {what}, or 'random' "
-                              "(random weights, demo only)")
+            raise ConfigError(f"'model.{key}' is not set: a local folder with {HOLDS['model.' + key]}, or "
+                              "'random' (random weights, demo only)")
         if value not in (None, "random"):
             try:
-                check_model_folder(value, f"model.{key}", what)
+                check_model_folder(value, f"model.{key}")
             except WeightsError as exc:
                 raise ConfigError(str(exc)) from None
     if cfg.model.tokenizer is None and builds and text:

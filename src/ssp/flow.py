@@ -291,7 +291,6 @@ class PerceiverFlow:
     """Perceiver IO optical flow, tiled and batched across pairs and tiles."""
 
     name = "perceiver"
-    WHAT = "a snapshot of deepmind/optical-flow-perceiver"
 
     def __init__(self, weights: str | None, *, batch_size: int = 8, dtype: str = "auto",
                  device: str = "auto", min_overlap: int = 20, attention: str = "folded", model=None):
@@ -300,8 +299,8 @@ class PerceiverFlow:
         if model is None:
             from transformers import PerceiverForOpticalFlow
 
-            folder = check_model_folder(weights, "flow.perceiver.weights", self.WHAT)
-            model = load_complete(PerceiverForOpticalFlow, folder, "flow.perceiver.weights", self.WHAT)
+            folder = check_model_folder(weights, "flow.perceiver.weights")
+            model = load_complete(PerceiverForOpticalFlow, folder, "flow.perceiver.weights")
             self.digest = digest(folder)
         else:
             self.digest = "in-memory"

@@ -13,8 +13,19 @@ class WeightsError(FileNotFoundError):
     """Model weights are missing; the message says which file to put where."""
 
 
-def check_model_folder(folder: str | None, key: str, what: str) -> Path:
-    """A local Hugging Face model folder must hold config.json and weights."""
+# what the folder each config key names must hold, in the words of the errors about it
+HOLDS = {
+    "flow.perceiver.weights": "a snapshot of deepmind/optical-flow-perceiver",
+    "model.mask2former": "a snapshot of facebook/mask2former-swin-base-ade-semantic",
+    "model.clip": "a CLIP model or its vision tower (e.g. openai/clip-vit-base-patch16)",
+    "model.text_encoder": ("a BLIP image-text retrieval model (e.g. Salesforce/blip-itm-base-coco), whose text "
+                           "encoder is used, or that text encoder saved alone (a BlipTextModel)"),
+}
+
+
+def check_model_folder(folder: str | None, key: str, what: str | None = None) -> Path:
+    """A local Hugging Face model folder must hold config.json and weights (``what``: HOLDS[key])."""
+    what = what or HOLDS[key]
     if not folder:
         raise WeightsError(f"'{key}' is not set: put {what} (config.json and model.safetensors or "
                            f"pytorch_model.bin) in a local folder and name that folder there")
@@ -41,12 +52,13 @@ def digest(folder: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_complete(cls, folder: str | Path, key: str, what: str, **kwargs):
+def load_complete(cls, folder: str | Path, key: str, **kwargs):
     """``cls.from_pretrained`` from a local folder (nothing downloaded), refusing a checkpoint that
     leaves any of the model's parameters out: transformers would fill those with random values and
     only print a table, so a wrong folder (a whole BLIP model where its text encoder is wanted, say)
     would train or run on random weights unseen. Parameters re-made because the task changes
     their shape (``ignore_mismatched_sizes``: a new class head) are logged."""
+    what = HOLDS[key]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)

@@ -45,9 +45,8 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
                                 dim_feedforward=8 * config["hidden_dim"], **overrides)
         log.warning("Mask2Former/Swin has RANDOM weights (seed %d), as the config asks", seed)
         return Mask2FormerForUniversalSegmentation(cfg)
-    what = "a snapshot of facebook/mask2former-swin-base-ade-semantic"
-    folder = check_model_folder(source, "model.mask2former", what)
-    return load_complete(Mask2FormerForUniversalSegmentation, folder, "model.mask2former", what,
+    folder = check_model_folder(source, "model.mask2former")
+    return load_complete(Mask2FormerForUniversalSegmentation, folder, "model.mask2former",
                          ignore_mismatched_sizes=True, **overrides)
 
 

@@ -43,8 +43,7 @@ def build_clip_vision(source: str, config: dict, seed: int = 0):
         torch.manual_seed(seed)
         log.warning("CLIP vision encoder has RANDOM weights (seed %d), as the config asks", seed)
         return CLIPVisionModel(CLIPVisionConfig(**config))
-    what = "a CLIP model or its vision tower (e.g. openai/clip-vit-base-patch16)"
-    return load_complete(CLIPVisionModel, check_model_folder(source, "model.clip", what), "model.clip", what)
+    return load_complete(CLIPVisionModel, check_model_folder(source, "model.clip"), "model.clip")
 
 
 def build_text_encoder(source: str, config: dict, seed: int = 0):
@@ -57,16 +56,13 @@ def build_text_encoder(source: str, config: dict, seed: int = 0):
         torch.manual_seed(seed + 1)
         log.warning("BLIP text encoder has RANDOM weights (seed %d), as the config asks", seed)
         return BlipTextModel(BlipTextConfig(is_decoder=True, **config), add_pooling_layer=False)
-    what = ("a BLIP image-text retrieval model (e.g. Salesforce/blip-itm-base-coco), whose text encoder "
-            "is used, or that text encoder saved alone (a BlipTextModel)")
-    folder = check_model_folder(source, "model.text_encoder", what)
+    folder = check_model_folder(source, "model.text_encoder")
     if json.loads((folder / "config.json").read_text()).get("model_type") == "blip":   # the whole BLIP model
         from transformers import BlipForImageTextRetrieval
 
-        model = load_complete(BlipForImageTextRetrieval, folder, "model.text_encoder", what).text_encoder
+        model = load_complete(BlipForImageTextRetrieval, folder, "model.text_encoder").text_encoder
     else:
-        model = load_complete(BlipTextModel, folder, "model.text_encoder", what, is_decoder=True,
-                              add_pooling_layer=False)
+        model = load_complete(BlipTextModel, folder, "model.text_encoder", is_decoder=True, add_pooling_layer=False)
     if not hasattr(model.encoder.layer[0], "crossattention"):
         raise WeightsError(f"'model.text_encoder': the text encoder in {folder} has no cross attention "
                            "(config is_decoder: false); VTA attends from the text to the image through it")
