@@ -56,8 +56,7 @@ rule study_figure:
     input:
         RUN / "report" / "{study}.csv",
     output:
-        report(RUN / "figures" / "{study}.png", category="Figures", caption="../report/study.rst",
-               labels={"figure": "{study}"}),
+        report(RUN / "figures" / "{study}.png", category="Figures", caption="../report/study.rst"),
     wildcard_constraints:
         study="postmask_sweep|prompt_study",
     params:
