@@ -1,4 +1,5 @@
 """The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import json
 import multiprocessing
 import os
 import signal
@@ -100,6 +101,59 @@ def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
     cfg2 = tiny_run_config(tiny_run, epochs=state["epoch"] + 1)
     train(cfg2, m, "baseline", tmp_path / "p", captions={})
     assert (tmp_path / "p" / "model.pt").exists()
+
+
+def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatch):
+    """As AVSBench and AAVS keep their best validation checkpoint: model.pt is the epoch of the best
+    validation mIoU (the first, on ties); `select: last` chooses the last epoch without training
+    again; a run stopped while validating an epoch validates it when resumed."""
+    import dataclasses
+
+    import ssp.train
+
+    cfg = tiny_run_config(tiny_run, epochs=4)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    scores = iter([0.2, 0.5, 0.5, 0.3] * 2)      # val mIoU of epochs 1-4, twice: epoch 2 is the best
+    real = ssp.train.validate
+
+    def scripted(*args, **kwargs):
+        return real(*args, **kwargs) | {"val_miou": next(scores)}
+
+    monkeypatch.setattr(ssp.train, "validate", scripted)
+    out = train(cfg, m, "baseline", tmp_path / "a", captions={})
+    saved = torch.load(out, weights_only=False)
+    assert saved["selected"] == {"by": "best validation mIoU", "epoch": 2, "val_miou": 0.5}
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in saved["model"].items())
+    last = _state(tmp_path / "a" / "checkpoint.pt")
+    assert not all(torch.equal(last[k], v) for k, v in saved["model"].items())
+    steps = len(pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'loss'"))
+
+    last_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last"))
+    out = train(last_cfg, m, "baseline", tmp_path / "a", captions={})     # the finished run: no training
+    saved = torch.load(out, weights_only=False)
+    assert saved["selected"] == {"by": "train.select: last", "epoch": 4}
+    assert all(torch.equal(last[k], v) for k, v in saved["model"].items())
+    assert len(pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'loss'")) == steps
+
+    calls = []
+
+    def stopped_in_epoch_3(*args, **kwargs):   # preempted while validating epoch 3
+        calls.append(1)
+        if len(calls) == 3:
+            raise Preempted(143)
+        return scripted(*args, **kwargs)
+
+    monkeypatch.setattr(ssp.train, "validate", stopped_in_epoch_3)
+    with pytest.raises(Preempted):
+        train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 2
+    monkeypatch.setattr(ssp.train, "validate", scripted)
+    scores = iter([0.5, 0.3])                   # epoch 3 (validated on resuming), epoch 4
+    out = train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(out, weights_only=False)["selected"]["epoch"] == 2
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 4
 
 
 def test_ddp_two_processes_equal_one(tiny_run, tmp_path):

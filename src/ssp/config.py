@@ -225,6 +225,9 @@ class ModelConfig:
 # train settings that change neither the trained weights nor the training logs: a change re-trains
 # nothing (the Snakefile leaves them out of the train rule's params, checkpoints out of their fingerprint)
 TRAIN_SPEED_ONLY = ("variants", "num_workers", "checkpoint_every", "channels_last", "compile")
+# train settings that choose among the trained epochs without changing them (out of the checkpoint's
+# fingerprint: a change resumes the finished run, which selects again)
+TRAIN_SELECTION_ONLY = ("select",)
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ class TrainConfig:
     subsets: tuple[str, ...]
     variants: tuple[str, ...]
     epochs: int
+    select: str
     lr: float
     lr_decay_epoch: int
     lr_decay: float

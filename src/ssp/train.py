@@ -11,6 +11,8 @@
   memory format and ``torch.compile`` (``channels_last``, ``compile``); DistributedDataParallel
   under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
   settings against the AAVS recipe (fp32, one video per step).
+* ``model.pt`` holds the weights of the epoch with the best validation mIoU (``select: best_val``,
+  as AVSBench and AAVS keep their best validation checkpoint; ``BestEpoch``) or of the last epoch.
 * Logs: progress bars, ``metrics.csv`` and TensorBoard (when installed) in the output folder.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .config import TRAIN_SPEED_ONLY, Config
+from .config import TRAIN_SELECTION_ONLY, TRAIN_SPEED_ONLY, Config
 from .data import VideoDataset, available_videos, collate, loader_collate, unpack_shared
 from .losses import video_losses
 from .metrics import binary_fscore_batch, binary_miou_batch
@@ -137,7 +139,8 @@ def run_fingerprint(cfg: Config, variant_name: str, task: str, stepping_stone: b
     if stage1:
         files.append(str(stage1))
     stats = [(f, st.st_size, st.st_mtime_ns) for f in files if os.path.exists(f) for st in [os.stat(f)]]
-    train_settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in TRAIN_SPEED_ONLY}
+    train_settings = {k: v for k, v in dataclasses.asdict(cfg.train).items()
+                      if k not in TRAIN_SPEED_ONLY + TRAIN_SELECTION_ONLY}
     doc = {"train": train_settings, "model": dataclasses.asdict(cfg.model), "variant": variant_name, "task": task,
            "stepping_stone": stepping_stone, "videos": list(ds.rows["video_id"]), "inputs": stats,
            "captions": hashlib.sha256(json.dumps(captions or {}, sort_keys=True).encode()).hexdigest()}
@@ -297,8 +300,11 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     stop = {"term": False}
     old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
     logger = MetricLog(out, enabled=rank == 0, fresh=step == 0)
+    best = BestEpoch(out, t.select, fresh=step == 0)
     gb = t.batch_size * world
     try:
+        if rank == 0 and skip == 0 and best.validated < epoch0:   # stopped while validating that epoch
+            best.update(model, epoch0, validate(cfg, manifest, model, variant, binary, device, captions=captions))
         for epoch in range(epoch0, t.epochs):
             order = epoch_order(len(ds), t.seed, epoch)
             batches = [order[k:k + gb] for k in range(0, len(order), gb)]
@@ -333,11 +339,14 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
             if rank == 0:
                 save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions)
+                best.update(model, epoch + 1, val)
                 logger.epoch(epoch + 1, val)
         if rank == 0:
             final = out / "model.pt"
-            torch.save({"model": model.state_dict(), "variant": variant_name, "task": task,
-                        "stepping_stone": stepping_stone, "dropped": dropped, "model_config": cfg.raw["model"]}, final)
+            weights, selected = best.final(model, t.epochs)
+            torch.save({"model": weights, "variant": variant_name, "task": task, "stepping_stone": stepping_stone,
+                        "dropped": dropped, "model_config": cfg.raw["model"], "selected": selected}, final)
+            log.info("%s: model.pt holds the weights of epoch %d (%s)", variant_name, selected["epoch"], selected["by"])
             return final
         return out / "model.pt"
     finally:
@@ -394,6 +403,50 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
     model.train()
     return {"val_miou": float(np.mean(ious)), "val_fscore": float(np.mean(fs)), "val_premask": choice,
             "val_videos": len(ds)}
+
+
+class BestEpoch:
+    """Which epoch's weights model.pt gets: the best validation mIoU (``select: best_val``) or the
+    last epoch. The best so far is kept in best.pt, with best.json saying its epoch, its mIoU and how many epochs were validated
+    (a resumed run continues from them, and validates an epoch whose validation was cut short)."""
+
+    def __init__(self, out: Path, select: str, *, fresh: bool):
+        self.weights, self.record, self.select = out / "best.pt", out / "best.json", select
+        if fresh:   # a run from the start: the files of an earlier run are stale
+            self.weights.unlink(missing_ok=True)
+            self.record.unlink(missing_ok=True)
+        self.best = json.loads(self.record.read_text()) if self.record.exists() else \
+            {"epoch": 0, "val_miou": None, "validated": 0}
+
+    @property
+    def validated(self) -> int:
+        return self.best["validated"]
+
+    def update(self, model, epoch: int, val: dict) -> None:
+        """After validating the model of ``epoch`` completed epochs (``val``: ``validate``'s figures)."""
+        miou = val.get("val_miou")
+        if miou is not None and (self.best["val_miou"] is None or miou > self.best["val_miou"]):   # kept
+            # under `select: last` too, so that a change of `select` chooses again without training
+            inner = model.module if hasattr(model, "module") else model
+            tmp = self.weights.with_name(self.weights.name + ".tmp")
+            torch.save(inner.state_dict(), tmp)
+            os.replace(tmp, self.weights)
+            self.best.update(epoch=epoch, val_miou=miou)
+        self.best["validated"] = epoch
+        tmp = self.record.with_name(self.record.name + ".tmp")
+        tmp.write_text(json.dumps(self.best))
+        os.replace(tmp, self.record)
+
+    def final(self, model, epochs: int) -> tuple[dict, dict]:
+        """The weights for model.pt and how they were chosen."""
+        if self.select == "best_val" and self.best["val_miou"] is not None:
+            return (torch.load(self.weights, map_location="cpu", weights_only=True),
+                    {"by": "best validation mIoU", "epoch": self.best["epoch"], "val_miou": self.best["val_miou"]})
+        if self.select == "best_val":
+            log.warning("no validation figures (no val videos, or a semantic task): model.pt holds the last epoch")
+        inner = model.module if hasattr(model, "module") else model
+        why = "train.select: last" if self.select == "last" else "last epoch (no validation figures)"
+        return inner.state_dict(), {"by": why, "epoch": epochs}
 
 
 class MetricLog:
