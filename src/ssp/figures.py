@@ -59,7 +59,10 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
 
 
 def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Path:
-    """Training loss per step and validation mIoU per epoch, one line per variant."""
+    """Training loss per step and validation mIoU per epoch, one line per variant; a star on the
+    best validation epoch (best.json beside metrics.csv: model.pt's under ``select: best_val``)."""
+    import json
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,9 +74,13 @@ def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Pat
         loss = df[(df["kind"] == "train") & (df["name"] == "loss")]
         ax1.plot(loss["step"], pd.to_numeric(loss["value"]).rolling(5, min_periods=1).mean(), label=name)
         val = df[(df["kind"] == "val") & (df["name"] == "val_miou")]
-        ax2.plot(val["epoch"], pd.to_numeric(val["value"]), marker="o", label=name)
+        line, = ax2.plot(val["epoch"], pd.to_numeric(val["value"]), marker="o", label=name)
+        best = Path(path).with_name("best.json")
+        if best.is_file() and json.loads(best.read_text())["val_miou"] is not None:
+            b = json.loads(best.read_text())
+            ax2.plot([b["epoch"]], [b["val_miou"]], marker="*", markersize=14, color=line.get_color(), zorder=3)
     ax1.set(xlabel="step", ylabel="training loss (mean of 5)", yscale="log")
-    ax2.set(xlabel="epoch", ylabel="validation mIoU (flow pre-mask at val)")
+    ax2.set(xlabel="epoch (★: the best validation mIoU)", ylabel="validation mIoU (flow pre-mask at val)")
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
