@@ -300,7 +300,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     stop = {"term": False}
     old = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("term", True))
     logger = MetricLog(out, enabled=rank == 0, fresh=step == 0)
-    best = BestEpoch(out, t.select, fresh=step == 0)
+    best = BestEpoch(out, t.select, fresh=step == 0 and rank == 0)   # only rank 0 validates and writes
     gb = t.batch_size * world
     try:
         if rank == 0 and skip == 0 and best.validated < epoch0:   # stopped while validating that epoch
