@@ -155,6 +155,15 @@ def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatc
     assert torch.load(out, weights_only=False)["selected"]["epoch"] == 2
     assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 4
 
+    # a finished run from before best.json: only what is validated from now on can be chosen, and
+    # model.pt says which epochs those were
+    (tmp_path / "b" / "best.json").unlink()
+    (tmp_path / "b" / "best.pt").unlink()
+    scores = iter([0.1])
+    out = train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(out, weights_only=False)["selected"] == {"by": "best validation mIoU of epochs 4-4",
+                                                               "epoch": 4, "val_miou": 0.1}
+
 
 def test_ddp_two_processes_equal_one(tiny_run, tmp_path):
     """2 processes x 1 video (gloo) give the same per-step loss and update as 1 process x 2 videos.

@@ -407,8 +407,9 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
 
 class BestEpoch:
     """Which epoch's weights model.pt gets: the best validation mIoU (``select: best_val``) or the
-    last epoch. The best so far is kept in best.pt, with best.json saying its epoch, its mIoU and how many epochs were validated
-    (a resumed run continues from them, and validates an epoch whose validation was cut short)."""
+    last epoch. The best so far is kept in best.pt, with best.json saying its epoch, its mIoU and
+    which epochs were validated (a resumed run continues from them, and validates an epoch whose
+    validation was cut short; a checkpoint from before best.json existed has its later epochs only)."""
 
     def __init__(self, out: Path, select: str, *, fresh: bool):
         self.weights, self.record, self.select = out / "best.pt", out / "best.json", select
@@ -433,6 +434,7 @@ class BestEpoch:
             os.replace(tmp, self.weights)
             self.best.update(epoch=epoch, val_miou=miou)
         self.best["validated"] = epoch
+        self.best.setdefault("since", epoch)   # the first epoch validated
         tmp = self.record.with_name(self.record.name + ".tmp")
         tmp.write_text(json.dumps(self.best))
         os.replace(tmp, self.record)
@@ -440,8 +442,14 @@ class BestEpoch:
     def final(self, model, epochs: int) -> tuple[dict, dict]:
         """The weights for model.pt and how they were chosen."""
         if self.select == "best_val" and self.best["val_miou"] is not None:
+            by, since = "best validation mIoU", self.best.get("since", 1)
+            if since > 1:
+                by += f" of epochs {since}-{self.best['validated']}"
+                log.warning("epochs 1-%d of this run were never validated (its checkpoint predates best.json): "
+                            "model.pt is the best of epochs %d-%d; train from the start to choose among all",
+                            since - 1, since, self.best["validated"])
             return (torch.load(self.weights, map_location="cpu", weights_only=True),
-                    {"by": "best validation mIoU", "epoch": self.best["epoch"], "val_miou": self.best["val_miou"]})
+                    {"by": by, "epoch": self.best["epoch"], "val_miou": self.best["val_miou"]})
         if self.select == "best_val":
             log.warning("no validation figures (no val videos, or a semantic task): model.pt holds the last epoch")
         inner = model.module if hasattr(model, "module") else model
