@@ -34,7 +34,7 @@ from .palette import NUM_CLASSES
 
 log = logging.getLogger(__name__)
 
-SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224 (preprocess.image_size, the predictions' size)
+SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224; the pipeline predicts at preprocess.image_size (224)
 SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
 
 

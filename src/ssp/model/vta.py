@@ -16,8 +16,8 @@ replaces the text encoder by one plain multi-head cross attention from caption t
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 
 import torch
 from torch import nn
