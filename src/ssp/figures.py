@@ -76,18 +76,15 @@ def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Pat
         val = df[(df["kind"] == "val") & (df["name"] == "val_miou")]
         line, = ax2.plot(val["epoch"], pd.to_numeric(val["value"]), marker="o", label=name)
         best = Path(path).with_name("best.json")
-        if best.is_file() and json.loads(best.read_text())["val_miou"] is not None:
-            b = json.loads(best.read_text())
+        b = json.loads(best.read_text()) if best.is_file() else {"val_miou": None}
+        if b["val_miou"] is not None:
             ax2.plot([b["epoch"]], [b["val_miou"]], marker="*", markersize=14, color=line.get_color(), zorder=3)
     ax1.set(xlabel="step", ylabel="training loss (mean of 5)", yscale="log")
     ax2.set(xlabel="epoch (★: the best validation mIoU)", ylabel="validation mIoU (flow pre-mask at val)")
     ax1.legend()
     ax2.legend()
     fig.tight_layout()
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return Path(out)
+    return _save(fig, out)
 
 
 def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_weight: float | None = None,
@@ -136,6 +133,13 @@ def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_w
         fig.tight_layout(rect=(0, 0.12, 1, 1))
     else:
         fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    """A matplotlib figure to ``out`` at 100 dpi, then closed."""
+    import matplotlib.pyplot as plt
+
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)

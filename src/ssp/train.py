@@ -423,14 +423,14 @@ class BestEpoch:
     def validated(self) -> int:
         return self.best["validated"]
 
-    def update(self, model, epoch: int, val: dict) -> None:
-        """After validating the model of ``epoch`` completed epochs (``val``: ``validate``'s figures)."""
+    def update(self, model: SSPModel, epoch: int, val: dict) -> None:
+        """After validating ``model`` (not DDP-wrapped, as ``validate`` takes it) of ``epoch`` completed
+        epochs (``val``: ``validate``'s figures)."""
         miou = val.get("val_miou")
         if miou is not None and (self.best["val_miou"] is None or miou > self.best["val_miou"]):   # kept
             # under `select: last` too, so that a change of `select` chooses again without training
-            inner = model.module if hasattr(model, "module") else model
             tmp = self.weights.with_name(self.weights.name + ".tmp")
-            torch.save(inner.state_dict(), tmp)
+            torch.save(model.state_dict(), tmp)
             os.replace(tmp, self.weights)
             self.best.update(epoch=epoch, val_miou=miou)
         self.best["validated"] = epoch
@@ -439,8 +439,8 @@ class BestEpoch:
         tmp.write_text(json.dumps(self.best))
         os.replace(tmp, self.record)
 
-    def final(self, model, epochs: int) -> tuple[dict, dict]:
-        """The weights for model.pt and how they were chosen."""
+    def final(self, model: SSPModel, epochs: int) -> tuple[dict, dict]:
+        """The weights for model.pt and how they were chosen (``model``: the last epoch's, unwrapped)."""
         if self.select == "best_val" and self.best["val_miou"] is not None:
             by, since = "best validation mIoU", self.best.get("since", 1)
             if since > 1:
@@ -452,9 +452,8 @@ class BestEpoch:
                     {"by": by, "epoch": self.best["epoch"], "val_miou": self.best["val_miou"]})
         if self.select == "best_val":
             log.warning("no validation figures (no val videos, or a semantic task): model.pt holds the last epoch")
-        inner = model.module if hasattr(model, "module") else model
         why = "train.select: last" if self.select == "last" else "last epoch (no validation figures)"
-        return inner.state_dict(), {"by": why, "epoch": epochs}
+        return model.state_dict(), {"by": why, "epoch": epochs}
 
 
 class MetricLog:
