@@ -164,7 +164,8 @@ def tiny_run_config(tmp_path: Path, **train) -> Config:
                          "split_fractions": {"train": 0.5, "val": 0.25}},
            "preprocess": {"image_size": 48}, "shards": {"size": 4}, "vggish": {"weights": "random"},
            "model": TINY_MODEL,
-           "train": {"subsets": ["v1s", "v1m"], "epochs": 2, "lr_decay_epoch": 1, "num_points": 256, **train}}
+           "train": {"subsets": ["v1s", "v1m"], "epochs": 2, "lr_decay_epoch": 1, "num_points": 256,
+                     "tune": "full", "grad_clip": None, **train}}
     return Config.from_dict(raw)
 
 

@@ -237,6 +237,8 @@ class TrainConfig:
     variants: tuple[str, ...]
     epochs: int
     select: str
+    tune: str
+    grad_clip: float | None
     lr: float
     lr_decay_epoch: int
     lr_decay: float

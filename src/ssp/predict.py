@@ -33,7 +33,8 @@ def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None =
                          f"{task} task (set train.task: {state['task']} to use it)")
     variant = VARIANTS[state["variant"]]
     binary = state["task"] == "binary"
-    model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"])
+    model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"],
+                        tune=state.get("tune", "full"))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -11,6 +11,10 @@
   memory format and ``torch.compile`` (``channels_last``, ``compile``); DistributedDataParallel
   under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
   settings against the AAVS recipe (fp32, one video per step).
+* ``train.tune: adapters`` trains AAVS's adapters of a frozen Mask2Former in two phases
+  (``ssp.model.adapters``): at epoch ``epochs // 2`` the run restarts from its best validation
+  epoch with the Swin adapters trained too (``start_phase2``); checkpoints record the phase.
+  ``train.grad_clip`` clips the gradients' norm before each step, as AAVS's scripts do.
 * ``model.pt`` holds the weights of the epoch with the best validation mIoU (``select: best_val``,
   as AVSBench and AAVS keep their best validation checkpoint; ``BestEpoch``) or of the last epoch.
 * Logs: progress bars, ``metrics.csv`` and TensorBoard (when installed) in the output folder.
@@ -48,10 +52,14 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- building
 
-def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: bool = False) -> SSPModel:
+def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: bool = False,
+                tune: str | None = None) -> SSPModel:
+    """The network ``cfg``'s model section describes; with ``tune`` (default ``train.tune``)
+    ``adapters``, AAVS's adapters inserted and everything but phase 1's parts frozen."""
     from .model.mask2former import build_mask2former
 
     m, t = cfg.model, cfg.train
+    tune = tune or t.tune
     if m.mask2former is None:
         raise ValueError("'model.mask2former' is not set: a local folder with facebook/mask2former-swin-base-"
                          "ade-semantic, or 'random' (built from model.* with random weights)")
@@ -73,7 +81,15 @@ def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: 
         vta = VTA(mode=variant.text, clip=build_clip_vision(m.clip, m.raw["clip_config"], t.seed),
                   text_encoder=build_text_encoder(m.text_encoder, m.raw["text_config"], t.seed),
                   feature_dim=m2f.config.mask_feature_size)
-    return SSPModel(mask2former=m2f, variant=variant, vta=vta, stepping_stone=stepping_stone, size=m.size)
+    model = SSPModel(mask2former=m2f, variant=variant, vta=vta, stepping_stone=stepping_stone, size=m.size)
+    if tune == "adapters":
+        from .model import adapters
+
+        if m.mask2former == "random":
+            log.warning("train.tune: adapters with a random-weight Mask2Former: its frozen layers stay random")
+        adapters.install(m2f)
+        adapters.set_phase(model, phase=1, binary=binary)
+    return model
 
 
 def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: str) -> dict:
@@ -148,10 +164,12 @@ def run_fingerprint(cfg: Config, variant_name: str, task: str, stepping_stone: b
 
 
 def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: int, global_step: int,
-                    fingerprint: str = "") -> None:
+                    fingerprint: str = "", phase: int = 1) -> None:
+    """``phase``: the adapters' training phase (``train.tune: adapters``), 1 otherwise."""
     inner = model.module if hasattr(model, "module") else model
     state = {"model": inner.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "fingerprint": fingerprint,
+             "phase": phase,
              "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -261,8 +279,36 @@ def train_step(fwd, model: SSPModel, opt, batch: dict, autocast: dict, t, *, bin
                                    use_postmask=model.variant.postmask, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if t.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
     opt.step()
     return loss, terms
+
+
+def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, binary: bool, rank: int, world: int,
+                 local: int):
+    """AAVS's second phase (``train.tune: adapters``) at the start of ``epoch``: rank 0 takes the best
+    validation epoch's weights so far, the Swin adapters start afresh from a seed and are trained
+    too, with a new optimizer at the schedule's rate; several processes get rank 0's weights when
+    DDP wraps the model again. Returns (forward module, optimizer, scheduler)."""
+    from .model import adapters
+
+    if world > 1:
+        torch.distributed.barrier()   # rank 0 has validated the last epoch and written best.pt
+    kept = best.kept()
+    if rank == 0 and kept is not None:
+        model.load_state_dict(torch.load(best.weights, map_location="cpu", weights_only=True))
+    log.info("epoch %d: %s, from the weights of %s", epoch + 1, adapters.PHASE2_NOTE,
+             f"epoch {kept} (best validation mIoU so far)" if kept else "the last epoch (no validation figures)")
+    adapters.reset_swin_adapters(model, seed=t.seed * 1000 + epoch)
+    log.info(adapters.set_phase(model, phase=2, binary=binary))
+    fwd, opt, _ = training_setup(model, t, device, world=world, local=local)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    with warnings.catch_warnings():   # the schedule's position: `epoch` epochs in
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        for _ in range(epoch):
+            sched.step()
+    return fwd, opt, sched
 
 
 def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
@@ -284,8 +330,6 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     if len(ds) == 0:
         raise ValueError(f"no training videos for subsets {list(t.subsets)}")
     model = build_model(cfg, variant, binary=binary, stepping_stone=stepping_stone).to(device)
-    ddp_model, opt, autocast = training_setup(model, t, device, world=world, local=local)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
     ckpt = out / "checkpoint.pt"
     epoch0, skip, step = 0, 0, 0
     fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train)
@@ -293,7 +337,15 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     if state is not None and state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or inputs (train/model settings, variant, or "
                     "input shards changed since); training %s from the start", ckpt, variant_name)
-    elif state is not None:
+        state = None
+    phase = state.get("phase", 1) if state is not None else 1
+    if t.tune == "adapters":   # at phase 2, the optimizer state to restore is phase 2's
+        from .model.adapters import set_phase
+
+        log.info(set_phase(model, phase=phase, binary=binary))
+    ddp_model, opt, autocast = training_setup(model, t, device, world=world, local=local)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    if state is not None:
         epoch0, skip, step = restore_checkpoint(state, model, opt, sched)
         log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
     del state   # not held through training
@@ -306,6 +358,10 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
         if rank == 0 and skip == 0 and best.validated < epoch0:   # stopped while validating that epoch
             best.update(model, epoch0, validate(cfg, manifest, model, variant, binary, device, captions=captions))
         for epoch in range(epoch0, t.epochs):
+            if t.tune == "adapters" and phase == 1 and epoch >= t.epochs // 2:
+                phase = 2
+                ddp_model, opt, sched = start_phase2(model, best, t, device, epoch, binary=binary, rank=rank,
+                                                     world=world, local=local)
             order = epoch_order(len(ds), t.seed, epoch)
             batches = [order[k:k + gb] for k in range(0, len(order), gb)]
             if world > 1:  # every process must step the same number of times
@@ -327,7 +383,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                     logger.step(step, epoch, loss_value, terms, opt.param_groups[0]["lr"])
                     done = max_steps is not None and step >= max_steps
                     if rank == 0 and (stop["term"] or done or (t.checkpoint_every and step % t.checkpoint_every == 0)):
-                        save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step, fingerprint)
+                        save_checkpoint(ckpt, model, opt, sched, epoch, b + 1, step, fingerprint, phase)
                     if stop["term"]:
                         raise Preempted(143)
                     if done:
@@ -337,7 +393,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                 warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
                 sched.step()
             if rank == 0:
-                save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint)
+                save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint, phase)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions)
                 best.update(model, epoch + 1, val)
                 logger.epoch(epoch + 1, val)
@@ -345,7 +401,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
             final = out / "model.pt"
             weights, selected = best.final(model, t.epochs)
             torch.save({"model": weights, "variant": variant_name, "task": task, "stepping_stone": stepping_stone,
-                        "dropped": dropped, "model_config": cfg.raw["model"], "selected": selected}, final)
+                        "tune": t.tune, "dropped": dropped, "model_config": cfg.raw["model"], "selected": selected}, final)
             log.info("%s: model.pt holds the weights of epoch %d (%s)", variant_name, selected["epoch"], selected["by"])
             return final
         return out / "model.pt"
@@ -422,6 +478,10 @@ class BestEpoch:
     @property
     def validated(self) -> int:
         return self.best["validated"]
+
+    def kept(self) -> int | None:
+        """The epoch whose weights best.pt holds, or None without validation figures."""
+        return self.best["epoch"] if self.best["val_miou"] is not None and self.weights.exists() else None
 
     def update(self, model: SSPModel, epoch: int, val: dict) -> None:
         """After validating ``model`` (not DDP-wrapped, as ``validate`` takes it) of ``epoch`` completed

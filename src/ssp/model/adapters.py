@@ -1,0 +1,134 @@
+"""AAVS's adapters: the parameter-efficient training of its scripts (``train.tune: adapters``).
+
+The AAVS training scripts (GeWu-Lab/Stepping-Stones, ``avs/train.py``, ``avss/train.py``) keep the
+pretrained Mask2Former frozen and train small adapters inside it, in two phases:
+
+* ``avs_adapt``: the output projection of every deformable self-attention of the pixel decoder and
+  of every self-attention of the transformer decoder is *replaced* by a bottleneck
+  d -> d/4 -> ReLU -> d, trained from the first epoch (the pretrained projection is not used).
+* ``swin_adapt``: in every Swin layer, after the attention's output projection and after the MLP's
+  second linear layer, a residual bottleneck: y + W2 ReLU(W1 y). Phase 1: zero weights (the
+  identity) and frozen. Phase 2 (from epoch ``epochs // 2``): the model restarts from the best
+  validation epoch so far, these adapters start from PyTorch's default initialization (AAVS builds
+  a fresh model and loads its phase-1 weights without them) and are trained too.
+
+Trained in both phases: the avs adapters, the query position embeddings, the query content
+embeddings (binary tasks only: AAVS's AVSS script leaves them out), the class head, the audio
+projection, the stepping-stone embeddings and VTA's own layers. Frozen: the rest of the Swin
+backbone, pixel decoder and transformer decoder, CLIP and the text encoder.
+
+One difference in order: AAVS adds the Swin adapter after the layer's hidden dropout, here it
+follows the projection, before that dropout; Swin's released configs set it to 0, where both agree.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PHASE2_NOTE = "AAVS phase 2: the Swin adapters are trained too"
+
+
+def bottleneck(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim // 4), nn.ReLU(), nn.Linear(dim // 4, dim))
+
+
+class SwinAdapted(nn.Module):
+    """A pretrained linear layer followed by AAVS's residual adapter: y = linear(x); y + swin_adapt(y)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.swin_adapt = bottleneck(linear.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y + self.swin_adapt(y)
+
+
+class AvsAdapt(nn.Module):
+    """AAVS's bottleneck in place of an attention's output projection."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.avs_adapt = bottleneck(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.avs_adapt(x)
+
+
+def install(m2f) -> None:
+    """Insert the adapters into a built or loaded ``Mask2FormerForUniversalSegmentation``, in place;
+    the Swin adapters start at zero (phase 1's identity)."""
+    from transformers.models.mask2former import modeling_mask2former as mm
+    from transformers.models.swin.modeling_swin import SwinLayer
+
+    swin = [m for m in m2f.modules() if isinstance(m, SwinLayer)]
+    deformable = [m for m in m2f.modules() if isinstance(m, mm.Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention)]
+    decoder = [m for m in m2f.modules() if isinstance(m, mm.Mask2FormerAttention)]
+    if not (swin and deformable and decoder) or has_adapters(m2f):
+        raise ValueError("adapters fit a Mask2Former with a Swin backbone, once (found "
+                         f"{len(swin)} Swin layers, {len(deformable)} deformable and {len(decoder)} decoder attentions)")
+    for layer in swin:
+        layer.attention.o_proj = SwinAdapted(layer.attention.o_proj)
+        layer.mlp.fc2 = SwinAdapted(layer.mlp.fc2)
+    for attn in deformable:
+        attn.output_proj = AvsAdapt(attn.output_proj.out_features)
+    for attn in decoder:
+        attn.out_proj = AvsAdapt(attn.out_proj.out_features)
+    zero_swin_adapters(m2f)
+
+
+def has_adapters(model: nn.Module) -> bool:
+    return any(isinstance(m, SwinAdapted) for m in model.modules())
+
+
+def swin_adapters(model: nn.Module) -> list[nn.Module]:
+    return [m.swin_adapt for m in model.modules() if isinstance(m, SwinAdapted)]
+
+
+@torch.no_grad()
+def zero_swin_adapters(model: nn.Module) -> None:
+    for adapter in swin_adapters(model):
+        for p in adapter.parameters():
+            p.zero_()
+
+
+@torch.no_grad()
+def reset_swin_adapters(model: nn.Module, seed: int) -> None:
+    """PyTorch's default initialization of every Swin adapter, from ``seed`` (the same on every
+    rank and after a resume); the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for adapter in swin_adapters(model):
+            for lin in adapter:
+                if isinstance(lin, nn.Linear):
+                    lin.reset_parameters()
+
+
+def trained_modules(model, *, phase: int, binary: bool) -> list[nn.Module]:
+    """The parts of an ``SSPModel`` with adapters that ``phase`` (1 or 2) trains."""
+    tm = model.m2f.model.transformer_module
+    parts = [m for m in model.m2f.modules() if isinstance(m, AvsAdapt)]
+    parts += [tm.queries_embedder, model.m2f.class_predictor, model.audio]
+    if binary:
+        parts.append(tm.queries_features)
+    if model.stone is not None:
+        parts.append(model.stone)
+    if model.vta is not None:
+        parts += [child for name, child in model.vta.named_children() if name not in ("clip", "text")]
+    if phase == 2:
+        parts += swin_adapters(model)
+    return parts
+
+
+def set_phase(model, *, phase: int, binary: bool) -> str:
+    """Freeze every parameter but those ``phase`` trains; returns a line saying how many those are."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for part in trained_modules(model, phase=phase, binary=binary):
+        for p in part.parameters():
+            p.requires_grad_(True)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return (f"adapters, phase {phase}: {trained:,} of {total:,} parameters trained ({100 * trained / max(total, 1):.1f}%)"
+            + (f"; {PHASE2_NOTE}" if phase == 2 else ""))
