@@ -25,3 +25,7 @@ timeout 240 "$PY" benchmarks/flow.py --perceiver-config published --frames "$FRA
 # took over 150 s on an H100, so it is left out here.)
 timeout 200 "$PY" benchmarks/train_throughput.py --model paper --data synthetic --batch 2 4 8 --steps 10 --warmup 3 \
     || echo '{"error": "training benchmark failed or timed out"}'
+# The same with AAVS's adapters (train.tune: adapters, the paper's configs) in every setting, the
+# AAVS recipe included, in phase 2 (Swin adapters trained: back-propagation through the whole backbone).
+timeout 150 "$PY" benchmarks/train_throughput.py --model paper --data synthetic --batch 2 8 --steps 10 --warmup 3 \
+    --tune adapters-phase2 || echo '{"error": "adapters training benchmark failed or timed out"}'

@@ -14,7 +14,9 @@ speed-up of each over the AAVS recipe.
 
 ``--model paper`` builds the paper's network (Swin-B, 384 px, schema defaults) with random
 weights; ``--data synthetic`` feeds random 5-frame videos from memory, so no shards are needed.
-Speed does not depend on the weights' or the pixels' values.
+Speed does not depend on the weights' or the pixels' values. ``--tune adapters-phase1`` /
+``adapters-phase2`` train AAVS's adapters (``train.tune: adapters``) in every setting, the AAVS
+recipe included, as its scripts do; the default trains the whole network in every setting.
 """
 from __future__ import annotations
 
@@ -87,15 +89,28 @@ def aavs_step(fwd, model, opt, batch, autocast, t, *, binary, step):
     loss = reference_avs_losses(model, out, batch, binary=binary, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if t.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
     opt.step()
     return loss, {}
+
+
+def tuned_model(cfg: Config, setting: dict):
+    """The baseline network, its adapters in the setting's phase with ``adapters-phase<k>``."""
+    model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="full" if setting["tune"] == "full" else "adapters")
+    if setting["tune"] == "adapters-phase2":
+        from ssp.model.adapters import reset_swin_adapters, set_phase
+
+        reset_swin_adapters(model, seed=0)
+        set_phase(model, phase=2, binary=True)
+    return model
 
 
 def measure(cfg: Config, ds, setting: dict, *, steps: int, warmup: int, device) -> float:
     t = dataclasses.replace(cfg.train, channels_last=setting["channels_last"], compile=setting["compile"],
                             precision="bf16" if setting["bf16"] else "fp32")
     torch.manual_seed(0)
-    model = build_model(cfg, VARIANTS["baseline"], binary=True).to(device)
+    model = tuned_model(cfg, setting).to(device)
     if setting["recipe"] == "aavs":
         fwd, opt, ac = aavs_setup(model, t)
         step_fn = aavs_step
@@ -169,7 +184,7 @@ def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profi
     t = dataclasses.replace(cfg.train, channels_last=setting["channels_last"], compile=False,
                             precision="bf16" if setting["bf16"] else "fp32")
     torch.manual_seed(0)
-    model = build_model(cfg, VARIANTS["baseline"], binary=True).to(device)
+    model = tuned_model(cfg, setting).to(device)
     fwd, opt, ac = aavs_setup(model, t) if setting["recipe"] == "aavs" else training_setup(model, t, device)
     n = setting["batch"]
     out = dict.fromkeys(PHASES, 0.0)
@@ -216,6 +231,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per setting")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
     ap.add_argument("--compile", action="store_true", help="also measure with torch.compile")
+    ap.add_argument("--tune", choices=["full", "adapters-phase1", "adapters-phase2"], default="full",
+                    help="what every setting trains: the whole network, or AAVS's adapters in phase 1 or 2")
     ap.add_argument("--breakdown", action="store_true",
                     help="also time forward, loss, backward and optimizer of each setting (no channels-last row)")
     ap.add_argument("--count-ops", action="store_true",
@@ -229,12 +246,13 @@ def main() -> int:
         ds = SyntheticVideos(max(8, 2 * max(args.batch)), args.frames, cfg.preprocess.image_size)
     else:
         ds, _ = make_dataset(cfg, select(read_manifest(cfg.run_dir / "manifest.csv"), cfg, "train"), VARIANTS["baseline"])
-    settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False)}
+    settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False, tune=args.tune)}
     for n in args.batch:
-        settings[f"ours-bs{n}"] = dict(recipe="ours", batch=n, bf16=cuda, channels_last=False, compile=False)
+        settings[f"ours-bs{n}"] = dict(recipe="ours", batch=n, bf16=cuda, channels_last=False, compile=False,
+                                       tune=args.tune)
     if not args.breakdown:
         settings["ours-channels-last"] = dict(recipe="ours", batch=max(args.batch), bf16=cuda, channels_last=True,
-                                              compile=False)
+                                              compile=False, tune=args.tune)
     if args.compile:
         settings["ours-channels-last-compiled"] = dict(settings["ours-channels-last"], compile=True)
     rates = {}

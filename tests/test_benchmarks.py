@@ -50,6 +50,22 @@ def test_training_benchmark_prints_every_figure():
     assert [r["setting"] for r in rows if r["figure"] == "train_speedup"] == ["ours-bs2"]
 
 
+def test_training_benchmark_trains_the_adapters_of_either_phase():
+    """AAVS's adapters in every setting: phase 1 (frozen Swin, zero Swin adapters) back-propagates
+    through less of the network and steps fewer parameters than phase 2."""
+    ops = {}
+    for phase in ("adapters-phase1", "adapters-phase2"):
+        rows = _run([ROOT / "benchmarks" / "train_throughput.py", "--data", "synthetic", "--batch", 2, "--steps", 1,
+                     "--warmup", 0, "--breakdown", "--count-ops", "--tune", phase])
+        speed = [r for r in rows if r["figure"] == "train_videos_per_s"]
+        assert {r["setting"] for r in speed} == {"aavs", "ours-bs2"} and all(r["tune"] == phase for r in speed)
+        ops[phase] = {r["setting"]: r for r in rows if r["figure"] == "train_step_breakdown_ms"}
+    for setting in ("aavs", "ours-bs2"):
+        one, two = ops["adapters-phase1"][setting], ops["adapters-phase2"][setting]
+        assert one["backward_ops"] < two["backward_ops"] and one["optimizer_ops"] < two["optimizer_ops"]
+        assert one["forward_ops"] == two["forward_ops"]
+
+
 def test_metrics_benchmark_prints_both_sides():
     """It also asserts that the histogram metrics equal the direct definitions on its inputs."""
     rows = _run([ROOT / "benchmarks" / "metrics.py", "--size", 32, "--repeats", 1])
