@@ -82,11 +82,12 @@ def test_swin_adapters_reset_from_a_seed(tmp_path):
 
 
 def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch, caplog):
-    """Epochs 1-2 train phase 1 (frozen backbone, zero Swin adapters); epoch 3 starts from epoch 1's
-    weights (the best validation mIoU) with fresh Swin adapters and trains them too."""
+    """Epochs 1-2 train phase 1 (frozen backbone, zero Swin adapters); epoch 3, the first decay,
+    starts from epoch 1's weights (the best validation mIoU) with fresh Swin adapters and trains
+    them too."""
     import ssp.train
 
-    cfg = tiny_run_config(tiny_run, epochs=4, tune="adapters", grad_clip=0.01, lr=0.01)
+    cfg = tiny_run_config(tiny_run, epochs=4, lr_decay_epoch=2, tune="adapters", grad_clip=0.01, lr=0.01)
     m = read_manifest(cfg.run_dir / "manifest.csv")
     scores = iter([0.5, 0.2, 0.1, 0.1])
     real_validate, real_start = ssp.train.validate, ssp.train.start_phase2
@@ -121,7 +122,11 @@ def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch,
     assert all(not torch.equal(last[k], at_phase2["model"][k]) for k in last if "swin_adapt.2.weight" in k)
     assert all(not torch.equal(last[k], initial[k]) for k in last if "avs_adapt.2.weight" in k)
     lr = pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'lr'")
-    assert sorted(set(pd.to_numeric(lr["value"]).round(8))) == [1e-05, 1e-04, 1e-03, 1e-02]   # the schedule goes on
+    assert sorted(set(pd.to_numeric(lr["value"]).round(8))) == [1e-03, 1e-02]   # the schedule goes on
+    monkeypatch.undo()
+    late = tiny_run_config(tiny_run, epochs=2, lr_decay_epoch=2, tune="adapters")   # no decay, no phase 2
+    train(late, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["phase"] == 1
 
 
 def test_resume_across_the_phase_boundary(tiny_run, tmp_path):

@@ -12,7 +12,7 @@
   under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
   settings against the AAVS recipe (fp32, one video per step).
 * ``train.tune: adapters`` trains AAVS's adapters of a frozen Mask2Former in two phases
-  (``ssp.model.adapters``): at epoch ``epochs // 2`` the run restarts from its best validation
+  (``ssp.model.adapters``): at the first decay (``lr_decay_epoch``) the run restarts from its best validation
   epoch with the Swin adapters trained too (``start_phase2``); checkpoints record the phase.
   ``train.grad_clip`` clips the gradients' norm before each step, as AAVS's scripts do.
 * ``model.pt`` holds the weights of the epoch with the best validation mIoU (``select: best_val``,
@@ -358,7 +358,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
         if rank == 0 and skip == 0 and best.validated < epoch0:   # stopped while validating that epoch
             best.update(model, epoch0, validate(cfg, manifest, model, variant, binary, device, captions=captions))
         for epoch in range(epoch0, t.epochs):
-            if t.tune == "adapters" and phase == 1 and epoch >= t.epochs // 2:
+            if t.tune == "adapters" and phase == 1 and epoch >= t.lr_decay_epoch:
                 phase = 2
                 ddp_model, opt, sched = start_phase2(model, best, t, device, epoch, binary=binary, rank=rank,
                                                      world=world, local=local)

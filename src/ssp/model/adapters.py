@@ -8,7 +8,9 @@ pretrained Mask2Former frozen and train small adapters inside it, in two phases:
   d -> d/4 -> ReLU -> d, trained from the first epoch (the pretrained projection is not used).
 * ``swin_adapt``: in every Swin layer, after the attention's output projection and after the MLP's
   second linear layer, a residual bottleneck: y + W2 ReLU(W1 y). Phase 1: zero weights (the
-  identity) and frozen. Phase 2 (from epoch ``epochs // 2``): the model restarts from the best
+  identity) and frozen. Phase 2 (from the first learning-rate decay, ``train.lr_decay_epoch``:
+  AAVS switches at ``epochs // 2`` for AVS and ``epochs // 3`` for AVSS, which are 15 of 30 and
+  20 of 60, the paper's first decays): the model restarts from the best
   validation epoch so far, these adapters start from PyTorch's default initialization (AAVS builds
   a fresh model and loads its phase-1 weights without them) and are trained too.
 
