@@ -235,11 +235,42 @@ def test_predictions_format(tiny_run, tmp_path):
         load_trained(cfg, base, "cpu", task="semantic")
 
 
-def test_semantic_stage2_trains(tiny_run, tmp_path):
+def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path, monkeypatch):
+    """Stage 2 keeps its best validation epoch by AVSS mIoU, with the ground truth's foreground as
+    the stones: the figure `ssp evaluate` gives that epoch's predictions from such stones."""
+    import ssp.train
+    from ssp.evaluate import evaluate
+    from ssp.model.ssp import VARIANTS
+    from ssp.predict import predict
+    from ssp.store import ShardWriter
+    from ssp.train import make_dataset, select
     from ssp.train_job import run_training
 
-    cfg = tiny_run_config(tiny_run, epochs=1, task="semantic", subsets=["v1s", "v1m", "v2"])
+    cfg = tiny_run_config(tiny_run, epochs=2, task="semantic", subsets=["v1s", "v1m", "v2"])
+    stones, real = [], ssp.train.predict_video
+
+    def predict_video(model, batch, *args, **kwargs):
+        stones.append(torch.equal(batch["stage1"], (batch["labels"] > 0).float()))
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(ssp.train, "predict_video", predict_video)
     path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None)
+    assert stones and all(stones)   # every validation video, both epochs
+    monkeypatch.undo()
     state = torch.load(path, weights_only=False)
     assert state["task"] == "semantic" and state["stepping_stone"]
     assert state["model"]["m2f.class_predictor.weight"].shape[0] == 72   # 71 classes + no-object
+    best = json.loads((tmp_path / "sem" / "best.json").read_text())
+    assert state["selected"] == {"by": "best validation mIoU", "epoch": best["epoch"], "val_miou": best["val_miou"]}
+    val = pd.read_csv(tmp_path / "sem" / "metrics.csv").query("kind == 'val'")
+    assert set(val.query("name == 'val_stones'")["value"]) == {"ground truth"}
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
+    with ShardWriter(tmp_path / "stones.h5", {}) as w:
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["has_mask"].all()
+            w.add(item["video_id"], {"scores": (item["labels"] > 0).astype(np.float32)})
+    predict(cfg, m, path, "val", tmp_path / "val.h5", stage1=tmp_path / "stones.h5")
+    scored = evaluate("avss", cfg.dataset_root, tmp_path / "val.h5", split="val")
+    assert scored["miou"] == pytest.approx(best["val_miou"], abs=1e-9)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from .config import TRAIN_SELECTION_ONLY, TRAIN_SPEED_ONLY, Config
 from .data import VideoDataset, available_videos, collate, loader_collate, unpack_shared
 from .losses import video_losses
-from .metrics import binary_fscore_batch, binary_miou_batch
+from .metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
 from .model.ssp import VARIANTS, SSPModel, Variant, foreground_prob
 from .premask import premask, premask_flow_only, premask_for_test
 
@@ -437,9 +437,11 @@ def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str,
 
 def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Variant, binary: bool,
              device, *, captions=None, stage1=None, split: str = "val") -> dict:
-    """Binary mIoU and F-score on the split, one video per batch as AVSBench tests."""
+    """Scores on the split, one video per batch as AVSBench tests: binary mIoU and F-score, or
+    (semantic stage 2) AVSS mIoU and F over the split's frames, with the ground truth's foreground
+    standing in for the stepping stones (the stage-1 predictions of the split do not exist yet)."""
     rows = select(manifest, cfg, split)
-    if rows.empty or not binary:
+    if rows.empty:
         return {}
     if not variant.premask:
         choice = "not used"
@@ -448,17 +450,28 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
     else:
         choice = cfg.train.premask_test
     ds, _ = make_dataset(cfg, rows, variant, stage1=stage1, captions=captions)
-    ious, fs = [], []
+    ious, fs, classes = [], [], SemanticAccumulator(cfg.model.num_classes)
     for i in range(len(ds)):
         batch = to_device(collate([ds[i]]), device)
         keep = batch["has_mask"]
-        scores = predict_video(model, batch, True, choice, out_size=batch["labels"].shape[-1])
-        gt = (batch["labels"] > 0)[keep].cpu().numpy()
-        ious.append(binary_miou_batch(scores[keep].cpu().numpy(), gt))
-        fs.append(binary_fscore_batch(scores[keep].cpu().numpy(), gt))
+        if not binary:   # stones: the ground truth's foreground (0.5, uncertain, on unlabeled frames)
+            fg = (batch["labels"] > 0).float()
+            batch["stage1"] = torch.where(keep[:, None, None], fg, torch.full_like(fg, 0.5))
+        scores = predict_video(model, batch, binary, choice, out_size=batch["labels"].shape[-1])
+        if binary:
+            gt = (batch["labels"] > 0)[keep].cpu().numpy()
+            ious.append(binary_miou_batch(scores[keep].cpu().numpy(), gt))
+            fs.append(binary_fscore_batch(scores[keep].cpu().numpy(), gt))
+        else:
+            for p, g in zip(scores.argmax(1)[keep].cpu().numpy(), batch["labels"][keep].cpu().numpy()):
+                classes.add(p, g)
     model.train()
-    return {"val_miou": float(np.mean(ious)), "val_fscore": float(np.mean(fs)), "val_premask": choice,
-            "val_videos": len(ds)}
+    if binary:
+        return {"val_miou": float(np.mean(ious)), "val_fscore": float(np.mean(fs)), "val_premask": choice,
+                "val_videos": len(ds)}
+    res = classes.result()
+    return {"val_miou": res["miou"], "val_fscore": res["fscore"], "val_premask": choice,
+            "val_stones": "ground truth", "val_videos": len(ds)}
 
 
 class BestEpoch:
@@ -511,7 +524,7 @@ class BestEpoch:
             return (torch.load(self.weights, map_location="cpu", weights_only=True),
                     {"by": by, "epoch": self.best["epoch"], "val_miou": self.best["val_miou"]})
         if self.select == "best_val":
-            log.warning("no validation figures (no val videos, or a semantic task): model.pt holds the last epoch")
+            log.warning("no validation figures (no val videos): model.pt holds the last epoch")
         why = "train.select: last" if self.select == "last" else "last epoch (no validation figures)"
         return model.state_dict(), {"by": why, "epoch": epochs}
 
