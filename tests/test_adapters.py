@@ -171,7 +171,7 @@ def test_predictions_build_the_network_model_pt_was_trained_with(tiny_run, tmp_p
 
     cfg = tiny_run_config(tiny_run, epochs=1, tune="adapters")
     out = train(cfg, read_manifest(cfg.run_dir / "manifest.csv"), "baseline", tmp_path / "a", captions={})
-    model, _, _ = load_trained(tiny_run_config(tiny_run, tune="full"), out, "cpu")
+    model = load_trained(tiny_run_config(tiny_run, tune="full"), out, "cpu").model
     assert adapters.has_adapters(model)
     assert torch.equal(model.state_dict()[next(k for k in model.state_dict() if "swin_adapt" in k)],
                        torch.load(out, weights_only=False)["model"][next(k for k in model.state_dict()

@@ -108,6 +108,25 @@ def test_table_puts_published_figures_beside_ours(tmp_path):
     assert not any("(ref.)" in k for k in rows[0]) and "Note: equal rows" in (tmp_path / "u.md").read_text()
 
 
+def test_table_says_which_epoch_each_model_is(tmp_path):
+    from ssp.tables import ablation_table
+
+    files = []
+    for v, epoch in (("baseline", 6), ("full", 4)):
+        for s in ("val", "test"):
+            files.append(tmp_path / "metrics" / v / f"s4_{s}.json")
+            _metrics(files[-1], "s4", s, 0.5, 0.6)
+            files[-1].write_text(json.dumps({**json.loads(files[-1].read_text()), "model_epoch": epoch}))
+    rows = ablation_table(files, ["baseline", "full"], tmp_path / "t.md", tmp_path / "t.csv")
+    assert [r["epoch"] for r in rows] == ["6", "4"]
+    assert "epoch: the training epoch" in (tmp_path / "t.md").read_text()
+    rows = ablation_table(files[:2], ["baseline", "full"], tmp_path / "u.md", tmp_path / "u.csv")
+    assert [r["epoch"] for r in rows] == ["6", ""]   # full not scored
+    old = [tmp_path / "old.json"]   # metrics from before the epoch was recorded: no column
+    _metrics(old[0], "s4", "test", 0.5, 0.6)
+    assert "epoch" not in ablation_table(old, ["baseline"], tmp_path / "v.md", tmp_path / "v.csv")[0]
+
+
 def test_reference_file_errors_name_the_line(tmp_path):
     from ssp.tables import read_reference
 

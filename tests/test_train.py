@@ -274,3 +274,5 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     predict(cfg, m, path, "val", tmp_path / "val.h5", stage1=tmp_path / "stones.h5")
     scored = evaluate("avss", cfg.dataset_root, tmp_path / "val.h5", split="val")
     assert scored["miou"] == pytest.approx(best["val_miou"], abs=1e-9)
+    # the metrics say which epoch of training they score, for the tables
+    assert (scored["model_epoch"], scored["model_by"]) == (best["epoch"], "best validation mIoU")

@@ -81,9 +81,15 @@ def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = 
                         "resized to %d) are not comparable with published ones", predictions, size, size,
                         SCORE_SIZE, SCORE_SIZE, size)
         result = _binary(rows, h5) if binary else _semantic(rows, h5)
+        trained = {k: _plain(h5.attrs[k]) for k in ("model_epoch", "model_by") if k in h5.attrs}
     result.update(task=task, split=split, root=str(root), predictions=str(predictions), videos=len(rows),
-                  missing_videos=len(missing), missing=missing[:50], size=size)
+                  missing_videos=len(missing), missing=missing[:50], size=size, **trained)
     return result
+
+
+def _plain(value):
+    """An HDF5 attribute as JSON takes it (numpy integers are not)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _pred(h5, vid: str, key: str, T: int) -> np.ndarray:

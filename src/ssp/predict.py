@@ -3,12 +3,14 @@
 One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
   binary tasks:   ``scores`` float32 [T, H, W], foreground probability in [0, 1]
   semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
-File attributes name the model, the task and the test-time pre-mask choice.
+File attributes name the model, the task, the test-time pre-mask choice and which training epoch
+the model is (``model_epoch``, ``model_by``: its best validation epoch, or its last).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,14 @@ from .train import build_model, make_dataset, predict_video, select, to_device
 log = logging.getLogger(__name__)
 
 
-def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None = None):
+class Trained(NamedTuple):
+    model: torch.nn.Module
+    variant: str
+    binary: bool
+    selected: dict   # which epoch model.pt holds and why (empty for a model.pt that predates it)
+
+
+def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None = None) -> Trained:
     """A trained ``model.pt`` (ours) on ``device``, built from ``cfg``'s model section; with ``task``,
     it must have been trained for that task (binary or semantic)."""
     state = torch.load(weights, map_location="cpu", weights_only=False)
@@ -43,21 +52,22 @@ def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None =
         which = f" (it was trained with other {', '.join('model.' + k for k in differ)})" if differ else ""
         raise ValueError(f"{weights} does not fit the network this config's model section builds{which}: "
                          f"use the model section of the run that trained it. {str(exc)[:300]}") from None
-    return model.to(device).eval(), state["variant"], binary
+    return Trained(model.to(device).eval(), state["variant"], binary, state.get("selected", {}))
 
 
 def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
             captions: dict | None = None, stage1: str | Path | None = None, premask_test: str | None = None,
             size: int | None = None, task: str | None = None) -> list:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, variant_name, binary = load_trained(cfg, weights, device, task=task)
+    model, variant_name, binary, selected = load_trained(cfg, weights, device, task=task)
     choice = premask_test or cfg.train.premask_test
     ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], stage1=stage1,
                                captions=captions)
     size = size or cfg.preprocess.image_size
     attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
                        variant=variant_name, task="binary" if binary else "semantic", weights=str(weights),
-                       premask_test=choice if VARIANTS[variant_name].premask else "not used")
+                       premask_test=choice if VARIANTS[variant_name].premask else "not used",
+                       **{f"model_{k}": selected[k] for k in ("epoch", "by") if k in selected})
     with ShardWriter(out, attrs) as w:
         for vid, why in dropped:
             w.fail(vid, "predict", why)

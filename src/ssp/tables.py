@@ -69,7 +69,7 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
     ref = {k: v for k, v in ref.items() if v["ours"] and k[0] in variants}
     ref_columns = {k[1:] for k in ref}
     columns = sorted({k[1:] for k in results} | ref_columns, key=lambda c: (c[0], c[1] != "val"))
-    rows = []
+    rows, with_epochs = [], any("model_epoch" in r for r in results.values())
     for v in variants:
         preset, extra = parse_variant(v)
         sw = VARIANTS[preset]
@@ -83,11 +83,16 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
                 row[f"{t} {s} {name}"] = f"{100 * r[key]:.2f}" if r else ""
                 if (t, s) in ref_columns:
                     row[f"{t} {s} {name} (ref.)"] = f"{p[key]:.2f}" if p else ""
+        if with_epochs:   # the training epoch model.pt holds (the same in every column, as one model)
+            row["epoch"] = "/".join(sorted({str(r["model_epoch"]) for k, r in results.items()
+                                            if k[0] == v and "model_epoch" in r}, key=int))
         rows.append(row)
     protocols = {t: _miou_protocol(r) for (_, t, _), r in sorted(results.items())}
     text = ("\nmIoU and F-score in %" + "".join(f"; {SETTINGS[t]} mIoU protocol: {p}" for t, p in protocols.items() if p)
             + ". Test-time pre-mask: the stage-1 (baseline) prediction stands in for the ground truth, as "
-            "train.premask_test says.\n")
+            "train.premask_test says."
+            + (" epoch: the training epoch each model is (train.select: its best validation epoch, or its "
+               "last)." if with_epochs else "") + "\n")
     if ref:
         sources = sorted({p["source"] for p in ref.values() if p["source"]})
         text += (f"\n(ref.) columns: published figures from {reference}"
