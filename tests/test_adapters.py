@@ -251,3 +251,12 @@ def test_adapters_go_into_weights_loaded_from_a_folder_and_learn_one_batch(tmp_p
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.8 * losses[0], losses[::10]
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in frozen.items())
+
+
+def test_run_summary_says_what_training_changes(tmp_path):
+    from ssp.report import run_notes
+
+    assert run_notes(tiny_run_config(tmp_path)) == ["Training: every weight is trained (train.tune: full)."]
+    note, = run_notes(tiny_run_config(tmp_path, tune="adapters", epochs=4, lr_decay_epoch=2))
+    assert "AAVS's adapters" in note and "from epoch 3" in note and "RANDOM" in note
+    assert "no phase 2" in run_notes(tiny_run_config(tmp_path, tune="adapters", epochs=2, lr_decay_epoch=2))[0]

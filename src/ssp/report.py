@@ -53,12 +53,25 @@ def models_note(cfg) -> str | None:
     return None
 
 
+def training_note(cfg) -> str:
+    """What this run's training changes (train.tune)."""
+    t = cfg.train
+    if t.tune == "full":
+        return "Training: every weight is trained (train.tune: full)."
+    phase2 = (f"from epoch {t.lr_decay_epoch + 1}, the first learning-rate decay, the Swin adapters too"
+              if t.lr_decay_epoch < t.epochs else "no phase 2 (train.lr_decay_epoch is past the last epoch)")
+    note = f"Training: AAVS's adapters of a frozen Mask2Former (train.tune: adapters); {phase2}."
+    if cfg.model.mask2former == "random":
+        note += " The Mask2Former is RANDOM, so its frozen layers stay random."
+    return note
+
+
 def run_notes(cfg) -> list[str]:
     """What the run summary says about where this run's models come from."""
     if cfg.dataset.layout == "videos" and cfg.predict.models_from is None:
         return ["A folder of videos has no ground truth to train on: preprocessing only. Set "
                 "predict.models_from to a finished training run to segment these videos."]
-    return [models_note(cfg)] if cfg.predict.models_from else []
+    return [models_note(cfg)] if cfg.predict.models_from else [training_note(cfg)]
 
 
 def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_path: str | Path,
