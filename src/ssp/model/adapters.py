@@ -10,9 +10,9 @@ pretrained Mask2Former frozen and train small adapters inside it, in two phases:
   second linear layer, a residual bottleneck: y + W2 ReLU(W1 y). Phase 1: zero weights (the
   identity) and frozen. Phase 2 (from the first learning-rate decay, ``train.lr_decay_epoch``:
   AAVS switches at ``epochs // 2`` for AVS and ``epochs // 3`` for AVSS, which are 15 of 30 and
-  20 of 60, the paper's first decays): the model restarts from the best
-  validation epoch so far, these adapters start from PyTorch's default initialization (AAVS builds
-  a fresh model and loads its phase-1 weights without them) and are trained too.
+  20 of 60, the paper's first decays): the model restarts from the best validation epoch so far,
+  these adapters start from PyTorch's default initialization (AAVS builds a fresh model and loads
+  its phase-1 weights without them) and are trained too.
 
 Trained in both phases: the avs adapters, the query position embeddings, the query content
 embeddings (binary tasks only: AAVS's AVSS script leaves them out), the class head, the audio
