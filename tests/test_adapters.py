@@ -221,10 +221,7 @@ def test_adapters_go_into_weights_loaded_from_a_folder_and_learn_one_batch(tmp_p
     head leave the masks' losses a floor near 0.75 of it; a pretrained one does not.)"""
     import dataclasses
 
-    from test_model import _batch
-
-    from ssp.losses import video_losses
-    from ssp.train import model_inputs
+    from test_model import _batch, fit_one_batch
 
     cfg, batch = _batch(tiny_run, VARIANTS["full"])
     plain = build_model(cfg, VARIANTS["full"], binary=True, tune="full")
@@ -238,17 +235,8 @@ def test_adapters_go_into_weights_loaded_from_a_folder_and_learn_one_batch(tmp_p
     for k, v in plain.m2f.state_dict().items():
         k2 = re.sub(r"(attention\.o_proj|mlp\.fc2)\.", r"\1.linear.", k)
         assert (k2 in ours and torch.equal(ours[k2], v)) or replaced.search(k), k
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     frozen = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
-    kw = model_inputs(model, batch, training=True, premask_test="flow")
-    losses = []
-    for _ in range(60):
-        loss, _ = video_losses(model, model(batch["frames"], batch["vggish"], **kw), batch, binary=True,
-                               postmask_weight=10, use_postmask=True)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_one_batch(model, batch)
     assert min(losses[-5:]) < 0.8 * losses[0], losses[::10]
     assert all(torch.equal(v, dict(model.named_parameters())[k]) for k, v in frozen.items())
 

@@ -125,20 +125,25 @@ def test_text_modes_and_postmask_term(tiny_run):
     assert with_post["class"] == pytest.approx(without["class"])
 
 
-def test_overfit_one_batch(tiny_run):
-    torch.manual_seed(0)
-    cfg, batch = _batch(tiny_run, VARIANTS["full"])
-    model = build_model(cfg, VARIANTS["full"], binary=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+def fit_one_batch(model, batch, steps: int = 60, lr: float = 3e-3) -> list[float]:
+    """The full variant's losses over ``steps`` AdamW steps on one batch (trainable parameters only)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     kw = model_inputs(model, batch, training=True, premask_test="flow")
     losses = []
-    for _ in range(60):
+    for _ in range(steps):
         loss, _ = video_losses(model, model(batch["frames"], batch["vggish"], **kw), batch, binary=True,
                                postmask_weight=10, use_postmask=True)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    return losses
+
+
+def test_overfit_one_batch(tiny_run):
+    torch.manual_seed(0)
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    losses = fit_one_batch(build_model(cfg, VARIANTS["full"], binary=True), batch)
     assert np.isfinite(losses).all()
     assert min(losses[-5:]) < 0.35 * losses[0], losses[::10]
 
