@@ -50,7 +50,7 @@ def test_output_shapes(tiny_run, binary, stone):
     out = model(batch["frames"], batch["vggish"], **kw)
     n = batch["frames"].shape[0]
     q = 4 if binary else 6
-    classes = 1 if binary else 71
+    classes = 2 if binary else 71   # binary: AAVS's background and sounding
     assert out.final[0].shape == (n, q, classes + 1)
     assert out.final[1].shape == (n, q, 32 // 4, 32 // 4)
     assert len(out.class_logits) == 2  # decoder_layers predictions (HF counts the initial one as a layer)
@@ -62,11 +62,25 @@ def test_targets_binary_and_semantic():
     lab = torch.zeros(2, 4, 4, dtype=torch.long)
     lab[0, :2, :2] = 17
     lab[0, 2:, 2:] = 29
-    masks, classes = mask_targets(lab, binary=True)
-    assert masks[0].shape == (1, 4, 4) and classes[0].tolist() == [0] and masks[0].sum() == 8
-    assert masks[1].shape == (0, 4, 4) and classes[1].numel() == 0   # empty frame: no object
+    masks, classes = mask_targets(lab, binary=True)   # AAVS's classes: background 0, sounding 1
+    assert masks[0].shape == (2, 4, 4) and classes[0].tolist() == [0, 1]
+    assert masks[0][0].sum() == 8 and masks[0][1].sum() == 8 and masks[0].sum(0).eq(1).all()
+    assert masks[1].shape == (1, 4, 4) and classes[1].tolist() == [0] and masks[1].all()   # all background
     masks, classes = mask_targets(lab, binary=False)
     assert classes[0].tolist() == [0, 17, 29] and classes[1].tolist() == [0]
+
+
+def test_binary_foreground_probability_agrees_with_the_semantic_argmax():
+    """AAVS scores binary masks by Mask2Former's semantic argmax over background and sounding; the
+    foreground probability our predictions carry is above 0.5 exactly there."""
+    from ssp.model.ssp import foreground_prob, semantic_probs
+
+    torch.manual_seed(0)
+    cls, msk = torch.randn(3, 5, 3) * 3, torch.randn(3, 5, 16, 16) * 3
+    fg = foreground_prob(cls, msk, binary=True)
+    assert fg.shape == (3, 16, 16) and 0 <= fg.min() and fg.max() <= 1
+    assert torch.equal(fg > 0.5, semantic_probs(cls, msk).argmax(1) == 1)
+    assert 0.05 < (fg > 0.5).float().mean() < 0.95
 
 
 def _encoder_input(model, batch, kw):

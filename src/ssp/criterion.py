@@ -35,14 +35,12 @@ def sample_points(features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 def targets(labels: torch.Tensor, binary: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """[N, H, W] labels -> padded masks [N, K, H, W] float, classes [N, K] long, and K per frame.
 
-    Binary: one foreground mask (class 0) where the frame has any. Semantic: one mask per class
-    present, in increasing class order (background 0 included), as ``losses.mask_targets``.
+    One mask per class present, in increasing class order (background 0 included), as
+    ``losses.mask_targets``; binary tasks have AAVS's two classes, background 0 and sounding 1.
     """
     if binary:
-        fg = labels > 0
-        counts = fg.flatten(1).any(1).tolist()                 # one copy to the host
-        return fg.unsqueeze(1).float(), labels.new_zeros((len(labels), 1), dtype=torch.long), [int(c) for c in counts]
-    present = torch.zeros((len(labels), 71), dtype=torch.bool, device=labels.device)
+        labels = (labels > 0).long()
+    present = torch.zeros((len(labels), 2 if binary else 71), dtype=torch.bool, device=labels.device)
     present.scatter_(1, labels.flatten(1).long(), True)                    # [N, 71]: classes present
     rows = [torch.nonzero(p).squeeze(1) for p in present.cpu()]
     k = max(1, max(len(r) for r in rows))

@@ -24,18 +24,16 @@ from .premask import postmask_label
 def mask_targets(labels: torch.Tensor, binary: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """[N, H, W] ground truth -> per frame: masks [K, H, W] float and classes [K] long.
 
-    Binary: one foreground mask of class 0 when the frame has any. Semantic: one mask per class
-    present (background 0 included, as the 71-way argmax includes it).
+    One mask per class present (background 0 included, as the semantic argmax includes it). Binary
+    tasks have AAVS's two classes, background 0 and sounding 1, as the Mask2Former image processor
+    makes them from AAVS's {0, 1} masks (no label reduction).
     """
     masks, classes = [], []
     for lab in labels:
         if binary:
-            fg = lab > 0
-            ks = [fg] if fg.any() else []
-            cs = [0] if ks else []
-        else:
-            cs = torch.unique(lab).tolist()
-            ks = [lab == c for c in cs]
+            lab = (lab > 0).long()
+        cs = torch.unique(lab).tolist()
+        ks = [lab == c for c in cs]
         masks.append(torch.stack(ks).float() if ks else lab.new_zeros((0,) + lab.shape, dtype=torch.float32))
         classes.append(torch.tensor(cs, dtype=torch.long, device=lab.device))
     return masks, classes

@@ -63,7 +63,7 @@ def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: 
     if m.mask2former is None:
         raise ValueError("'model.mask2former' is not set: a local folder with facebook/mask2former-swin-base-"
                          "ade-semantic, or 'random' (built from model.* with random weights)")
-    num_labels = 1 if binary else m.num_classes
+    num_labels = 2 if binary else m.num_classes   # binary: AAVS's background and sounding classes
     settings = dict(size=m.size, hidden_dim=m.hidden_dim, encoder_layers=m.encoder_layers,
                     decoder_layers=m.decoder_layers, heads=m.heads, backbone=m.raw["backbone"],
                     class_weight=t.class_weight, mask_weight=t.mask_weight, dice_weight=t.dice_weight,

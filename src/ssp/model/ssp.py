@@ -116,7 +116,9 @@ def semantic_probs(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> tor
 
 
 def foreground_prob(class_logits: torch.Tensor, mask_logits: torch.Tensor, binary: bool) -> torch.Tensor:
-    """[N, h, w] foreground probability: the one class (binary) or every class but background 0."""
+    """[N, h, w] foreground probability. Binary (AAVS's classes background 0 and sounding 1): the
+    sounding class's share of the two semantic scores, above 0.5 exactly where the semantic
+    argmax picks it (AAVS scores its mIoU by that argmax). Semantic: every class but background 0."""
     probs = semantic_probs(class_logits, mask_logits)
-    fg = probs[:, 0] if binary else probs[:, 1:].sum(1)
+    fg = probs[:, 1] / (probs[:, 0] + probs[:, 1]).clamp_min(1e-6) if binary else probs[:, 1:].sum(1)
     return fg.clamp(0, 1)
