@@ -66,7 +66,7 @@ def test_demo_dag_end_to_end(tmp_path):
     assert (run_dir / "figures" / "qualitative.png").exists()
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "RANDOM weights" in summary and "SYNTHETIC" in summary
-    assert "Training: every weight is trained (train.tune: full)" in summary   # config.yaml's, under TINY
+    assert "Training: AAVS's adapters of a frozen Mask2Former" in summary   # the default; TINY sets none
     assert (run_dir / "figures" / "flow.png").stat().st_size > 0
     assert "Skipped videos (0)" in (run_dir / "report" / "summary.md").read_text()
     assert (run_dir / "logs" / "frames" / "00000.log").stat().st_size > 0
