@@ -41,8 +41,8 @@ from ssp.data import collate  # noqa: E402
 from ssp.datasets import read_manifest  # noqa: E402
 from ssp.losses import reference_avs_losses, video_losses  # noqa: E402
 from ssp.model.ssp import VARIANTS  # noqa: E402
-from ssp.train import (build_model, make_dataset, model_inputs, select, to_device, train_step,  # noqa: E402
-                       training_setup)
+from ssp.train import (build_model, clip_gradients, make_dataset, model_inputs, select, to_device,  # noqa: E402
+                       train_step, training_setup)
 
 PAPER_MODEL_KEYS = ("size", "num_queries", "hidden_dim", "encoder_layers", "decoder_layers", "heads", "backbone",
                     "clip_config", "text_config", "max_text_len")
@@ -89,8 +89,7 @@ def aavs_step(fwd, model, opt, batch, autocast, t, *, binary, step):
     loss = reference_avs_losses(model, out, batch, binary=binary, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
+    clip_gradients(model, t)
     opt.step()
     return loss, {}
 
@@ -99,10 +98,9 @@ def tuned_model(cfg: Config, setting: dict):
     """The baseline network, its adapters in the setting's phase with ``adapters-phase<k>``."""
     model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="full" if setting["tune"] == "full" else "adapters")
     if setting["tune"] == "adapters-phase2":
-        from ssp.model.adapters import reset_swin_adapters, set_phase
+        from ssp.model.adapters import enter_phase2
 
-        reset_swin_adapters(model, seed=0)
-        set_phase(model, phase=2, binary=True)
+        enter_phase2(model, seed=0, binary=True)
     return model
 
 

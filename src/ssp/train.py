@@ -279,10 +279,31 @@ def train_step(fwd, model: SSPModel, opt, batch: dict, autocast: dict, t, *, bin
                                    use_postmask=model.variant.postmask, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    if t.grad_clip:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
+    clip_gradients(model, t)
     opt.step()
     return loss, terms
+
+
+def clip_gradients(model, t) -> None:
+    """The trained parameters' gradients clipped to a global L2 norm of ``train.grad_clip`` (if set)."""
+    if t.grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], t.grad_clip)
+
+
+def lr_schedule(opt, t, *, start_epoch: int = 0):
+    """The step schedule on ``opt`` (``lr_decay`` every ``lr_decay_epoch`` epochs), ``start_epoch`` epochs in."""
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    for _ in range(start_epoch):
+        step_schedule(sched)
+    return sched
+
+
+def step_schedule(sched) -> None:
+    """``sched.step()`` without PyTorch's warning that no optimizer step came first (a schedule
+    advanced to a later epoch; a run resumed at an epoch's very end, whose steps ran before)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+        sched.step()
 
 
 def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, binary: bool, rank: int, world: int,
@@ -300,15 +321,9 @@ def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, b
         model.load_state_dict(torch.load(best.weights, map_location="cpu", weights_only=True))
     log.info("epoch %d: %s, from the weights of %s", epoch + 1, adapters.PHASE2_NOTE,
              f"epoch {kept} (best validation mIoU so far)" if kept else "the last epoch (no validation figures)")
-    adapters.reset_swin_adapters(model, seed=t.seed * 1000 + epoch)
-    log.info(adapters.set_phase(model, phase=2, binary=binary))
+    log.info(adapters.enter_phase2(model, seed=t.seed * 1000 + epoch, binary=binary))
     fwd, opt, _ = training_setup(model, t, device, world=world, local=local)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
-    with warnings.catch_warnings():   # the schedule's position: `epoch` epochs in
-        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
-        for _ in range(epoch):
-            sched.step()
-    return fwd, opt, sched
+    return fwd, opt, lr_schedule(opt, t, start_epoch=epoch)
 
 
 def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
@@ -344,7 +359,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
 
         log.info(set_phase(model, phase=phase, binary=binary))
     ddp_model, opt, autocast = training_setup(model, t, device, world=world, local=local)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    sched = lr_schedule(opt, t)
     if state is not None:
         epoch0, skip, step = restore_checkpoint(state, model, opt, sched)
         log.info("resuming %s from epoch %d, step %d of the epoch (global step %d)", variant_name, epoch0, skip, step)
@@ -389,9 +404,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                     if done:
                         return out / "checkpoint.pt"
             skip = 0
-            with warnings.catch_warnings():   # resumed at an epoch's very end: its steps ran before the resume
-                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
-                sched.step()
+            step_schedule(sched)
             if rank == 0:
                 save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint, phase)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions)

@@ -123,6 +123,13 @@ def trained_modules(model, *, phase: int, binary: bool) -> list[nn.Module]:
     return parts
 
 
+def enter_phase2(model, *, seed: int, binary: bool) -> str:
+    """Phase 2's start (the weights to restart from already loaded): the Swin adapters from
+    PyTorch's default initialization with ``seed``, and trained; returns ``set_phase``'s line."""
+    reset_swin_adapters(model, seed=seed)
+    return set_phase(model, phase=2, binary=binary)
+
+
 def set_phase(model, *, phase: int, binary: bool) -> str:
     """Freeze every parameter but those ``phase`` trains; returns a line saying how many those are."""
     for p in model.parameters():
