@@ -6,7 +6,7 @@ CORES ?= 2
 # CPU build from the local wheel cache here; GPU users: see README ("Installing on a GPU machine").
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint dryrun clean
+.PHONY: install demo test lint dryrun clean minicpmo-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# MiniCPM-o-2.6's code needs transformers 4.44.2: its own environment, for captions.python
+# (snakemake --use-conda gives its rules envs/minicpmo.yaml instead).
+MINICPMO_VENV := .venv-minicpmo
+
+$(MINICPMO_VENV)/.installed: envs/minicpmo-requirements.txt
+	$(PYTHON) -m venv $(MINICPMO_VENV)
+	$(MINICPMO_VENV)/bin/pip install --quiet --upgrade pip
+	$(MINICPMO_VENV)/bin/pip install --quiet -r envs/minicpmo-requirements.txt
+	touch $@
+
+minicpmo-env: $(MINICPMO_VENV)/.installed
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)

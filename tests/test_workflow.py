@@ -134,7 +134,9 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
     conf = write_config(tmp_path / "config.yaml", {
         "dataset": {"name": "clips", "layout": "videos", "root": str(media)},
         "preprocess": {"image_size": 32}, "shards": {"size": 3}, "model": TINY_MODEL,
-        "vggish": {"weights": "random"}, "captions": {"backend": "file", "file": str(captions)},
+        "vggish": {"weights": "random"},
+        # captions in another interpreter (MiniCPM-o's route without conda); here the same one
+        "captions": {"backend": "file", "file": str(captions), "python": sys.executable},
         "predict": {"models_from": str(trained)}})
     jobs = planned([], conf, tmp_path)
     assert "train" not in jobs and "evaluate" not in jobs
@@ -145,6 +147,8 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
     assert "no_audio,audio" in skipped and "no audio stream" in skipped
     assert "no_audio,vggish" in skipped          # later stages name the video too
     assert "fire2,captions" in skipped and "no captions for video 'fire2'" in skipped
+    shard_log = (clips / "logs" / "captions" / "00000.log").read_text()
+    assert f"running in {sys.executable}" in shard_log and f"00000: {sys.executable}" in shard_log
     assert str(trained) in (report / "summary.md").read_text()
     assert not (clips / "train").exists() and not (clips / "metrics").exists()
     with h5py.File(clips / "predictions" / "full" / "test.h5") as h5:

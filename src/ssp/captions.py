@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .weights import WeightsError, check_model_folder
+from .weights import WeightsError, check_model_folder, load_complete
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +96,17 @@ class TwoTurnChat:
         return self.q1, a1, q2, a2
 
 
+MINICPMO_HOLDS = "a snapshot of openbmb/MiniCPM-o-2_6 (its weights, tokenizer and *.py files)"
+MINICPMO_TRANSFORMERS = "4.44.2"   # the version MiniCPM-o-2.6's model card pins
+MINICPMO_ENV_MESSAGE = (
+    "MiniCPM-o-2.6's own code (the *.py files in its folder) was written for transformers "
+    f"{MINICPMO_TRANSFORMERS} and imports names that later versions removed (LogitsWarper, "
+    "WHISPER_ATTENTION_CLASSES); this environment has transformers {version}. Run the captions stage in "
+    "its own environment: `snakemake --use-conda` does so (envs/minicpmo.yaml); without conda, "
+    "`make minicpmo-env` makes .venv-minicpmo and 'captions.python: .venv-minicpmo/bin/python' runs "
+    "the stage there (README: Text prompts).")
+
+
 class MiniCPMo(TwoTurnChat):
     name = "minicpm-o"
 
@@ -107,22 +117,39 @@ class MiniCPMo(TwoTurnChat):
         if model is None:
             if not trust_remote_code:
                 raise PermissionError(TRUST_MESSAGE)
-            import torch
-            from transformers import AutoModel, AutoTokenizer
-
-            from .flow import pick_device
-
-            path = check_model_folder(folder, "captions.model", "a snapshot of openbmb/MiniCPM-o-2_6")
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            dev = pick_device(device)
-            log.warning("captions: loading %s with trust_remote_code=True (its own code runs)", path)
-            model = AutoModel.from_pretrained(str(path), trust_remote_code=True, local_files_only=True,
-                                              torch_dtype=torch.bfloat16 if dev.startswith("cuda") else torch.float32,
-                                              init_vision=True, init_audio=False, init_tts=False)
-            model = model.to(dev).eval()
-            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
+            model, tokenizer = self._load(folder, device)
         self.model, self.tokenizer = model, tokenizer
         self.model_id = str(folder)
+
+    @staticmethod
+    def _load(folder: str | None, device: str):
+        """MiniCPM-o's own code from its folder, vision only (no audio encoder, no TTS), every weight
+        of that model from the checkpoint (a missing one is an error, never a random value)."""
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        from .flow import pick_device
+
+        path = check_model_folder(folder, "captions.model", MINICPMO_HOLDS)
+        dev = pick_device(device)
+        dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
+        # transformers 4.44 (MiniCPM-o's) knows the argument as torch_dtype; 5.x as dtype
+        dtype_arg = "torch_dtype" if int(transformers.__version__.split(".")[0]) < 5 else "dtype"
+        log.warning("captions: loading %s with trust_remote_code=True (its own code runs)", path)
+        try:
+            model = load_complete(AutoModel, path, "captions.model", MINICPMO_HOLDS, trust_remote_code=True,
+                                  init_vision=True, init_audio=False, init_tts=False, **{dtype_arg: dtype})
+        except ImportError as exc:
+            raise RuntimeError(f"'captions.model': {path}: {exc}. "
+                               + MINICPMO_ENV_MESSAGE.format(version=transformers.__version__)) from exc
+        model = model.to(dev).eval()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"'captions.model': no tokenizer loads from {path} ({exc}); it should hold "
+                               f"{MINICPMO_HOLDS}") from exc
+        return model, tokenizer
 
     def settings(self) -> dict:
         return {"q1_variant": self.q1_variant, "max_new_tokens": self.max_new_tokens, "sampling": False,
@@ -148,11 +175,14 @@ class HFVLM(TwoTurnChat):
 
         from .flow import pick_device
 
-        path = check_model_folder(folder, "captions.model", "an image-text-to-text model with a chat template")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        what = "an image-text-to-text model with a chat template (weights and processor files)"
+        path = check_model_folder(folder, "captions.model", what)
         self.device = pick_device(device)
-        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModelForImageTextToText.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self.model = load_complete(AutoModelForImageTextToText, path, "captions.model", what).to(self.device).eval()
+        try:
+            self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"'captions.model': no processor loads from {path} ({exc}); it should hold {what}") from exc
         self.max_new_tokens, self.model_id = max_new_tokens, str(path)
 
     def settings(self) -> dict:

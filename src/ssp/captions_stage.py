@@ -4,12 +4,20 @@ Each line is one video: ``{video_id, status: ok, q1, a1, q2, a2, nouns, backend,
 settings}`` or ``{video_id, status: failed, stage, reason}``. Lines are appended to
 ``<out>.partial`` as they are made; a re-run keeps the lines made with the same backend, model
 and settings and skips those videos; the file is renamed to ``<out>`` when the shard is done.
+
+``caption_shard`` runs the stage in this process, or with ``captions.python`` in another Python
+interpreter: MiniCPM-o's own code needs an older transformers than the rest of the pipeline, so
+without conda it runs in an environment of its own (``make minicpmo-env``).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -79,3 +87,63 @@ def read_captions(path: str | Path) -> dict[str, dict]:
 def caption_failures(path: str | Path) -> list[Failure]:
     recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
     return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
+
+
+def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,
+                  log_file: str | Path | None = None) -> None:
+    """One shard's captions (``run_captions``) with the captioner ``cfg`` names: in this process,
+    or, when ``captions.python`` is set, in that interpreter (this package's source on its path;
+    its messages go to ``log_file`` too)."""
+    python = cfg.captions.python
+    if not python:
+        from .captions import make_captioner
+        from .datasets import read_manifest
+
+        run_captions(read_manifest(manifest), shard, frames_path, out, make_captioner(cfg, cfg.dataset_root))
+        return
+    exe = shutil.which(python)
+    if exe is None:
+        raise FileNotFoundError(f"'captions.python': {python} is not a Python interpreter that can be run "
+                                "(`make minicpmo-env` makes .venv-minicpmo/bin/python)")
+    config = copy.deepcopy(cfg.raw)
+    config["captions"]["python"] = None
+    job = {"config": config, "manifest": str(manifest), "shard": shard, "frames": str(frames_path),
+           "out": str(out), "log": str(log_file) if log_file else None}
+    src = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    log.info("captions %s: running in %s", shard, exe)
+    for h in logging.getLogger().handlers:
+        h.flush()
+    rc = subprocess.run([exe, "-m", "ssp.captions_stage", json.dumps(job)], env=env).returncode
+    if rc:
+        raise RuntimeError(f"captions {shard}: the stage failed in {exe} (exit status {rc}); its messages "
+                           f"are above{' and in ' + str(log_file) if log_file else ''}")
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m ssp.captions_stage JOB``: the other interpreter's side of ``caption_shard``."""
+    from . import logs
+    from .config import Config
+
+    job = json.loads(argv[0])
+    logs.setup(job["log"], append=True)
+    try:
+        cfg = Config.from_dict(job["config"])
+        log.info("captions %s: %s (transformers %s)", job["shard"], sys.executable, _transformers_version())
+        caption_shard(cfg, job["manifest"], job["shard"], job["frames"], job["out"])
+    except Exception:
+        log.exception("captions %s failed in %s", job["shard"], sys.executable)
+        return 1
+    return 0
+
+
+def _transformers_version() -> str:
+    try:
+        import transformers
+    except ImportError:
+        return "not installed"
+    return transformers.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -77,17 +77,12 @@ def shard_path(p: dict[str, Path], stage: str, shard: str) -> Path:
 
 
 def _shard_stage(name: str):
-    """(the stage it reads, or None for the dataset itself; its run function) for one of SHARD_STAGES."""
+    """(the stage it reads, or None for the dataset itself; its run function) for one of SHARD_STAGES
+    but captions (``caption_shard``, which may run in another interpreter)."""
     from .stages import STAGES
 
     if name in STAGES:
         return None, STAGES[name]
-    if name == "captions":
-        from .captions import make_captioner
-        from .captions_stage import run_captions
-
-        return "frames", lambda m, shard, src, out, cfg: run_captions(m, shard, src, out,
-                                                                      make_captioner(cfg, cfg.dataset_root))
     from .flow_stage import run_flow, run_flow_mask
     from .vggish_stage import run_vggish
 
@@ -99,9 +94,14 @@ def cmd_stage(args) -> int:
 
     cfg = config_mod.load(args.config)
     p = paths(cfg)
+    out = Path(args.out) if args.out else shard_path(p, args.stage, args.shard)
+    if args.stage == "captions":   # in this process, or in captions.python's interpreter
+        from .captions_stage import caption_shard
+
+        caption_shard(cfg, args.manifest or p["manifest"], args.shard, shard_path(p, "frames", args.shard), out)
+        return 0
     manifest = read_manifest(args.manifest or p["manifest"])
     source, run = _shard_stage(args.stage)
-    out = Path(args.out) if args.out else shard_path(p, args.stage, args.shard)
     sources = [] if source is None else [shard_path(p, source, args.shard)]
     run(manifest, args.shard, *sources, out, cfg)
     return 0

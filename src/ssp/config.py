@@ -98,6 +98,12 @@ def _check_semantics(cfg: dict) -> None:
             check_model_folder(cap["model"], "captions.model", f"the {cap['backend']} model")
         except WeightsError as exc:
             raise ConfigError(str(exc)) from None
+    if cap["python"] is not None:
+        import shutil
+
+        if shutil.which(cap["python"]) is None:
+            raise ConfigError(f"'captions.python': {cap['python']!r} is not a Python interpreter that can be run "
+                              "(`make minicpmo-env` makes .venv-minicpmo/bin/python)")
     fr = cfg["synthetic"]["split_fractions"]
     if fr["train"] + fr["val"] > 1:
         raise ConfigError("'synthetic.split_fractions': train + val must not exceed 1")
@@ -198,6 +204,7 @@ class CaptionsConfig:
     file: str | None
     max_new_tokens: int
     device: str
+    python: str | None
     synthetic: SyntheticCaptionsConfig
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup(log_file: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Log to stderr, and to ``log_file`` too when given (a rule's `log:`)."""
+def setup(log_file: str | Path | None = None, level: int = logging.INFO, *, append: bool = False) -> None:
+    """Log to stderr, and to ``log_file`` too when given (a rule's `log:`; started afresh unless ``append``)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        handlers.append(logging.FileHandler(log_file, mode="a" if append else "w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)

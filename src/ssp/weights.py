@@ -52,13 +52,14 @@ def digest(folder: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def load_complete(cls, folder: str | Path, key: str, **kwargs):
+def load_complete(cls, folder: str | Path, key: str, what: str | None = None, **kwargs):
     """``cls.from_pretrained`` from a local folder (nothing downloaded), refusing a checkpoint that
     leaves any of the model's parameters out: transformers would fill those with random values and
     only print a table, so a wrong folder (a whole BLIP model where its text encoder is wanted, say)
     would train or run on random weights unseen. Parameters re-made because the task changes
-    their shape (``ignore_mismatched_sizes``: a new class head) are logged."""
-    what = HOLDS[key]
+    their shape (``ignore_mismatched_sizes``: a new class head) are logged. ``what``: what the
+    folder should hold, in the errors' words (default HOLDS[key])."""
+    what = what or HOLDS[key]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)

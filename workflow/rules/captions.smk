@@ -1,4 +1,10 @@
 # The two text prompts per video (Q1 -> A1, Q2 with A1 -> A2), one resumable JSONL per shard.
+# MiniCPM-o's own code needs transformers 4.44.2: with --use-conda its rules get envs/minicpmo.yaml;
+# without, captions.python names an interpreter of such an environment (make minicpmo-env).
+# captions.python is left out of params: where the stage runs changes no caption.
+
+CAPTIONS_ENV = "../../envs/minicpmo.yaml" if CFG.captions.backend == "minicpm-o" else "../../envs/torch.yaml"
+CAPTIONS_PARAMS = {k: v for k, v in config["captions"].items() if k != "python"}
 
 
 rule captions:
@@ -8,7 +14,7 @@ rule captions:
     output:
         RUN / "captions" / "{shard}.jsonl",
     params:
-        captions=config["captions"],
+        captions=CAPTIONS_PARAMS,
     log:
         RUN / "logs" / "captions" / "{shard}.log",
     benchmark:
@@ -19,7 +25,7 @@ rule captions:
         runtime=600,
         gpu=GPU if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
     conda:
-        "../../envs/torch.yaml"
+        CAPTIONS_ENV
     script:
         "../scripts/captions.py"
 
@@ -31,7 +37,7 @@ rule captions_study:
     output:
         RUN / "captions_q1{q1}" / "{shard}.jsonl",
     params:
-        captions=config["captions"],
+        captions=CAPTIONS_PARAMS,
     log:
         RUN / "logs" / "captions_q1{q1}" / "{shard}.log",
     benchmark:
@@ -42,6 +48,6 @@ rule captions_study:
         runtime=600,
         gpu=GPU if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
     conda:
-        "../../envs/torch.yaml"
+        CAPTIONS_ENV
     script:
         "../scripts/captions.py"
