@@ -349,29 +349,6 @@ def test_captions_python_must_be_runnable(tmp_path):
         _caption_config(tmp_path, python="/nowhere/python")
 
 
-def test_minicpm_o_environment_pins_agree():
-    """envs/minicpmo.yaml (conda) and envs/minicpmo-requirements.txt (make minicpmo-env) pin the same
-    versions, transformers that of MiniCPM-o-2.6's model card."""
-    import yaml
-
-    from ssp.captions import MINICPMO_TRANSFORMERS
-
-    root = os.path.join(os.path.dirname(__file__), "..", "envs")
-    env = yaml.safe_load(open(os.path.join(root, "minicpmo.yaml")))
-    pins = {}
-    for dep in env["dependencies"]:
-        if isinstance(dep, dict):
-            pins.update(p.split("==") for p in dep["pip"])
-        else:
-            name, version = dep.split("=")
-            pins[name] = version
-    pins.pop("python"), pins.pop("pip")
-    lines = [ln.strip() for ln in open(os.path.join(root, "minicpmo-requirements.txt"))]
-    reqs = dict(ln.split("==") for ln in lines if ln and not ln.startswith("#"))
-    assert pins == reqs
-    assert reqs["transformers"] == MINICPMO_TRANSFORMERS
-
-
 class _Counting:
     name, model_id = "counting", "none"
 
