@@ -83,10 +83,13 @@ def _shard_stage(name: str):
 
     if name in STAGES:
         return None, STAGES[name]
-    from .flow_stage import run_flow, run_flow_mask
-    from .vggish_stage import run_vggish
+    if name == "vggish":       # imports torch, which the preprocessing environment has not
+        from .vggish_stage import run_vggish
 
-    return {"flow": ("frames", run_flow), "flow_mask": ("flow", run_flow_mask), "vggish": ("audio", run_vggish)}[name]
+        return "audio", run_vggish
+    from .flow_stage import run_flow, run_flow_mask
+
+    return {"flow": ("frames", run_flow), "flow_mask": ("flow", run_flow_mask)}[name]
 
 
 def cmd_stage(args) -> int:
