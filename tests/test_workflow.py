@@ -214,6 +214,23 @@ def test_dry_run_plans_the_demo(tmp_path):
     assert "synth" in out and "manifest" in out
 
 
+def test_minicpm_o_without_its_environment_is_warned_about_when_the_dag_is_built(tmp_path):
+    """MiniCPM-o's code cannot import under transformers 5: a run that gives its rules neither
+    envs/minicpmo.yaml (--use-conda) nor captions.python says so before anything runs."""
+    folder = tmp_path / "MiniCPM-o-2_6"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    captions = {"backend": "minicpm-o", "model": str(folder), "trust_remote_code": True}
+    conf = write_config(tmp_path / "config.yaml", {**TINY, "captions": captions})
+    proc = run(["-n", "--configfile", str(conf)], tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "WARNING: captions.backend is minicpm-o" in out and "transformers 4.44.2" in out
+    conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "captions": {**captions, "python": sys.executable}})
+    proc = run(["-n", "--configfile", str(conf2)], tmp_path)
+    assert "captions.backend is minicpm-o" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.workflow
 def test_plan_full_avss_sized_dag(tmp_path):
     """benchmarks/plan_scale.py: 12,356 videos plan as jobs per shard (the time is printed, not tested)."""

@@ -4,6 +4,10 @@
 # captions.python is left out of params: where the stage runs changes no caption.
 
 CAPTIONS_ENV = "../../envs/minicpmo.yaml" if CFG.captions.backend == "minicpm-o" else "../../envs/torch.yaml"
+_minicpmo_warning = minicpmo_environment_warning(
+    CFG, uses_conda=any(m.name == "CONDA" for m in workflow.deployment_settings.deployment_method))
+if _minicpmo_warning:
+    logger.warning(f"WARNING: {_minicpmo_warning}")
 CAPTIONS_PARAMS = {k: v for k, v in config["captions"].items() if k != "python"}
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from snakemake.logging import logger  # noqa: E402
+from ssp.captions import minicpmo_environment_warning  # noqa: E402
 from ssp.config import TRAIN_SPEED_ONLY, Config, ConfigError, require_for_dag  # noqa: E402
 from ssp.model.ssp import parse_variant  # noqa: E402
 from ssp.report import models_note, run_notes  # noqa: E402
