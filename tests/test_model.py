@@ -1,4 +1,6 @@
 """The SSP model: shapes, Eq. 2, switches, loading from folders, overfitting one batch."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -191,6 +193,56 @@ def test_models_load_from_saved_folders(tmp_path, tiny_run):
         b = dict(loaded.get_submodule(part).state_dict())
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+OLD_MASK2FORMER = Path(__file__).parent / "data" / "transformers-4.44" / "mask2former"
+
+
+def test_mask2former_saved_by_transformers_4_loads_whole(tmp_path, tiny_run, caplog):
+    """The published Mask2Former checkpoints were saved by transformers 4.x: they name Swin's
+    weights the old way and lack the final layer norm that transformers 5's Swin backbone holds
+    (and never applies to its feature maps). A tiny one saved by 4.44.2 (tests/data/transformers-4.44/
+    make.py) loads with every weight it has, and AAVS's adapters train on it."""
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from ssp.weights import WeightsError
+
+    cfg = tiny_run_config(tiny_run)
+    model_cfg = dataclasses.replace(cfg.model, mask2former=str(OLD_MASK2FORMER))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(model_cfg, raw=cfg.model.raw))
+    with caplog.at_level("INFO", logger="ssp.weights"):
+        model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="full")
+    assert "swin.layernorm.weight" in caplog.text and "transformers declares may be absent" in caplog.text
+    loaded = list(model.m2f.state_dict().values())
+    saved = load_file(OLD_MASK2FORMER / "model.safetensors")
+    remade = ("relative_position_index",   # a buffer transformers 5 rebuilds
+              "class_predictor", "criterion.empty_weight", "queries_features", "queries_embedder")  # this task's sizes
+    kept = {k: v for k, v in saved.items() if not any(r in k for r in remade)}
+    assert len(kept) > 100 and any("encoder.encoder.layers.0.blocks.0.attention.self.query" in k for k in kept)
+    for k, v in kept.items():        # under their new names (q_proj, swin.encoder, ...), the same values
+        assert any(w.shape == v.shape and torch.equal(w, v) for w in loaded), k
+    # AAVS's adapters on it: a training step runs and touches only phase 1's parameters
+    torch.manual_seed(0)
+    _, batch = _batch(tiny_run, VARIANTS["baseline"])
+    model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="adapters")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    loss, _ = video_losses(model, out, batch, binary=True, postmask_weight=0, use_postmask=False)
+    loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+    assert torch.isfinite(loss) and frozen
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    # a checkpoint missing a weight that is used stays an error
+    broken = tmp_path / "m2f-missing"
+    broken.mkdir()
+    (broken / "config.json").write_text((OLD_MASK2FORMER / "config.json").read_text())
+    del saved["model.pixel_level_module.encoder.hidden_states_norms.stage1.weight"]
+    save_file(saved, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"no weights for 1 parameter.*hidden_states_norms\.stage1\.weight"):
+        build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mask2former=str(broken))),
+                    VARIANTS["baseline"], binary=True, tune="full")
 
 
 def test_text_encoder_and_clip_load_from_the_whole_published_models(tmp_path, tiny_run):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,10 @@ def load_complete(cls, folder: str | Path, key: str, what: str | None = None, **
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"'{key}': {folder} does not load as {cls.__name__} ({reason}); it should hold "
                            f"{what}") from exc
-    missing = sorted(info.get("missing_keys") or [])
+    missing, unused = _declared_unused(model, sorted(info.get("missing_keys") or []))
+    if unused:
+        log.info("%s: %d parameter(s) not in %s, which transformers declares may be absent (unused by this "
+                 "model's outputs): %s", key, len(unused), folder, ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else ""))
     if missing:
         raise WeightsError(f"'{key}': {folder} has no weights for {len(missing)} parameter(s) of "
                            f"{type(model).__name__} (e.g. {', '.join(missing[:3])}), which would be random; "
@@ -77,3 +81,16 @@ def load_complete(cls, folder: str | Path, key: str, what: str | None = None, **
         log.warning("%s: %d parameter(s) re-initialized because this task changes their shape: %s",
                     key, len(remade), ", ".join(map(str, remade[:6])) + (" ..." if len(remade) > 6 else ""))
     return model
+
+
+def _declared_unused(model, missing: list[str]) -> tuple[list[str], list[str]]:
+    """(missing, unused): the missing keys split by the ``_keys_to_ignore_on_load_missing`` patterns
+    that transformers declares on the model's modules, each relative to its module. Checkpoints made
+    by older transformers lack such parameters: Mask2Former's Swin backbone now holds a whole
+    SwinModel whose final layer norm the backbone's feature maps never pass through (only the top
+    class's own patterns are applied by transformers, so it reports them missing)."""
+    patterns = [(f"{name}." if name else "", pattern) for name, module in model.named_modules()
+                for pattern in getattr(type(module), "_keys_to_ignore_on_load_missing", None) or ()]
+    unused = [k for k in missing if any(k.startswith(prefix) and re.search(pattern, k[len(prefix):])
+                                        for prefix, pattern in patterns)]
+    return [k for k in missing if k not in unused], unused

@@ -29,7 +29,10 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
 
     from ..weights import check_model_folder, load_complete
 
-    overrides = dict(num_labels=num_labels, num_queries=num_queries, class_weight=config["class_weight"],
+    # id2label with num_labels: the class count of this task, not the checkpoint's (ADE20K's 150)
+    names = ["background", "sounding"] if num_labels == 2 else [f"class_{i}" for i in range(num_labels)]
+    overrides = dict(num_labels=num_labels, id2label=dict(enumerate(names)), num_queries=num_queries,
+                     class_weight=config["class_weight"],
                      mask_weight=config["mask_weight"], dice_weight=config["dice_weight"],
                      no_object_weight=config["no_object_weight"], train_num_points=config["num_points"])
     if source == "random":
