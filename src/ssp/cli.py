@@ -41,6 +41,11 @@ def cmd_check_config(args) -> int:
     cfg = config_mod.load(args.config)
     config_mod.require_for_dag(cfg)
     print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
+    from .captions import minicpmo_environment_warning
+
+    note = minicpmo_environment_warning(cfg, uses_conda=False)
+    if note:
+        log.warning("%s (With --use-conda the captions rules get envs/minicpmo.yaml, and this does not apply.)", note)
     return 0
 
 
