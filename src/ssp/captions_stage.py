@@ -27,7 +27,7 @@ from .captions import parse_nouns
 from .stages import shard_rows
 from .store import Failure, ShardReader
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ssp.captions_stage")   # also when run as `python -m ssp.captions_stage`
 
 
 def _previous(partial: Path, key: dict) -> dict[str, dict]:
