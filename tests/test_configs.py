@@ -99,3 +99,59 @@ def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):
     jobs = {p[0]: int(p[1]) for p in map(str.split, out.splitlines()) if len(p) == 2 and p[1].isdigit()}
     assert jobs["train"] == 3 and jobs["evaluate"] == 2 and jobs["table1"] == 1   # stage1, baseline, full
     assert jobs["flow"] == jobs["captions"] == jobs["vggish"] == 1
+
+
+@pytest.mark.workflow
+def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
+    """configs/paper.yaml + s4.yaml run end to end with every model from a local folder in the form
+    users hold: Perceiver IO flow, a Mask2Former saved by transformers 4.x (as the published one
+    was), whole CLIP and BLIP retrieval models; AAVS's adapters through both phases. Tiny sizes,
+    an AVSBench-semantic layout written by the SynthAVS generator, captions from a file."""
+    import torch
+    from transformers import (BlipConfig, BlipForImageTextRetrieval, CLIPConfig, CLIPModel, PerceiverConfig,
+                              PerceiverForOpticalFlow)
+
+    from ssp.synthetic import generate
+
+    data = tmp_path / "AVSBench-semantic"
+    generate(data, seed=1, videos={"v1s": 8, "v1m": 0, "v2": 0}, train=0.5, val=0.25, image_size=48,
+             classes=("dog", "guitar", "car"), max_objects=2, progress=False)
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    PerceiverForOpticalFlow(PerceiverConfig(
+        num_latents=16, d_latents=32, d_model=322, num_blocks=1, num_self_attends_per_block=1,
+        num_self_attention_heads=2, num_cross_attention_heads=1, train_size=[32, 48])).save_pretrained(models / "flow")
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=99),
+                         projection_dim=16)).save_pretrained(models / "clip")
+    BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=dict(text, encoder_hidden_size=32),
+                                         projection_dim=16)).save_pretrained(models / "blip")
+    captions = tmp_path / "captions.json"
+    uids = [line.split(",")[1] for line in (data / "metadata.csv").read_text().splitlines()[1:]]
+    captions.write_text(json.dumps({u: {"a1": "a dog barks at a guitar", "a2": "dog"} for u in uids}))
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    here = write_config(tmp_path / "here.yaml", {
+        "dataset": {"root": str(data)}, "shards": {"size": 4}, "preprocess": {"image_size": 48},
+        "flow": {"perceiver": {"weights": str(models / "flow"), "batch_size": 4}}, "vggish": {"weights": "random"},
+        "captions": {"backend": "file", "file": str(captions), "model": None},
+        "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
+                  "clip": str(models / "clip"), "text_encoder": str(models / "blip"), "size": 32,
+                  "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
+                  "max_text_len": 8},
+        "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
+        "resources": {"use_gpu": False}})
+    run(["--cores", "2", "--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)], tmp_path)
+    s4 = tmp_path / "results" / "s4"
+    for variant in ("baseline", "full"):
+        metrics = json.loads((s4 / "metrics" / variant / "s4_test.json").read_text())
+        assert 0 <= metrics["miou"] <= 1 and metrics["task"] == "s4"
+        log = (s4 / "logs" / "train" / f"{variant}.log").read_text()
+        assert "adapters, phase 1" in log and "AAVS phase 2: the Swin adapters are trained too" in log
+        assert "swin.layernorm" in log and "transformers declares may be absent" in log
+    import h5py
+
+    with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the folder
+        assert json.loads(h5.attrs["params"])["backend"] == "perceiver"
+    assert "AAVS's adapters of a frozen Mask2Former" in (s4 / "report" / "summary.md").read_text()
