@@ -133,7 +133,7 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
     captions.write_text(json.dumps({u: {"a1": "a dog barks at a guitar", "a2": "dog"} for u in uids}))
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     here = write_config(tmp_path / "here.yaml", {
-        "dataset": {"root": str(data)}, "shards": {"size": 4}, "preprocess": {"image_size": 48},
+        "dataset": {"root": str(data)}, "shards": {"size": 8}, "preprocess": {"image_size": 48},
         "flow": {"perceiver": {"weights": str(models / "flow"), "batch_size": 4}}, "vggish": {"weights": "random"},
         "captions": {"backend": "file", "file": str(captions), "model": None},
         "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
