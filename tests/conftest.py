@@ -53,6 +53,15 @@ def make_config(tmp_path: Path, **sections) -> Config:
     return Config.from_dict(raw)
 
 
+def placeholder_model_folder(path: Path) -> Path:
+    """A folder that passes the config's model-folder check (config.json and a weights file) and
+    holds no loadable model: for tests that stop before anything loads."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
 def write_image(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)

@@ -416,21 +416,24 @@ def test_synthetic_backend_and_prompt_quality_knobs(tmp_path):
         len(load_scene(tmp_path, u)["sounding"]) for u in uids)
 
 
-def test_minicpm_o_environment_warning_only_where_its_code_would_meet_transformers_5(tmp_path):
+def test_minicpm_o_environment_warning_only_where_its_code_would_meet_transformers_5(tmp_path, monkeypatch):
     import sys
 
+    import ssp.captions
     from ssp.captions import minicpmo_environment_warning
     from ssp.config import Config
 
-    folder = tmp_path / "MiniCPM-o-2_6"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")
+    from conftest import placeholder_model_folder
+
+    folder = placeholder_model_folder(tmp_path / "MiniCPM-o-2_6")
     cap = {"backend": "minicpm-o", "model": str(folder), "trust_remote_code": True}
     cfg = Config.from_dict({"captions": cap})
-    assert "transformers 5" in minicpmo_environment_warning(cfg, uses_conda=False)   # 5.x here
+    monkeypatch.setattr(ssp.captions, "transformers_version", lambda: "5.24.0")
+    assert "transformers 5.24.0" in minicpmo_environment_warning(cfg, uses_conda=False)
     assert minicpmo_environment_warning(cfg, uses_conda=True) is None                # envs/minicpmo.yaml
     assert minicpmo_environment_warning(Config.from_dict({"captions": {**cap, "python": sys.executable}}),
                                         uses_conda=False) is None
     assert minicpmo_environment_warning(Config.from_dict({"captions": {"backend": "synthetic"}}),
                                         uses_conda=False) is None
+    monkeypatch.setattr(ssp.captions, "transformers_version", lambda: "4.44.2")     # MiniCPM-o's own
+    assert minicpmo_environment_warning(cfg, uses_conda=False) is None

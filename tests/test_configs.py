@@ -5,7 +5,7 @@ import json
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, placeholder_model_folder
 from ssp.cli import main
 from ssp.config import Config, ConfigError, merge, require_for_dag
 from test_workflow import run, write_config
@@ -32,9 +32,7 @@ def _pointed_at(node, tmp_path, root=None):
         if path.suffix == ".pth":
             path.write_bytes(b"")
         else:
-            path.mkdir(exist_ok=True)
-            (path / "config.json").write_text("{}")
-            (path / "model.safetensors").write_bytes(b"")
+            placeholder_model_folder(path)
         return str(path)
     return node
 

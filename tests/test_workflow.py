@@ -217,10 +217,9 @@ def test_dry_run_plans_the_demo(tmp_path):
 def test_minicpm_o_without_its_environment_is_warned_about_when_the_dag_is_built(tmp_path):
     """MiniCPM-o's code cannot import under transformers 5: a run that gives its rules neither
     envs/minicpmo.yaml (--use-conda) nor captions.python says so before anything runs."""
-    folder = tmp_path / "MiniCPM-o-2_6"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"")
+    from conftest import placeholder_model_folder
+
+    folder = placeholder_model_folder(tmp_path / "MiniCPM-o-2_6")
     captions = {"backend": "minicpm-o", "model": str(folder), "trust_remote_code": True}
     conf = write_config(tmp_path / "config.yaml", {**TINY, "captions": captions})
     proc = run(["-n", "--configfile", str(conf)], tmp_path)

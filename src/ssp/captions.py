@@ -107,23 +107,28 @@ MINICPMO_ENV_MESSAGE = (
     "the stage there (README: Text prompts).")
 
 
+def transformers_version() -> str | None:
+    """The installed transformers' version, read from its metadata (no import), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
 def minicpmo_environment_warning(cfg, *, uses_conda: bool) -> str | None:
     """What to say when a run would load MiniCPM-o's code under a transformers it cannot import with:
     backend minicpm-o, no conda environment of its own (--use-conda) and no captions.python, and
     this environment's transformers later than 4.47. A warning, not an error: a patched copy of
     MiniCPM-o's code may run on it."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from packaging.version import Version
 
     c = cfg.captions
     if c.backend != "minicpm-o" or uses_conda or c.python:
         return None
-    try:
-        installed = version("transformers")
-    except PackageNotFoundError:
-        return None
-    if Version(installed) < Version("4.48"):
+    installed = transformers_version()
+    if installed is None or Version(installed) < Version("4.48"):
         return None
     return ("captions.backend is minicpm-o, but the captions rules would run in this environment: "
             + MINICPMO_ENV_MESSAGE.format(version=installed))

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from .captions import parse_nouns
+from .captions import parse_nouns, transformers_version
 from .stages import shard_rows
 from .store import Failure, ShardReader
 
@@ -126,21 +126,14 @@ def _main(argv: list[str]) -> int:
     logs.setup(job["log"], append=True)
     try:
         cfg = Config.from_dict(job["config"])
-        log.info("captions %s: %s (transformers %s)", job["shard"], sys.executable, _transformers_version())
+        log.info("captions %s: %s (transformers %s)", job["shard"], sys.executable,
+                 transformers_version() or "not installed")
         caption_shard(cfg, job["manifest"], job["shard"], job["frames"], job["out"])
     except Exception:
         log.exception("captions %s failed in %s", job["shard"], sys.executable)
         return 1
     return 0
 
-
-def _transformers_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("transformers")
-    except PackageNotFoundError:
-        return "not installed"
 
 
 if __name__ == "__main__":
