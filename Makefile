@@ -6,7 +6,7 @@ CORES ?= 2
 # CPU build from the local wheel cache here; GPU users: see README ("Installing on a GPU machine").
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint dryrun clean minicpmo-env
+.PHONY: install demo test test-fast lint dryrun clean minicpmo-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the unit tests alone, for quick work (no Snakemake or SLURM runs); CI runs `make lint test`
+test-fast: install
+	$(BIN)/python -m pytest -m "not workflow and not slurm" $(PYTEST_ARGS)
+
 lint: install
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 
 dryrun: install

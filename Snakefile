@@ -30,23 +30,23 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets,
-    default_target: True
 
 
 rule ablations:
     input:
-        RUN / "report" / "ablations.md",
+        L.report("ablations.md"),
 
 
 rule postmask_sweep:
     input:
-        RUN / "report" / "postmask_sweep.md",
-        RUN / "figures" / "postmask_sweep.png",
+        L.report("postmask_sweep.md"),
+        L.figure("postmask_sweep"),
 
 
 rule prompt_study:
     input:
-        RUN / "report" / "prompt_study.md",
-        RUN / "figures" / "prompt_study.png",
+        L.report("prompt_study.md"),
+        L.figure("prompt_study"),

@@ -37,7 +37,7 @@ import time
 import numpy as np
 import torch
 
-from ssp.flow import FLOW_SCALE_FACTOR, DISFlow, FarnebackFlow, PerceiverFlow, image_patches
+from ssp.flow.estimators import FLOW_SCALE_FACTOR, DISFlow, FarnebackFlow, PerceiverFlow, image_patches
 
 PUBLISHED = dict(num_latents=2048, d_latents=512, d_model=322, num_blocks=1, num_self_attends_per_block=24,
                  num_self_attention_heads=16, num_cross_attention_heads=1, train_size=[368, 496])
@@ -207,7 +207,8 @@ def main() -> None:
     args = ap.parse_args()
     hf_pairs = args.hf_pairs or args.pairs
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    machine = torch.cuda.get_device_name(0) if device == "cuda" else f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads"
+    cpu = f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads"
+    machine = torch.cuda.get_device_name(0) if device == "cuda" else cpu
     torch.backends.cudnn.allow_tf32 = False   # fp32 means fp32 (the matmul default is already full precision)
     torch.backends.cuda.matmul.allow_tf32 = False
     rng = np.random.default_rng(0)

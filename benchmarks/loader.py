@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from ssp.audio.vggish import log_mel_examples  # noqa: E402
 from ssp.config import load  # noqa: E402
-from ssp.data import VideoDataset, collate, loader_collate, unpack_shared  # noqa: E402
-from ssp.datasets import read_manifest  # noqa: E402
-from ssp.media import read_mask, resize_image  # noqa: E402
-from ssp.vggish import log_mel_examples  # noqa: E402
+from ssp.datasets.manifest import read_manifest  # noqa: E402
+from ssp.engine.data import VideoDataset, collate, loader_collate, unpack_shared  # noqa: E402
+from ssp.io.media import read_mask, resize_image  # noqa: E402
 
 
 class RawLayoutDataset(Dataset):
@@ -63,9 +63,9 @@ def rate(ds, workers: int, epochs: int, collate_fn, batch: int) -> float:
 
 
 def step_time(cfg, ds) -> float:
-    from ssp.losses import video_losses
-    from ssp.model.ssp import VARIANTS
-    from ssp.train import build_model, model_inputs, to_device
+    from ssp.engine.loop import build_model, model_inputs, to_device
+    from ssp.engine.losses import video_losses
+    from ssp.variants import VARIANTS
 
     model = build_model(cfg, VARIANTS["premask_postmask"], binary=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -1,4 +1,4 @@
-"""Scoring speed: the AVSBench metrics as ``ssp.metrics`` counts them (histograms) against the
+"""Scoring speed: the AVSBench metrics as ``ssp.evaluation.metrics`` counts them (histograms) against the
 same metrics written out as defined (every pixel against every threshold, class by class;
 ``tests/metrics_reference.py``), on the same random inputs. Prints JSON lines.
 
@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from metrics_reference import reference_fscore, reference_semantic  # noqa: E402
-from ssp.metrics import SemanticAccumulator, binary_fscore_batch  # noqa: E402
+
+from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch  # noqa: E402
 
 
 def best_ms(fn, repeats: int) -> float:

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ssp.config import Config  # noqa: E402
-from ssp.datasets import build_manifest, write_manifest  # noqa: E402
-from ssp.synthetic import LABELS  # noqa: E402
+from ssp.datasets.manifest import build_manifest, write_manifest  # noqa: E402
+from ssp.datasets.synthavs import LABELS  # noqa: E402
 
 SIZES = {"v1s": 4932, "v1m": 424, "v2": 7000}
 

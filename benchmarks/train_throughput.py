@@ -2,8 +2,8 @@
 
   aavs      : the reference recipe: fp32, one video per step, AdamW (for-each), NCHW, and the
               Hugging Face Mask2Former loss computed video by video
-  ours-...  : ``ssp.train.training_setup`` + ``train_step``, exactly what the trainer runs: bf16
-              autocast and fused AdamW on CUDA, the batched loss (``ssp.criterion``), ``--batch``
+  ours-...  : ``ssp.engine.loop.training_setup`` + ``train_step``, exactly what the trainer runs: bf16
+              autocast and fused AdamW on CUDA, the batched loss (``ssp.engine.criterion``), ``--batch``
               videos per step; then with channels-last, then (``--compile``) torch.compile
 
 Prints one JSON line per setting (videos per second over ``--steps`` steps after warm-up) and the
@@ -35,14 +35,25 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))   # the Hugging Face reference loss (the AAVS recipe's)
+
+from references.hf_loss import reference_avs_losses  # noqa: E402
 
 from ssp.config import Config  # noqa: E402
-from ssp.data import collate  # noqa: E402
-from ssp.datasets import read_manifest  # noqa: E402
-from ssp.losses import reference_avs_losses, video_losses  # noqa: E402
-from ssp.model.ssp import VARIANTS  # noqa: E402
-from ssp.train import (build_model, clip_gradients, make_dataset, model_inputs, select, to_device,  # noqa: E402
-                       train_step, training_setup)
+from ssp.datasets.manifest import read_manifest  # noqa: E402
+from ssp.engine.data import collate  # noqa: E402
+from ssp.engine.loop import (  # noqa: E402
+    build_model,
+    clip_gradients,
+    make_dataset,
+    model_inputs,
+    select,
+    to_device,
+    train_step,
+    training_setup,
+)
+from ssp.engine.losses import video_losses  # noqa: E402
+from ssp.variants import VARIANTS  # noqa: E402
 
 PAPER_MODEL_KEYS = ("size", "num_queries", "hidden_dim", "encoder_layers", "decoder_layers", "heads", "backbone",
                     "clip_config", "text_config", "max_text_len")
@@ -204,7 +215,8 @@ def phase_breakdown(cfg: Config, ds, setting: dict, *, steps: int, device, profi
             marks = step_phases(fwd, model, opt, b, ac, t, setting, 0, lambda: counter.ops)
         out.update({f"{k}_ops": z - a for k, a, z in zip(PHASES, marks, marks[1:])})
     if profile is not None:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with torch_profile(activities=acts) as prof:

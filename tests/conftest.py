@@ -126,8 +126,8 @@ def object_ms3_root(tmp_path) -> Path:
 @pytest.fixture
 def semantic_root(tmp_path) -> Path:
     """AVSBench-semantic: a v1s train video (one mask), a v1m val video and a v2 test video."""
-    from ssp.palette import colorize
-    from ssp.synthetic import LABELS
+    from ssp.datasets.synthavs import LABELS
+    from ssp.io.palette import colorize
 
     root = tmp_path / "avsbench_semantic"
     rows = [("vidA", "vidA_0", "0", "0", "dog", "train", "v1s"),
@@ -181,13 +181,10 @@ def tiny_run_config(tmp_path: Path, **train) -> Config:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A SynthAVS run with every preprocessing stage done, for model and trainer tests."""
-    from ssp.captions import SyntheticCaptions
-    from ssp.captions_stage import run_captions
-    from ssp.datasets import build_manifest, shards_of, write_manifest
-    from ssp.flow_stage import run_flow, run_flow_mask
-    from ssp.stages import run_audio, run_frames, run_masks
-    from ssp.synthetic import generate
-    from ssp.vggish_stage import run_vggish
+    from ssp.datasets.manifest import build_manifest, shards_of, write_manifest
+    from ssp.datasets.synthavs import generate
+    from ssp.layout import RunLayout
+    from ssp.stages import STAGES
 
     tmp = tmp_path_factory.mktemp("run")
     cfg = tiny_run_config(tmp)
@@ -195,15 +192,10 @@ def tiny_run(tmp_path_factory):
     generate(cfg.dataset_root, seed=0, videos={"v1s": 4, "v1m": 4, "v2": 2}, train=0.5, val=0.25,
              image_size=48, classes=s.classes, max_objects=3, progress=False)
     df = build_manifest(cfg)
-    run = cfg.run_dir
-    write_manifest(df, run / "manifest.csv")
+    layout = RunLayout.of(cfg)
+    write_manifest(df, layout.manifest)
     for sh in shards_of(df):
-        run_frames(df, sh, run / "frames" / f"{sh}.h5", cfg)
-        run_masks(df, sh, run / "masks" / f"{sh}.h5", cfg)
-        run_audio(df, sh, run / "audio" / f"{sh}.h5", cfg)
-        run_vggish(df, sh, run / "audio" / f"{sh}.h5", run / "vggish" / f"{sh}.h5", cfg)
-        run_flow(df, sh, run / "frames" / f"{sh}.h5", run / "flow" / f"{sh}.h5", cfg)
-        run_flow_mask(df, sh, run / "flow" / f"{sh}.h5", run / "flow_mask" / f"{sh}.h5", cfg)
-        run_captions(df, sh, run / "frames" / f"{sh}.h5", run / "captions" / f"{sh}.jsonl",
-                     SyntheticCaptions(cfg.dataset_root))
+        for stage in STAGES.values():   # every stage, in the order the data flows (synthetic captions)
+            source = layout.shard(stage.source, sh) if stage.source else None
+            stage.run(cfg, layout.manifest, sh, layout.shard(stage.name, sh), source)
     return tmp

@@ -1,9 +1,9 @@
 """The command line: one SynthAVS run, stage by stage and shard by shard, as a user re-runs one."""
 import yaml
 
-from ssp.captions_stage import read_captions
 from ssp.cli import SHARD_STAGES, main
-from ssp.store import ShardReader
+from ssp.io.store import ShardReader
+from ssp.stages.captions import read_captions
 
 
 def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):

@@ -21,27 +21,19 @@ import logging
 import sys
 from pathlib import Path
 
-from . import config as config_mod
-from . import logs
+from ssp import config as config_mod
+from ssp.io import logs
+from ssp.layout import RunLayout
+from ssp.stages import STAGES
 
 log = logging.getLogger("ssp")
-
-
-def paths(cfg: config_mod.Config) -> dict[str, Path]:
-    """Where each artifact of a dataset run lives (the Snakefile uses the same layout)."""
-    run = cfg.run_dir
-    return {"data": cfg.dataset_root, "manifest": run / "manifest.csv",
-            "frames": run / "frames", "audio": run / "audio", "masks": run / "masks",
-            "flow": run / "flow", "flow_mask": run / "flow_mask", "vggish": run / "vggish",
-            "captions": run / "captions",
-            "summary_csv": run / "report" / "skipped.csv", "summary_md": run / "report" / "summary.md"}
 
 
 def cmd_check_config(args) -> int:
     cfg = config_mod.load(args.config)
     config_mod.require_for_dag(cfg)
     print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
-    from .captions import minicpmo_environment_warning
+    from ssp.prompts.captioners import minicpmo_environment_warning
 
     note = minicpmo_environment_warning(cfg, uses_conda=False)
     if note:
@@ -50,11 +42,11 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .synthetic import generate
+    from ssp.datasets.synthavs import generate
 
     cfg = config_mod.load(args.config)
     s = cfg.synthetic
-    out = Path(args.out) if args.out else paths(cfg)["data"]
+    out = Path(args.out) if args.out else RunLayout.of(cfg).data
     n = generate(out, seed=s.seed, videos={"v1s": s.videos.v1s, "v1m": s.videos.v1m, "v2": s.videos.v2},
                  train=s.split_fractions.train, val=s.split_fractions.val, image_size=s.image_size,
                  classes=s.classes, max_objects=s.max_objects)
@@ -63,94 +55,72 @@ def cmd_synth(args) -> int:
 
 
 def cmd_manifest(args) -> int:
-    from .datasets import build_manifest, shards_of, write_manifest
+    from ssp.datasets.manifest import build_manifest, shards_of, write_manifest
 
     cfg = config_mod.load(args.config)
     df = build_manifest(cfg)
-    out = Path(args.out) if args.out else paths(cfg)["manifest"]
+    out = Path(args.out) if args.out else RunLayout.of(cfg).manifest
     write_manifest(df, out)
     log.info("manifest: %d videos in %d shards -> %s", len(df), len(shards_of(df)), out)
     return 0
 
 
-SHARD_STAGES = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
-
-
-def shard_path(p: dict[str, Path], stage: str, shard: str) -> Path:
-    """One shard's output file of a stage in the run layout ``paths()`` gives (captions are JSONL)."""
-    return p[stage] / f"{shard}.{'jsonl' if stage == 'captions' else 'h5'}"
-
-
-def _shard_stage(name: str):
-    """(the stage it reads, or None for the dataset itself; its run function) for one of SHARD_STAGES
-    but captions (``caption_shard``, which may run in another interpreter)."""
-    from .stages import STAGES
-
-    if name in STAGES:
-        return None, STAGES[name]
-    if name == "vggish":       # imports torch, which the preprocessing environment has not
-        from .vggish_stage import run_vggish
-
-        return "audio", run_vggish
-    from .flow_stage import run_flow, run_flow_mask
-
-    return {"flow": ("frames", run_flow), "flow_mask": ("flow", run_flow_mask)}[name]
+SHARD_STAGES = tuple(STAGES)
 
 
 def cmd_stage(args) -> int:
-    from .datasets import read_manifest
-
     cfg = config_mod.load(args.config)
-    p = paths(cfg)
-    out = Path(args.out) if args.out else shard_path(p, args.stage, args.shard)
-    if args.stage == "captions":   # in this process, or in captions.python's interpreter
-        from .captions_stage import caption_shard
-
-        caption_shard(cfg, args.manifest or p["manifest"], args.shard, shard_path(p, "frames", args.shard), out)
-        return 0
-    manifest = read_manifest(args.manifest or p["manifest"])
-    source, run = _shard_stage(args.stage)
-    sources = [] if source is None else [shard_path(p, source, args.shard)]
-    run(manifest, args.shard, *sources, out, cfg)
+    layout = RunLayout.of(cfg)
+    stage = STAGES[args.stage]
+    out = Path(args.out) if args.out else layout.shard(stage.name, args.shard)
+    source = layout.shard(stage.source, args.shard) if stage.source else None
+    stage.run(cfg, args.manifest or layout.manifest, args.shard, out, source)
     return 0
 
 
 def cmd_summary(args) -> int:
-    from .datasets import read_manifest, shards_of
-    from .report import run_notes, write_summary
+    from ssp.datasets.manifest import read_manifest, shards_of
+    from ssp.reporting.summary import run_notes, write_summary
 
     cfg = config_mod.load(args.config)
-    p = paths(cfg)
-    manifest = read_manifest(p["manifest"])
-    stage_shards = {s: [shard_path(p, s, sh) for sh in shards_of(manifest)] for s in SHARD_STAGES}
-    failures = write_summary(stage_shards, len(manifest), p["summary_csv"], p["summary_md"], notes=run_notes(cfg))
-    print(p["summary_md"].read_text())
+    layout = RunLayout.of(cfg)
+    manifest = read_manifest(layout.manifest)
+    stage_shards = {s: layout.shards(s, shards_of(manifest)) for s in STAGES}
+    failures = write_summary(stage_shards, len(manifest), layout.skipped_csv, layout.summary_md, notes=run_notes(cfg))
+    print(layout.summary_md.read_text())
     return 0 if not args.strict or not failures else 1
 
 
+def _run_captions(cfg, layout: RunLayout) -> list[Path]:
+    return sorted(layout.stage_dir("captions").glob("*.jsonl"))
+
+
 def cmd_train(args) -> int:
-    from .train_job import run_training
+    from ssp.engine.jobs import run_training
 
     cfg = config_mod.load(args.config)
-    out = Path(args.out) if args.out else cfg.run_dir / "train" / args.variant
-    captions = args.captions if args.captions is not None else sorted((cfg.run_dir / "captions").glob("*.jsonl"))
-    run_training(cfg, args.variant, out, captions_files=captions, max_steps=args.max_steps)
+    layout = RunLayout.of(cfg)
+    out = Path(args.out) if args.out else layout.train_dir(args.variant)
+    captions = args.captions if args.captions is not None else _run_captions(cfg, layout)
+    inputs = json.loads(Path(args.inputs).read_text()) if args.inputs else None
+    run_training(cfg, args.variant, out, captions_files=captions, max_steps=args.max_steps, inputs=inputs)
     return 0
 
 
 def cmd_predict(args) -> int:
-    from .train_job import run_prediction
+    from ssp.engine.jobs import run_prediction
 
     cfg = config_mod.load(args.config)
-    weights = Path(args.weights) if args.weights else cfg.models_dir / "train" / args.variant / "model.pt"
-    out = Path(args.out) if args.out else cfg.run_dir / "predictions" / args.variant / f"{args.split}.h5"
-    run_prediction(cfg, args.variant, args.split, weights, out,
-                   captions_files=sorted((cfg.run_dir / "captions").glob("*.jsonl")), stage1=args.stage1)
+    layout = RunLayout.of(cfg)
+    weights = Path(args.weights) if args.weights else layout.model(args.variant)
+    out = Path(args.out) if args.out else layout.predictions(args.variant, args.split)
+    run_prediction(cfg, args.variant, args.split, weights, out, captions_files=_run_captions(cfg, layout),
+                   stage1=args.stage1)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import EvaluationError, evaluate, write
+    from ssp.evaluation.scoring import EvaluationError, evaluate, write
 
     try:
         result = evaluate(args.task, args.root, args.predictions, args.split, args.allow_missing)
@@ -164,7 +134,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_table1(args) -> int:
-    from .tables import run_metric_files, run_variants, settings_table
+    from ssp.reporting.tables import run_metric_files, run_variants, settings_table
 
     variants = args.variants or run_variants(args.runs)
     files = [f for run in args.runs for f in run_metric_files(run, variants, args.split)]
@@ -200,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p.add_argument("--captions", nargs="*", help="caption JSONL files (default: the run's)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
+    p.add_argument("--inputs", help="JSON of the shard files to read (manifest, frames, masks, ...; default: the run's)")
     p = add("predict", cmd_predict, "write a variant's predictions on a split")
     p.add_argument("--variant", required=True)
     p.add_argument("--split", default="test")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import typing
@@ -24,9 +25,41 @@ class ConfigError(ValueError):
     """config.yaml is invalid; the message names the key and the reason."""
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("ssp").joinpath("resources/config.schema.yaml").read_text()
+
+
 def schema() -> dict:
-    text = resources.files("ssp").joinpath("resources/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return yaml.safe_load(_schema_text())
+
+
+def marked(mark: str, section: str) -> frozenset[str]:
+    """The keys of a config section (``train``, ``flow.perceiver``) that carry ``mark`` in the schema.
+
+    The schema says once which settings change an output: ``x-speed-only`` keys change no output
+    file (speed, where a stage runs, which variants a run trains), ``x-selection-only`` keys choose
+    among trained epochs without changing them. The rules' params, the checkpoint fingerprint and
+    the docs derive from these marks.
+    """
+    node = schema()
+    for part in section.split("."):
+        node = node["properties"][part]
+    return frozenset(k for k, sub in node["properties"].items() if sub.get(mark))
+
+
+def output_settings(raw: dict, section: str) -> dict:
+    """A config section's values without its speed-only keys: what a rule's params hold, so that a
+    change of any of them, and only of them, re-runs the rule."""
+    speed = marked("x-speed-only", section)
+    return {k: v for k, v in raw.items() if k not in speed}
+
+
+def changes_weights(train: dict) -> dict:
+    """The ``train`` settings a checkpoint's fingerprint holds: those that change the trained weights
+    (not the speed-only ones, nor ``x-selection-only`` ones such as ``select``)."""
+    drop = marked("x-speed-only", "train") | marked("x-selection-only", "train")
+    return {k: v for k, v in train.items() if k not in drop}
 
 
 def _with_defaults(validator_cls):
@@ -74,7 +107,7 @@ def _check_semantics(cfg: dict) -> None:
         if not Path(ds["root"]).is_dir():
             raise ConfigError(f"'dataset.root': folder {ds['root']!r} does not exist")
     if cfg["flow"]["backend"] == "perceiver":
-        from .weights import WeightsError, check_model_folder
+        from ssp.io.weights import WeightsError, check_model_folder
 
         try:
             check_model_folder(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights")
@@ -88,10 +121,10 @@ def _check_semantics(cfg: dict) -> None:
     if cap["backend"] == "file" and not (cap["file"] and Path(cap["file"]).is_file()):
         raise ConfigError(f"'captions.file': caption file {cap['file']!r} does not exist")
     if cap["backend"] in ("minicpm-o", "hf-vlm"):
-        from .weights import WeightsError, check_model_folder
+        from ssp.io.weights import WeightsError, check_model_folder
 
         if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"]:
-            from .captions import TRUST_MESSAGE
+            from ssp.prompts.captioners import TRUST_MESSAGE
 
             raise ConfigError(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}")
         try:
@@ -229,14 +262,6 @@ class ModelConfig:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
 
-# train settings that change neither the trained weights nor the training logs: a change re-trains
-# nothing (the Snakefile leaves them out of the train rule's params, checkpoints out of their fingerprint)
-TRAIN_SPEED_ONLY = ("variants", "num_workers", "checkpoint_every", "channels_last", "compile")
-# train settings that choose among the trained epochs without changing them (out of the checkpoint's
-# fingerprint: a change resumes the finished run, which selects again)
-TRAIN_SELECTION_ONLY = ("select",)
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     task: str
@@ -352,8 +377,8 @@ def _check_network_weights(cfg: Config) -> None:
     """The network's local folders (model.*), checked when the DAG is built rather than when a train
     job starts hours later: every folder named must hold its files, and the models this run builds
     (a folder of videos without predict.models_from builds none) must have a source."""
-    from .model.ssp import VARIANTS
-    from .weights import HOLDS, WeightsError, check_model_folder
+    from ssp.io.weights import HOLDS, WeightsError, check_model_folder
+    from ssp.variants import VARIANTS
 
     builds = not (cfg.dataset.layout == "videos" and cfg.predict.models_from is None)
     text = any(VARIANTS[v].text != "none" for v in cfg.train.variants)   # the schema's enum of presets

@@ -1,25 +1,26 @@
 # Scoring: metrics.json per variant, task and split, and the Table-2 style comparison.
+# The tables need no torch: they run in the preprocessing environment.
 
 
 rule evaluate:
     input:
-        manifest=RUN / "manifest.csv",
-        predictions=RUN / "predictions" / "{variant}" / "{split}.h5",
+        manifest=L.manifest,
+        predictions=L.predictions("{variant}", "{split}"),
     output:
-        RUN / "metrics" / "{variant}" / "{task}_{split}.json",
+        L.metrics("{variant}", "{task}", "{split}"),
+    log:
+        L.log("evaluate", "{variant}_{task}_{split}"),
     wildcard_constraints:
         task="s4|ms3|avss",
         split="train|val|test",
-    params:
-        root=DATA,
-    log:
-        RUN / "logs" / "evaluate" / "{variant}_{task}_{split}.log",
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        root=DATA,
     script:
         "../scripts/evaluate.py"
 
@@ -28,25 +29,31 @@ rule table:
     """Table 2 of the configured variants (table2), and each study's table: ours beside the
     published figures of studies.reference, when set."""
     input:
-        metrics=lambda wc: [RUN / "metrics" / v / f"{t}_{s}.json" for v in STUDIES[wc.study]
-                            for t in eval_tasks() for s in ("val", "test")],
+        metrics=lambda wc: [
+            L.metrics(v, t, s)
+            for v in STUDIES[wc.study]
+            for t in eval_tasks()
+            for s in ("val", "test")
+        ],
         reference=REFERENCE,
     output:
-        md=report(RUN / "report" / "{study}.md", category="Results", labels={"table": "{study}"}),
-        csv=RUN / "report" / "{study}.csv",
+        md=report(
+            L.report("{study}.md"), category="Results", labels={"table": "{study}"}
+        ),
+        csv=L.report("{study}.csv"),
+    log:
+        L.log("{study}"),
     wildcard_constraints:
         study="|".join(STUDIES),
-    params:
-        variants=lambda wc: STUDIES[wc.study],
-        note=study_note,
-    log:
-        RUN / "logs" / "{study}.log",
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        variants=lambda wc: STUDIES[wc.study],
+        note=study_note,
     script:
         "../scripts/table.py"
 
@@ -54,22 +61,22 @@ rule table:
 rule study_figure:
     """A study's table as the paper plots it: Fig. 5 (post-mask weight), Fig. 7 (Q1 wording)."""
     input:
-        RUN / "report" / "{study}.csv",
+        L.report("{study}.csv"),
     output:
-        report(RUN / "figures" / "{study}.png", category="Figures", caption="../report/study.rst"),
+        report(L.figure("{study}"), category="Figures", caption="../report/study.rst"),
+    log:
+        L.log("{study}_figure"),
     wildcard_constraints:
         study="postmask_sweep|prompt_study",
-    params:
-        chosen_weight=CFG.train.postmask_weight,
-        note=study_note,
-    log:
-        RUN / "logs" / "{study}_figure.log",
+    conda:
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        chosen_weight=CFG.train.postmask_weight,
+        note=study_note,
     script:
         "../scripts/study_figure.py"
 
@@ -80,18 +87,18 @@ rule table1:
         metrics=table1_metrics,
         reference=REFERENCE,
     output:
-        md=report(RUN / "report" / "table1.md", category="Results", labels={"table": "table1"}),
-        csv=RUN / "report" / "table1.csv",
-    params:
-        variants=list(CFG.train.variants),
+        md=report(L.report("table1.md"), category="Results", labels={"table": "table1"}),
+        csv=L.report("table1.csv"),
     log:
-        RUN / "logs" / "table1.log",
+        L.log("table1"),
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        variants=list(CFG.train.variants),
     script:
         "../scripts/table1.py"
 
@@ -100,22 +107,28 @@ rule figures:
     input:
         unpack(figure_inputs),
     output:
-        qualitative=report(RUN / "figures" / "qualitative.png", category="Figures",
-                           caption="../report/qualitative.rst"),
-        curves=report(RUN / "figures" / "training_curves.png", category="Figures",
-                      caption="../report/curves.rst"),
+        qualitative=report(
+            L.figure("qualitative"),
+            category="Figures",
+            caption="../report/qualitative.rst",
+        ),
+        curves=report(
+            L.figure("training_curves"),
+            category="Figures",
+            caption="../report/curves.rst",
+        ),
+    log:
+        L.log("figures"),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         variant=FIGURE_VARIANT,
         split=lambda wc: figure_split(),
         videos=config["flow"]["figures"],
         premask_test=config["train"]["premask_test"],
-    log:
-        RUN / "logs" / "figures.log",
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/figures.py"

@@ -3,66 +3,69 @@
 
 rule flow:
     input:
-        manifest=RUN / "manifest.csv",
-        frames=RUN / "frames" / "{shard}.h5",
+        manifest=L.manifest,
+        frames=L.shard("frames", "{shard}"),
     output:
-        RUN / "flow" / "{shard}.h5",
-    params:
-        backend=flow_params(),
+        L.shard("flow", "{shard}"),
     log:
-        RUN / "logs" / "flow" / "{shard}.log",
+        L.log("flow", "{shard}"),
     benchmark:
-        RUN / "benchmarks" / "flow" / "{shard}.tsv"
+        L.benchmark("flow", "{shard}")
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=GPU if CFG.flow.backend == "perceiver" else 0,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        backend=flow_params(),
     script:
         "../scripts/flow.py"
 
 
 rule flow_mask:
     input:
-        manifest=RUN / "manifest.csv",
-        flow=RUN / "flow" / "{shard}.h5",
+        manifest=L.manifest,
+        flow=L.shard("flow", "{shard}"),
     output:
-        RUN / "flow_mask" / "{shard}.h5",
-    params:
-        mask={k: config["flow"][k] for k in ("gray", "min_magnitude", "binarize", "threshold", "min_blob")},
+        L.shard("flow_mask", "{shard}"),
     log:
-        RUN / "logs" / "flow_mask" / "{shard}.log",
+        L.log("flow_mask", "{shard}"),
     benchmark:
-        RUN / "benchmarks" / "flow_mask" / "{shard}.tsv"
+        L.benchmark("flow_mask", "{shard}")
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        mask={
+            k: config["flow"][k]
+            for k in ("gray", "min_magnitude", "binarize", "threshold", "min_blob")
+        },
     script:
         "../scripts/flow_mask.py"
 
 
 rule flow_figure:
     input:
-        manifest=RUN / "manifest.csv",
-        frames=lambda wc: RUN / "frames" / f"{shards()[0]}.h5",
-        flow=lambda wc: RUN / "flow" / f"{shards()[0]}.h5",
-        flow_mask=lambda wc: RUN / "flow_mask" / f"{shards()[0]}.h5",
+        manifest=L.manifest,
+        frames=lambda wc: L.shard("frames", shards()[0]),
+        flow=lambda wc: L.shard("flow", shards()[0]),
+        flow_mask=lambda wc: L.shard("flow_mask", shards()[0]),
     output:
-        report(RUN / "figures" / "flow.png", category="Flow", caption="../report/flow.rst"),
-    params:
-        figures=config["flow"]["figures"],
+        report(L.figure("flow"), category="Flow", caption="../report/flow.rst"),
     log:
-        RUN / "logs" / "flow_figure.log",
+        L.log("flow_figure"),
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        figures=config["flow"]["figures"],
     script:
         "../scripts/flow_figure.py"

@@ -5,17 +5,17 @@ checkpoint manifest:
     input:
         dataset_inputs,
     output:
-        manifest=RUN / "manifest.csv",
-    params:
-        dataset=config["dataset"],
-        shards=config["shards"],
+        manifest=L.manifest,
     log:
-        RUN / "logs" / "manifest.log",
+        L.log("manifest"),
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        dataset=config["dataset"],
+        shards=config["shards"],
     script:
         "../scripts/manifest.py"

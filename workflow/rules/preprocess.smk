@@ -3,20 +3,20 @@
 
 rule preprocess:
     input:
-        manifest=RUN / "manifest.csv",
+        manifest=L.manifest,
     output:
-        RUN / "{stage}" / "{shard}.h5",
-    params:
-        preprocess=config["preprocess"],
+        L.shard("{stage}", "{shard}"),
     log:
-        RUN / "logs" / "{stage}" / "{shard}.log",
+        L.log("{stage}", "{shard}"),
     benchmark:
-        RUN / "benchmarks" / "{stage}" / "{shard}.tsv"
+        L.benchmark("{stage}", "{shard}")
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        preprocess=config["preprocess"],
     script:
         "../scripts/preprocess.py"

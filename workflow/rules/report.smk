@@ -3,26 +3,21 @@
 
 rule summary:
     input:
-        manifest=RUN / "manifest.csv",
-        frames=shard_files("frames"),
-        audio=shard_files("audio"),
-        masks=shard_files("masks"),
-        flow=shard_files("flow"),
-        flow_mask=shard_files("flow_mask"),
-        vggish=shard_files("vggish"),
-        captions=shard_files("captions", "jsonl"),
+        unpack(stage_shards),
+        manifest=L.manifest,
     output:
-        csv=report(RUN / "report" / "skipped.csv", category="Run", labels={"table": "skipped videos"}),
-        md=RUN / "report" / "summary.md",
-    params:
-        notes=SUMMARY_NOTES,
+        csv=report(L.skipped_csv, category="Run", labels={"table": "skipped videos"}),
+        md=L.summary_md,
     log:
-        RUN / "logs" / "summary.log",
+        L.log("summary"),
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        notes=SUMMARY_NOTES,
+        stages=list(STAGES),
     script:
         "../scripts/summary.py"

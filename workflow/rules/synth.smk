@@ -5,17 +5,17 @@ rule synth:
     output:
         metadata=DATA / "metadata.csv",
         labels=DATA / "label2idx.json",
-    params:
-        synthetic=config["synthetic"],
     log:
-        RUN / "logs" / "synth.log",
+        L.log("synth"),
     benchmark:
-        RUN / "benchmarks" / "synth.tsv"
+        L.benchmark("synth")
+    conda:
+        "../../envs/preprocess.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/preprocess.yaml"
+    params:
+        synthetic=config["synthetic"],
     script:
         "../scripts/synth.py"

@@ -8,22 +8,22 @@ rule train:
     input:
         unpack(training_inputs),
     output:
-        model=RUN / "train" / "{variant}" / "model.pt",
-        metrics=RUN / "train" / "{variant}" / "metrics.csv",
-    params:
-        model=config["model"],
-        train=train_params(),
+        model=L.train_dir("{variant}") / "model.pt",
+        metrics=L.train_dir("{variant}") / "metrics.csv",
     log:
-        RUN / "logs" / "train" / "{variant}.log",
+        L.log("train", "{variant}"),
     benchmark:
-        RUN / "benchmarks" / "train" / "{variant}.tsv"
+        L.benchmark("train", "{variant}")
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=16000,
         runtime=1440,
         gpu=GPU * CFG.train.gpus,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        model=config["model"],
+        train=params_of("train"),
     script:
         "../scripts/train.py"
 
@@ -34,20 +34,20 @@ rule predict:
         model=model_file,
         stage1=stage1_of,
     output:
-        h5=RUN / "predictions" / "{variant}" / "{split}.h5",
-        png=directory(RUN / "predictions" / "{variant}" / "{split}_png"),
-    params:
-        model=lambda wc: str(model_file(wc)),  # another run's models (predict.models_from) re-predict
+        h5=L.predictions("{variant}", "{split}"),
+        png=directory(L.prediction_pngs("{variant}", "{split}")),
     log:
-        RUN / "logs" / "predict" / "{variant}_{split}.log",
+        L.log("predict", "{variant}_{split}"),
     benchmark:
-        RUN / "benchmarks" / "predict" / "{variant}_{split}.tsv"
+        L.benchmark("predict", "{variant}_{split}")
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=GPU,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        model=lambda wc: str(model_file(wc)),  # another run's models (predict.models_from) re-predict
     script:
         "../scripts/predict.py"

@@ -3,22 +3,22 @@
 
 rule vggish:
     input:
-        manifest=RUN / "manifest.csv",
-        audio=RUN / "audio" / "{shard}.h5",
+        manifest=L.manifest,
+        audio=L.shard("audio", "{shard}"),
     output:
-        RUN / "vggish" / "{shard}.h5",
-    params:
-        vggish=config["vggish"],
+        L.shard("vggish", "{shard}"),
     log:
-        RUN / "logs" / "vggish" / "{shard}.log",
+        L.log("vggish", "{shard}"),
     benchmark:
-        RUN / "benchmarks" / "vggish" / "{shard}.tsv"
+        L.benchmark("vggish", "{shard}")
+    conda:
+        "../../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=6000,
         runtime=60,
         gpu=GPU,
-    conda:
-        "../../envs/torch.yaml"
+    params:
+        vggish=params_of("vggish"),
     script:
         "../scripts/vggish.py"

@@ -1,14 +1,14 @@
-"""Rule figures: snakemake -> ssp.figures (qualitative sheet, training curves)."""
+"""Rule figures: snakemake -> ssp.reporting.figures (qualitative sheet, training curves)."""
 import sys
 from pathlib import Path
 
 # src/ on the path: conda envs carry the dependencies, not the package itself.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
 
-from ssp import logs  # noqa: E402
-from ssp.datasets import read_manifest  # noqa: E402
-from ssp.figures import qualitative, training_curves  # noqa: E402
-from ssp.store import ShardedStore, ShardReader  # noqa: E402
+from ssp.datasets.manifest import read_manifest  # noqa: E402
+from ssp.io import logs  # noqa: E402
+from ssp.io.store import ShardedStore, ShardReader  # noqa: E402
+from ssp.reporting.figures import qualitative, training_curves  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 inp, par = snakemake.input, snakemake.params  # noqa: F821

@@ -1,16 +1,15 @@
-"""Rule preprocess: snakemake -> ssp.stages.run_<stage> for one shard."""
+"""Rule preprocess: snakemake -> the frames, audio or masks stage (ssp.stages.STAGES) for one shard."""
 import sys
 from pathlib import Path
 
 # src/ on the path: conda envs carry the dependencies, not the package itself.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
 
-from ssp import logs  # noqa: E402
 from ssp.config import Config  # noqa: E402
-from ssp.datasets import read_manifest  # noqa: E402
+from ssp.io import logs  # noqa: E402
 from ssp.stages import STAGES  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
-STAGES[snakemake.wildcards.stage](  # noqa: F821
-    read_manifest(snakemake.input.manifest), snakemake.wildcards.shard,  # noqa: F821
-    snakemake.output[0], Config.from_dict(snakemake.config))  # noqa: F821
+STAGES[snakemake.wildcards.stage].run(  # noqa: F821
+    Config.from_dict(snakemake.config), snakemake.input.manifest, snakemake.wildcards.shard,  # noqa: F821
+    snakemake.output[0], None)  # noqa: F821

@@ -1,13 +1,13 @@
-"""Rule synth: snakemake -> ssp.synthetic.generate."""
+"""Rule synth: snakemake -> ssp.datasets.synthavs.generate."""
 import sys
 from pathlib import Path
 
 # src/ on the path: conda envs carry the dependencies, not the package itself.
 sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
 
-from ssp import logs  # noqa: E402
 from ssp.config import Config  # noqa: E402
-from ssp.synthetic import generate  # noqa: E402
+from ssp.datasets.synthavs import generate  # noqa: E402
+from ssp.io import logs  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 cfg = Config.from_dict(snakemake.config)  # noqa: F821

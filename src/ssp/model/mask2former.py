@@ -27,7 +27,7 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
     """Mask2Former from a local folder, or built from ``config`` with random weights ('random')."""
     from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-    from ..weights import check_model_folder, load_complete
+    from ssp.io.weights import check_model_folder, load_complete
 
     # id2label with num_labels: the class count of this task, not the checkpoint's (ADE20K's 150)
     names = ["background", "sounding"] if num_labels == 2 else [f"class_{i}" for i in range(num_labels)]

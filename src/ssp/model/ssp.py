@@ -1,7 +1,7 @@
 """SSP: the AAVS baseline plus the pre-mask (Eq. 2), the text prompts with VTA (Algorithm 1,
 Eq. 3) and the post-mask loss (Eq. 5), each behind a switch.
 
-Table 2's rows are named presets of the three switches (``VARIANTS``).
+Table 2's rows are named presets of the three switches (``ssp.variants.VARIANTS``).
 """
 from __future__ import annotations
 
@@ -11,44 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .mask2former import AudioPrompt, StoneEmbeddings, transformer_forward
+from ssp.model.mask2former import AudioPrompt, StoneEmbeddings, transformer_forward
+from ssp.variants import Variant
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Variant:
-    premask: bool
-    postmask: bool
-    text: str  # none | att | vta
-
-
-VARIANTS = {
-    "baseline": Variant(premask=False, postmask=False, text="none"),
-    "premask": Variant(premask=True, postmask=False, text="none"),
-    "premask_postmask": Variant(premask=True, postmask=True, text="none"),
-    "text_att": Variant(premask=False, postmask=False, text="att"),
-    "text_vta": Variant(premask=False, postmask=False, text="vta"),
-    "full_no_postmask": Variant(premask=True, postmask=False, text="vta"),
-    "full": Variant(premask=True, postmask=True, text="vta"),
-}
-
-
-def parse_variant(name: str) -> tuple[str, dict]:
-    """'full' -> ('full', {}); 'full-pm5' -> ('full', {'postmask_weight': 5.0}) (Fig. 5 sweep);
-    'full-q1b' -> ('full', {'q1_variant': 'b'}) (prompt study, Fig. 6/7)."""
-    import re
-
-    m = re.fullmatch(r"([a-z_0-9]+)(?:-pm([0-9]+(?:\.[0-9]+)?)|-q1([a-d]))?", name)
-    if not m or m.group(1) not in VARIANTS and m.group(1) != "stage1":
-        raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)}, optionally -pm<weight> or -q1<a-d>")
-    extra = {}
-    if m.group(2):
-        extra["postmask_weight"] = float(m.group(2))
-    if m.group(3):
-        extra["q1_variant"] = m.group(3)
-    return m.group(1), extra
 
 
 @dataclass

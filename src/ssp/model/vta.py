@@ -37,7 +37,7 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def build_clip_vision(source: str, config: dict, seed: int = 0):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    from ..weights import check_model_folder, load_complete
+    from ssp.io.weights import check_model_folder, load_complete
 
     if source == "random":
         torch.manual_seed(seed)
@@ -50,7 +50,7 @@ def build_text_encoder(source: str, config: dict, seed: int = 0):
     """BLIP's text model with cross attention (is_decoder layers, used bidirectionally)."""
     from transformers import BlipTextConfig, BlipTextModel
 
-    from ..weights import WeightsError, check_model_folder, load_complete
+    from ssp.io.weights import WeightsError, check_model_folder, load_complete
 
     if source == "random":
         torch.manual_seed(seed + 1)

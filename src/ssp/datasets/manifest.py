@@ -1,0 +1,208 @@
+"""Dataset readers: every supported on-disk layout becomes one manifest table.
+
+Manifest columns (one row per video):
+  video_id    AVSBench `uid` (semantic), the video name (object S4/MS3) or the file stem (videos)
+  layout      config layout name
+  subset      v1s / v1m / v2 (semantic, synthetic), s4 / ms3 (object), videos
+  split       train / val / test
+  n_frames    T, the number of one-second steps
+  source      "frames" (image files per step) or "video" (decode a video file)
+  video_path  the video file (source == video), else ""
+  frame_paths JSON list of T image paths (source == frames), else []
+  mask_paths  JSON list of T paths or null where the layout has no mask for that frame
+  mask_format "rgb" (AVSBench palette), "binary" (0/255 grey) or "none"
+  audio_path  the wav file, or the video file whose audio stream is decoded
+  labels      JSON list of class names named by the metadata (may be empty)
+  shard       shard name, assigned by ``assign_shards``
+
+The layouts are described in ../shared/AVSBENCH.md and the README. Readers only build paths
+by the layout's rules; missing files are reported by the stage that opens them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ssp.config import Config
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
+COLUMNS = ["video_id", "layout", "subset", "split", "n_frames", "source", "video_path",
+           "frame_paths", "mask_paths", "mask_format", "audio_path", "labels"]
+LIST_COLUMNS = ("frame_paths", "mask_paths", "labels")  # stored as JSON in the CSV
+SEMANTIC_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
+
+
+class DatasetError(ValueError):
+    """The dataset on disk does not match its declared layout; the message names the file."""
+
+
+def _row(**kw) -> dict:
+    kw.setdefault("video_path", "")
+    kw.setdefault("frame_paths", [])
+    kw.setdefault("labels", [])
+    return kw
+
+
+def _read_csv(path: Path, required: list[str] | None = None) -> pd.DataFrame:
+    if not path.is_file():
+        raise DatasetError(f"metadata file {str(path)!r} does not exist")
+    df = pd.read_csv(path, sep=",", dtype=str, keep_default_na=False)
+    missing = [c for c in (required or []) if c not in df.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+    return df
+
+
+def read_label2idx(root: Path) -> dict[str, int]:
+    path = Path(root) / "label2idx.json"
+    if not path.is_file():
+        raise DatasetError(f"label file {str(path)!r} does not exist")
+    return json.loads(path.read_text())
+
+
+def read_avsbench_semantic(root: Path, subsets, splits, layout: str = "avsbench_semantic") -> list[dict]:
+    """<root>/metadata.csv + <root>/<label>/<uid>/{frames,labels_rgb}/<i>.* + audio.wav."""
+    root = Path(root)
+    df = _read_csv(root / "metadata.csv", ["vid", "uid", "split", "label", "a_obj"])
+    read_label2idx(root)  # fail early if the class table is missing
+    rows = []
+    for r in df.itertuples(index=False):
+        if r.label not in subsets or r.split not in splits:
+            continue
+        T = SEMANTIC_FRAMES[r.label]
+        vdir = root / r.label / r.uid
+        one_mask = r.label == "v1s" and r.split == "train"
+        rows.append(_row(
+            video_id=r.uid, layout=layout, subset=r.label, split=r.split, n_frames=T,
+            source="frames",
+            frame_paths=[str(vdir / "frames" / f"{i}.jpg") for i in range(T)],
+            mask_paths=[str(vdir / "labels_rgb" / f"{i}.png") if (i == 0 or not one_mask) else None
+                        for i in range(T)],
+            mask_format="rgb", audio_path=str(vdir / "audio.wav"),
+            labels=[a for a in r.a_obj.split("_") if a] if r.a_obj else []))
+    return rows
+
+
+def read_avsbench_object_s4(root: Path, splits) -> list[dict]:
+    """Single-source/s4_meta_data.csv (name, start, category, split by position) + s4_data/."""
+    base = Path(root) / "Single-source"
+    df = _read_csv(base / "s4_meta_data.csv")
+    if df.shape[1] < 4:
+        raise DatasetError(f"{base / 's4_meta_data.csv'}: expected 4 columns (name, start, category, split)")
+    data = base / "s4_data"
+    rows = []
+    for values in df.itertuples(index=False):
+        name, category, split = values[0], values[2], values[3]  # values[1]: start time
+        if split not in splits:
+            continue
+        fdir = data / "visual_frames" / split / category / name
+        mdir = data / "gt_masks" / split / category / name
+        rows.append(_row(
+            video_id=name, layout="avsbench_object_s4", subset="s4", split=split, n_frames=5,
+            source="frames", frame_paths=[str(fdir / f"{name}_{k}.png") for k in range(1, 6)],
+            mask_paths=[str(mdir / f"{name}_{k}.png") if (k == 1 or split != "train") else None
+                        for k in range(1, 6)],
+            mask_format="binary", audio_path=str(data / "audio_wav" / split / category / f"{name}.wav"),
+            labels=[category]))
+    return rows
+
+
+def read_avsbench_object_ms3(root: Path, splits) -> list[dict]:
+    """Multi-sources/ms3_meta_data.csv (name, split by position) + ms3_data/."""
+    base = Path(root) / "Multi-sources"
+    df = _read_csv(base / "ms3_meta_data.csv")
+    if df.shape[1] < 2:
+        raise DatasetError(f"{base / 'ms3_meta_data.csv'}: expected 2 columns (name, split)")
+    data = base / "ms3_data"
+    rows = []
+    for values in df.itertuples(index=False):
+        name, split = values[0], values[1]
+        if split not in splits:
+            continue
+        fdir = data / "visual_frames" / name
+        mdir = data / "gt_masks" / split / name
+        rows.append(_row(
+            video_id=name, layout="avsbench_object_ms3", subset="ms3", split=split, n_frames=5,
+            source="frames", frame_paths=[str(fdir / f"{name}.mp4_{k}.png") for k in range(1, 6)],
+            mask_paths=[str(mdir / f"{name}_{k}.png") for k in range(1, 6)],
+            mask_format="binary", audio_path=str(data / "audio_wav" / split / f"{name}.wav")))
+    return rows
+
+
+def read_video_folder(root: Path, T: int, videos_csv: str | None, splits) -> list[dict]:
+    """A plain folder of video files; an optional CSV (video, split) assigns splits."""
+    root = Path(root)
+    if videos_csv:
+        df = _read_csv(Path(videos_csv), ["video", "split"])
+        pairs = [(root / v, s) for v, s in zip(df["video"], df["split"])]
+    else:
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+        pairs = [(p, "test") for p in files]
+    rows = []
+    for path, split in pairs:
+        if split not in splits:
+            continue
+        rows.append(_row(
+            video_id=path.stem, layout="videos", subset="videos", split=split, n_frames=T,
+            source="video", video_path=str(path), mask_paths=[None] * T, mask_format="none",
+            audio_path=str(path)))
+    return rows
+
+
+def build_manifest(cfg: Config) -> pd.DataFrame:
+    """Read the configured dataset into a sorted manifest with shards assigned."""
+    ds = cfg.dataset
+    root = cfg.dataset_root
+    if ds.layout in ("synthetic", "avsbench_semantic"):
+        rows = read_avsbench_semantic(root, ds.subsets, ds.splits, ds.layout)
+    elif ds.layout == "avsbench_object_s4":
+        rows = read_avsbench_object_s4(root, ds.splits)
+    elif ds.layout == "avsbench_object_ms3":
+        rows = read_avsbench_object_ms3(root, ds.splits)
+    else:
+        rows = read_video_folder(root, ds.frames_per_video, ds.videos_csv, ds.splits)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    dup = df["video_id"][df["video_id"].duplicated()]
+    if len(dup):
+        raise DatasetError(f"duplicate video id(s) in {root}: {sorted(set(dup))[:5]}")
+    df = df.sort_values(["subset", "split", "video_id"], kind="stable").reset_index(drop=True)
+    if ds.limit:
+        df = df.iloc[: ds.limit].reset_index(drop=True)
+    if df.empty:
+        raise DatasetError(f"no videos found in {root} for subsets {list(ds.subsets)} and splits {list(ds.splits)}")
+    return assign_shards(df, cfg.shards.size)
+
+
+def shard_name(i: int) -> str:
+    return f"{i:05d}"
+
+
+def assign_shards(df: pd.DataFrame, size: int) -> pd.DataFrame:
+    """Deterministic: the i-th video of the (sorted) manifest goes to shard i // size."""
+    df = df.copy()
+    df["shard"] = [shard_name(i // size) for i in range(len(df))]
+    return df
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    out = df.copy()
+    for key in LIST_COLUMNS:
+        out[key] = out[key].map(json.dumps)
+    out.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype={"shard": str, "video_id": str}, keep_default_na=False)
+    for key in LIST_COLUMNS:
+        df[key] = df[key].map(json.loads)
+    return df
+
+
+def shards_of(df: pd.DataFrame) -> list[str]:
+    return sorted(df["shard"].unique())

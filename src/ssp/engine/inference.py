@@ -1,0 +1,123 @@
+"""Predictions of a trained model in the project's predictions format.
+
+One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
+  binary tasks:   ``scores`` float32 [T, H, W], foreground probability in [0, 1]
+  semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
+File attributes name the model, the task, the test-time pre-mask choice and which training epoch
+the model is (``model_epoch``, ``model_by``: its best validation epoch, or its last).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from ssp.config import Config
+from ssp.engine.build import build_model, make_dataset, model_inputs, select, to_device
+from ssp.engine.data import collate
+from ssp.io.store import ShardWriter, provenance
+from ssp.model.ssp import SSPModel, foreground_prob, semantic_probs
+from ssp.variants import VARIANTS
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str, out_size: int = 224):
+    """Per frame: foreground probability [N, S, S] (binary) or class scores [N, C, S, S] (semantic)."""
+    model.eval()
+    outp = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=False,
+                                                                  premask_test=premask_test))
+    cls, msk = outp.final
+    if binary:
+        fg = foreground_prob(cls.float(), msk.float(), True).unsqueeze(1)
+        return torch.nn.functional.interpolate(fg, size=(out_size, out_size), mode="bilinear",
+                                               align_corners=False).squeeze(1)
+    probs = semantic_probs(cls.float(), msk.float())
+    return torch.nn.functional.interpolate(probs, size=(out_size, out_size), mode="bilinear", align_corners=False)
+
+
+class Trained(NamedTuple):
+    model: torch.nn.Module
+    variant: str
+    binary: bool
+    selected: dict   # which epoch model.pt holds and why (empty for a model.pt that predates it)
+
+
+def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None = None) -> Trained:
+    """A trained ``model.pt`` (ours) on ``device``, built from ``cfg``'s model section; with ``task``,
+    it must have been trained for that task (binary or semantic)."""
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    if task is not None and state["task"] != task:
+        raise ValueError(f"{weights}: a model for the {state['task']} task, where this run needs one for the "
+                         f"{task} task (set train.task: {state['task']} to use it)")
+    variant = VARIANTS[state["variant"]]
+    binary = state["task"] == "binary"
+    model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"],
+                        tune=state.get("tune", "full"))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        trained = state.get("model_config", {})
+        differ = sorted(k for k in trained if trained[k] != cfg.raw["model"].get(k))
+        which = f" (it was trained with other {', '.join('model.' + k for k in differ)})" if differ else ""
+        raise ValueError(f"{weights} does not fit the network this config's model section builds{which}: "
+                         f"use the model section of the run that trained it. {str(exc)[:300]}") from None
+    return Trained(model.to(device).eval(), state["variant"], binary, state.get("selected", {}))
+
+
+def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
+            captions: dict | None = None, stage1: str | Path | None = None, premask_test: str | None = None,
+            size: int | None = None, task: str | None = None, stage_dirs=None) -> list:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, variant_name, binary, selected = load_trained(cfg, weights, device, task=task)
+    choice = premask_test or cfg.train.premask_test
+    ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], stage1=stage1,
+                               captions=captions, stage_dirs=stage_dirs)
+    size = size or cfg.preprocess.image_size
+    attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
+                       variant=variant_name, task="binary" if binary else "semantic", weights=str(weights),
+                       premask_test=choice if VARIANTS[variant_name].premask else "not used",
+                       **{f"model_{k}": selected[k] for k in ("epoch", "by") if k in selected})
+    with ShardWriter(out, attrs) as w:
+        for vid, why in dropped:
+            w.fail(vid, "predict", why)
+        for i in tqdm(range(len(ds)), desc=f"predict {variant_name} {split}"):
+            batch = to_device(collate([ds[i]]), device)
+            with torch.no_grad():
+                res = predict_video(model, batch, binary, choice, out_size=size)
+            if binary:
+                w.add(ds.rows.at[i, "video_id"], {"scores": res.float().cpu().numpy().astype(np.float32)})
+            else:
+                w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})
+    log.info("predictions of %s on %s: %d videos -> %s", variant_name, split, len(w.written), out)
+    return w.failures
+
+
+def write_pngs(predictions: str | Path, out_dir: str | Path) -> int:
+    """PNG masks of a predictions file: ``<out>/<video>/<t>.png``, AVSBench style.
+
+    Semantic predictions in the AVSBench colour palette; binary ones as 0/255 grey masks
+    (foreground = probability > 0.5), as the AVSBench-object masks are stored.
+    """
+    import h5py
+    from PIL import Image
+
+    from ssp.io.palette import colorize
+
+    out_dir = Path(out_dir)
+    n = 0
+    with h5py.File(predictions, "r") as h5:
+        for vid in h5:
+            (out_dir / vid).mkdir(parents=True, exist_ok=True)
+            g = h5[vid]
+            frames = colorize(g["labels"][()]) if "labels" in g else ((g["scores"][()] > 0.5) * 255).astype(np.uint8)
+            for t, img in enumerate(frames):
+                Image.fromarray(img).save(out_dir / vid / f"{t}.png")
+                n += 1
+    return n

@@ -1,0 +1,76 @@
+"""Entry points shared by the CLI and the rules: one training job, one prediction job.
+
+With ``train.gpus > 1`` the training job re-launches itself under ``torchrun`` (one process per
+GPU, DistributedDataParallel) inside the same job allocation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from ssp.config import Config
+from ssp.datasets.manifest import read_manifest
+from ssp.layout import RunLayout, stage_dirs
+from ssp.stages.captions import read_captions
+from ssp.variants import parse_variant, with_overrides
+
+log = logging.getLogger(__name__)
+
+
+def load_captions(files) -> dict[str, dict]:
+    caps: dict[str, dict] = {}
+    for f in files:
+        caps.update(read_captions(f))
+    return caps
+
+
+def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_files=(), max_steps=None,
+                 inputs: dict | None = None) -> Path:
+    """Train one variant. ``inputs``: what the rule declares, ``{"manifest": path, "frames": [shard
+    files], "masks": [...], "vggish": [...], "flow_mask": [...]}``; the job reads those files and no
+    others (default: the run layout's)."""
+    from ssp.engine.loop import train
+
+    out_dir = Path(out_dir)
+    preset, extra = parse_variant(variant)
+    cfg = with_overrides(cfg, extra)
+    semantic = cfg.train.task == "semantic"
+    inputs = dict(inputs or {})
+    manifest = inputs.pop("manifest", None) or RunLayout.of(cfg).manifest
+    dirs = stage_dirs(inputs) if inputs else None
+    if cfg.train.gpus > 1 and int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        conf = out_dir / "config.yaml"
+        conf.write_text(yaml.safe_dump(cfg.raw))
+        declared = out_dir / "inputs.json"
+        declared.write_text(json.dumps({"manifest": str(manifest), **{k: list(map(str, v)) for k, v in inputs.items()}}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.gpus}", "-m", "ssp",
+               "train", "--config", str(conf), "--variant", variant, "--out", str(out_dir),
+               "--inputs", str(declared), "--captions", *map(str, captions_files)]
+        log.info("launching %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        return out_dir / "model.pt"
+    # "stage1" (semantic runs only) is the binary baseline whose predictions are the stepping
+    # stones at test; in training the stones are the ground truth (0.5 on unlabeled frames).
+    is_stage1 = preset == "stage1"
+    return train(cfg, read_manifest(manifest), "baseline" if is_stage1 else preset,
+                 out_dir, captions=load_captions(captions_files), stepping_stone=semantic and not is_stage1,
+                 max_steps=max_steps, task="binary" if is_stage1 else cfg.train.task, stage_dirs=dirs)
+
+
+def run_prediction(cfg: Config, variant: str, split: str, weights, out, *, captions_files=(), stage1=None,
+                   inputs: dict | None = None):
+    """One variant's predictions on a split, from the declared ``inputs`` (as ``run_training``)."""
+    from ssp.engine.inference import predict
+
+    inputs = dict(inputs or {})
+    manifest = inputs.pop("manifest", None) or RunLayout.of(cfg).manifest
+    task = "binary" if parse_variant(variant)[0] == "stage1" else cfg.train.task
+    return predict(cfg, read_manifest(manifest), weights, split, out, captions=load_captions(captions_files),
+                   stage1=stage1, task=task, stage_dirs=stage_dirs(inputs) if inputs else None)

@@ -1,0 +1,84 @@
+"""Eq. 4 and Eq. 5: L = L_AVS + lambda'_mask * L'_mask.
+
+L_AVS is Mask2Former's loss (Hungarian matching; class cross-entropy with no-object weight 0.1,
+sigmoid BCE and dice on sampled points; the same on every decoder layer), weighted
+class 2 / mask 5 / dice 5. L'_mask (the post-mask loss) is a BCE between the predicted
+foreground probability and M_Post = M_O ∩ M_GT, weight 10.
+
+The loss is computed per video and averaged over the videos of the batch, so a batch of B
+videos on one process and B processes with one video each give the same loss. L_AVS comes from
+``criterion.VideoBatchLoss`` (all videos and decoder layers at once); the Hugging Face loss of one
+video at a time, the reference it is tested against, is ``tests/references/hf_loss.py``.
+"""
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch.nn import functional as F
+
+from ssp.model.premask import postmask_label
+from ssp.model.ssp import SSPOutput, foreground_prob
+
+
+def _slice(out: SSPOutput, idx: torch.Tensor) -> SSPOutput:
+    return SSPOutput([c[idx] for c in out.class_logits], [m[idx] for m in out.mask_logits])
+
+
+def point_seed(seed: int, step: int, video_id: str) -> int:
+    """Seed of the matcher's and the loss's random point sampling for one video at one step."""
+    return (seed * 1_000_003 + step * 7919 + zlib.crc32(video_id.encode())) % (2**63)
+
+
+def postmask_frames(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor, binary: bool) -> torch.Tensor:
+    """L'_mask of each frame: [N], the BCE between the predicted foreground probability and
+    M_Post = M_O ∩ M_GT (area-resized to the mask logits), averaged over the frame's pixels."""
+    cls, msk = out.final
+    fg = foreground_prob(cls.float(), msk.float(), binary).clamp(1e-6, 1 - 1e-6)
+    target = postmask_label(flow_mask, labels > 0).unsqueeze(1)
+    target = F.interpolate(target, size=fg.shape[-2:], mode="area").squeeze(1)
+    return F.binary_cross_entropy(fg, target, reduction="none").flatten(1).mean(1)
+
+
+def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_weight: float,
+                 use_postmask: bool, seed: int | None = None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean over videos of (L_AVS + weight * L'_mask) over each video's frames with ground truth.
+
+    L_AVS of all videos and decoder layers comes from one ``criterion.VideoBatchLoss`` call (the
+    Hugging Face Mask2Former loss, batched). With ``seed``, each video's random points are drawn
+    from a generator seeded by (seed, step, video), so the loss of a video does not depend on
+    which process or batch position computes it.
+    """
+    from ssp.engine.criterion import VideoBatchLoss
+
+    inner = model.module if hasattr(model, "module") else model
+    vi, has = batch["video_index"].cpu(), batch["has_mask"].cpu()            # one copy each to the host
+    kept = [v for v in range(int(vi.max()) + 1) if bool((has & (vi == v)).any())]
+    if not kept:
+        zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        return zero, {}
+    rows = [torch.nonzero((vi == v) & has).squeeze(1) for v in kept]
+    dev = out.mask_logits[-1].device
+    frames = torch.cat(rows).to(dev)
+    video_of_frame = [k for k, r in enumerate(rows) for _ in range(len(r))]
+    part = _slice(out, frames)
+    labels = batch["labels"][frames]
+    seeds = [None if seed is None else point_seed(seed, step, batch["video_ids"][v]) for v in kept]
+    per_video = VideoBatchLoss(inner.m2f)(part.class_logits, part.mask_logits, labels, video_of_frame, seeds, binary)
+    names = ["class", "mask", "dice"]
+    table = torch.stack([torch.stack([t[n] for n in names]) for t in per_video])      # [V, 3]
+    if use_postmask:
+        per_frame = postmask_frames(part, labels, batch["flow_mask"][frames], binary)
+        index = torch.as_tensor(video_of_frame, device=dev)
+        sums = torch.zeros(len(kept), dtype=per_frame.dtype, device=dev).index_add(0, index, per_frame)
+        counts = torch.as_tensor([len(r) for r in rows], dtype=per_frame.dtype, device=dev)
+        table = torch.cat([table, (postmask_weight * sums / counts).unsqueeze(1).to(table.dtype)], dim=1)
+        names.append("postmask")
+    values = table.detach().float().cpu()                                      # one copy for logging and checks
+    for k, v in enumerate(kept):
+        for j, name in enumerate(names):
+            if not torch.isfinite(values[k, j]):
+                raise FloatingPointError(f"loss term '{name}' is {values[k, j].item()} for video {batch['video_ids'][v]}")
+    n = len(kept)
+    logged = {name: float(values[:, j].sum()) / n for j, name in enumerate(names)}
+    return table.sum() / n, logged

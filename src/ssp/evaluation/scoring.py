@@ -1,0 +1,153 @@
+"""Score a predictions file against the dataset's own ground truth, with the AVSBench metrics.
+
+    python -m ssp evaluate --task {s4,ms3,avss} --root <dataset root> --predictions <file.h5>
+                           --split test --out metrics.json [--allow-missing]
+
+The root may be AVSBench-semantic (metadata.csv; s4 = v1s videos, ms3 = v1m, avss = all) or
+AVSBench-object (Single-source/ for s4, Multi-sources/ for ms3). Ground truth is resized to the
+predictions' size (224) with nearest neighbour; binary ground truth = any non-black pixel.
+
+Every number says which protocol it follows (``protocols`` in the output):
+  binary  miou                 per-video batches (the reference tests one video per batch)
+          fscore               per-video batches, empty frames excluded, empty videos score 0
+          fscore_per_frame     each frame its own batch (frames with empty truth score 0)
+  avss    miou / fscore        all frames as they are, mean over all classes (background included)
+          *_padded10           5-frame videos padded to 10 with blank frames whose truth is all
+                               background, scored as predicted background (the reference loader)
+          *_no_bg_aavs         class 0 (background) left out of the mean (AAVS)
+          *_drop_last_avsbench the last class left out of the mean (AVSBench's [:-1])
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ssp.config import Config
+from ssp.datasets.manifest import build_manifest
+from ssp.evaluation.metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
+from ssp.io.media import read_video_masks
+from ssp.io.palette import NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224; the pipeline predicts at preprocess.image_size (224)
+SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
+
+
+class EvaluationError(ValueError):
+    """Predictions and ground truth do not match; the message names the video."""
+
+
+def ground_truth_manifest(task: str, root: str | Path, split: str):
+    """Manifest rows of the task's videos of the split, read from the root's own layout."""
+    root = Path(root)
+    if (root / "metadata.csv").is_file():
+        subsets = ["v1s", "v1m", "v2"] if task == "avss" else [SUBSET_OF_TASK[task][0]]
+        raw = {"dataset": {"layout": "avsbench_semantic", "root": str(root), "subsets": subsets, "splits": [split]}}
+    elif task in SUBSET_OF_TASK:
+        raw = {"dataset": {"layout": SUBSET_OF_TASK[task][1], "root": str(root), "splits": [split]}}
+    else:
+        raise EvaluationError(f"{root}: AVSS needs the AVSBench-semantic layout (metadata.csv)")
+    return build_manifest(Config.from_dict(raw)).sort_values("video_id").reset_index(drop=True)
+
+
+def _truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """[T, size, size] ground truth of a video and which frames have it."""
+    labels, has = read_video_masks(row.mask_paths, row.mask_format, size, NUM_CLASSES)
+    return ((labels > 0).astype(np.uint8) if binary else labels), has
+
+
+def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = "test",
+             allow_missing: bool = False) -> dict:
+    rows = ground_truth_manifest(task, root, split)
+    binary = task in ("s4", "ms3")
+    with h5py.File(predictions, "r") as h5:
+        present = [v for v in rows["video_id"] if v in h5]
+        missing = [v for v in rows["video_id"] if v not in h5]
+        if missing and not allow_missing:
+            raise EvaluationError(f"{predictions}: no prediction for video {missing[0]!r} "
+                                  f"({len(missing)} missing; --allow-missing scores only the videos present)")
+        rows = rows[rows["video_id"].isin(present)]
+        if rows.empty:
+            raise EvaluationError(f"{predictions}: none of the {task} {split} videos has a prediction")
+        first, key = h5[rows["video_id"].iloc[0]], "scores" if binary else "labels"
+        size = first[key].shape[-1] if key in first else None   # a missing key: _pred names the video
+        if size is not None and size != SCORE_SIZE:
+            log.warning("%s: predictions of %d x %d; AVSBench scores at %d x %d, so these metrics (ground truth "
+                        "resized to %d) are not comparable with published ones", predictions, size, size,
+                        SCORE_SIZE, SCORE_SIZE, size)
+        result = _binary(rows, h5) if binary else _semantic(rows, h5)
+        trained = {k: _plain(h5.attrs[k]) for k in ("model_epoch", "model_by") if k in h5.attrs}
+    result.update(task=task, split=split, root=str(root), predictions=str(predictions), videos=len(rows),
+                  missing_videos=len(missing), missing=missing[:50], size=size, **trained)
+    return result
+
+
+def _plain(value):
+    """An HDF5 attribute as JSON takes it (numpy integers are not)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _pred(h5, vid: str, key: str, T: int) -> np.ndarray:
+    if key not in h5[vid]:
+        raise EvaluationError(f"video {vid!r}: the predictions hold no {key!r} dataset")
+    arr = h5[vid][key][()]
+    if arr.shape[0] != T:
+        raise EvaluationError(f"video {vid!r}: {arr.shape[0]} predicted frames, the ground truth has {T}")
+    return arr
+
+
+def _binary(rows, h5) -> dict:
+    ious, fs, fs_frame, frames = [], [], [], 0
+    for row in rows.itertuples(index=False):
+        scores = _pred(h5, row.video_id, "scores", row.n_frames).astype(np.float32)
+        gt, has = _truth(row, scores.shape[-1], binary=True)
+        s, g = scores[has], gt[has]
+        ious.append(binary_miou_batch(s, g))
+        curves = fscore_curves(s, g)              # [frames with a non-empty truth, 255]
+        fs.append(fscore_of_curves(curves))
+        rest = iter(curves)                       # each frame its own batch; an empty truth scores 0
+        fs_frame += [fscore_of_curves(next(rest)[None]) if g_t.any() else 0.0 for g_t in g]
+        frames += len(s)
+    return {"miou": float(np.mean(ious)), "fscore": float(np.mean(fs)), "fscore_per_frame": float(np.mean(fs_frame)),
+            "frames": frames,
+            "protocols": {"miou": "AVSBench, one video per batch, empty truth: IoU of the background",
+                          "fscore": "AVSBench, beta^2 = 0.3, 255 thresholds, one video per batch, empty frames excluded",
+                          "fscore_per_frame": "as fscore, each frame its own batch"}}
+
+
+def _semantic(rows, h5) -> dict:
+    plain, padded = SemanticAccumulator(NUM_CLASSES), SemanticAccumulator(NUM_CLASSES)
+    frames = 0
+    for row in rows.itertuples(index=False):
+        labels = _pred(h5, row.video_id, "labels", row.n_frames)
+        gt, has = _truth(row, labels.shape[-1], binary=False)
+        for p, g in zip(labels[has], gt[has]):
+            plain.add(p, g)
+            padded.add(p, g)
+            frames += 1
+        if row.n_frames == 5:  # the reference loader pads 5-frame videos to 10 with blank frames
+            blank = np.zeros_like(labels[0])
+            for _ in range(5):
+                padded.add(blank, blank)
+    r, rp = plain.result(), padded.result()
+    return {"miou": r["miou"], "fscore": r["fscore"], "frames": frames,
+            "miou_padded10": rp["miou"], "fscore_padded10": rp["fscore"],
+            "miou_no_bg_aavs": plain.result(exclude=0)["miou"], "fscore_no_bg_aavs": plain.result(exclude=0)["fscore"],
+            "miou_drop_last_avsbench": plain.result(exclude=NUM_CLASSES - 1)["miou"],
+            "fscore_drop_last_avsbench": plain.result(exclude=NUM_CLASSES - 1)["fscore"],
+            "per_class_miou": r["per_class_miou"], "per_class_fscore": r["per_class_fscore"],
+            "protocols": {"miou": "AVSBench semantic: per-class sums over all frames, mean over all 71 classes",
+                          "miou_padded10": "as miou, 5-frame videos padded to 10 with blank all-background frames",
+                          "miou_no_bg_aavs": "as miou, background (class 0) left out (AAVS)",
+                          "miou_drop_last_avsbench": "as miou, the last class left out (AVSBench's [:-1])"}}
+
+
+def write(result: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))

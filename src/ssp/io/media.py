@@ -1,0 +1,148 @@
+"""Decoding: frames at one per second as AVSBench samples them, audio at 16 kHz mono, masks.
+
+Every function raises ``MediaError`` with the file and the reason; the stages turn that into
+a per-video failure record and go on with the shard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ssp.io.palette import binary_from_rgb, rgb_to_labels
+
+
+class MediaError(RuntimeError):
+    """A file could not be decoded; the message names it and says why."""
+
+
+def avsbench_frame_indices(fps: float, n_frames: int, T: int) -> tuple[list[int], int]:
+    """Indices of the T frames AVSBench keeps, and how many of them lie inside the video.
+
+    The reference preprocessing samples 16 frames per second, frame
+    ``int(l * round(fps) + i / 16 * round(fps))`` for second l, sample i, keeps i = 15, and
+    clips indices past the end to the last frame (a short clip repeats its last frame).
+    """
+    step = int(round(fps)) or 1
+    raw = [int(k * step + (15 / 16) * step) for k in range(T)]
+    n_valid = sum(1 for i in raw if i < n_frames)
+    return [min(i, n_frames - 1) for i in raw], n_valid
+
+
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [size, size, 3] uint8 (bilinear, as cv2.resize in the reference)."""
+    if img.shape[:2] == (size, size):
+        return img
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """[H, W] class indices -> [size, size] (nearest neighbour, classes are never mixed)."""
+    if labels.shape[:2] == (size, size):
+        return labels
+    return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray, int]:
+    """[T, size, size, 3] uint8 frames sampled at 1 fps from a video file, and the valid count."""
+    import decord
+
+    try:
+        vr = decord.VideoReader(str(path), num_threads=1)
+        n = len(vr)
+        if n == 0:
+            raise MediaError(f"{path}: the video stream has no frames")
+        idx, n_valid = avsbench_frame_indices(vr.get_avg_fps(), n, T)
+        frames = vr.get_batch(sorted(set(idx))).asnumpy()
+    except MediaError:
+        raise
+    except Exception as exc:  # decord raises RuntimeError / DECORDError with the C++ message
+        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+    pos = {j: k for k, j in enumerate(sorted(set(idx)))}
+    out = np.stack([resize_image(frames[pos[i]], size) for i in idx])
+    return out, n_valid
+
+
+def read_frame_files(paths: list[str], size: int) -> np.ndarray:
+    """[T, size, size, 3] uint8 from image files."""
+    out = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise MediaError(f"{p}: frame file is missing")
+        try:
+            with Image.open(p) as im:
+                out.append(resize_image(np.asarray(im.convert("RGB")), size))
+        except OSError as exc:
+            raise MediaError(f"{p}: cannot read image ({_short(exc)})") from None
+    return np.stack(out)
+
+
+def read_mask(path: str, mask_format: str, size: int, num_classes: int) -> np.ndarray:
+    """[size, size] uint8 class indices (rgb palette) or {0, 1} (binary grey masks)."""
+    if not Path(path).is_file():
+        raise MediaError(f"{path}: mask file is missing")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot read mask ({_short(exc)})") from None
+    if mask_format == "rgb":
+        labels = rgb_to_labels(arr, num_classes)
+    else:  # AVSBench-object grey masks: foreground = any non-zero pixel
+        labels = binary_from_rgb(arr)
+    return resize_labels(labels, size)
+
+
+def read_video_masks(mask_paths: list, mask_format: str, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A video's ground truth: [T, size, size] uint8 labels and has_mask [T] (None = no mask)."""
+    labels = np.zeros((len(mask_paths), size, size), np.uint8)
+    has = np.zeros(len(mask_paths), bool)
+    for t, p in enumerate(mask_paths):
+        if p is not None:
+            labels[t] = read_mask(p, mask_format, size, num_classes)
+            has[t] = True
+    return labels, has
+
+
+def decode_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """[N] float32 mono waveform at ``sample_rate`` from a wav or a video's audio stream."""
+    import decord
+
+    try:
+        ar = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
+        wav = ar[:].asnumpy()
+    except Exception as exc:
+        msg = _short(exc)
+        if "audio stream" in msg.lower():
+            raise MediaError(f"{path}: the file has no audio stream") from None
+        raise MediaError(f"{path}: cannot decode audio ({msg})") from None
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if wav.size == 0:
+        raise MediaError(f"{path}: the audio stream is empty")
+    if not np.isfinite(wav).all():
+        raise MediaError(f"{path}: decoded audio contains NaN or inf")
+    return wav
+
+
+def fit_audio(wav: np.ndarray, T: int, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Trim or zero-pad to exactly T seconds; return the waveform and the valid sample count.
+
+    The VGGish stage applies the subset's padding rule (repeat the last example for S4/MS3,
+    zeros with a mask for AVSS) from the valid count.
+    """
+    n = T * sample_rate
+    n_valid = min(len(wav), n)
+    out = np.zeros(n, np.float32)
+    out[:n_valid] = wav[:n_valid]
+    return out, n_valid
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[-1] if text else type(exc).__name__
+    # decord prefixes messages with "[hh:mm:ss] /path/to/source.cc:NN: "
+    if ".cc:" in line:
+        line = line.split(": ", 1)[-1]
+    return line[:300]

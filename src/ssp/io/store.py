@@ -1,0 +1,203 @@
+"""Sharded HDF5 store: one file per (stage, shard), one group per video.
+
+Writing: ``ShardWriter`` writes to ``<name>.tmp-<pid>`` and renames to the final name only
+when the ``with`` block ends without an exception, so an interrupted write never leaves a
+file that a later run takes as complete. Failed videos are recorded (video, stage, reason)
+in the shard's ``failures`` attribute, next to provenance attributes.
+
+Reading: ``ShardReader`` / ``ShardedStore`` open files lazily and re-open after a fork, so
+they are safe to create in the main process and use in DataLoader workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from ssp import __version__
+
+
+@dataclass(frozen=True)
+class Failure:
+    video_id: str
+    stage: str
+    reason: str
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(stage: str, config_hash: str, params: dict | None = None, **extra) -> dict:
+    """Attributes stamped on every shard: who wrote it, from what, with which parameters."""
+    return {"stage": stage, "ssp_version": __version__, "git_commit": git_commit(),
+            "config_hash": config_hash, "params": json.dumps(params or {}, sort_keys=True),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+class ShardWriter:
+    """Context manager that writes one shard atomically."""
+
+    def __init__(self, path: str | Path, attrs: dict):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.attrs = attrs
+        self.failures: list[Failure] = []
+        self.written: list[str] = []
+        self.h5: h5py.File | None = None
+
+    def __enter__(self) -> "ShardWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.h5 = h5py.File(self.tmp, "w")
+        for k, v in self.attrs.items():
+            self.h5.attrs[k] = v
+        return self
+
+    def add(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict | None = None,
+            compression: str | None = None) -> None:
+        g = self.h5.create_group(video_id)
+        for name, arr in arrays.items():
+            g.create_dataset(name, data=arr, compression=compression)
+        for k, v in (attrs or {}).items():
+            g.attrs[k] = v
+        self.written.append(video_id)
+
+    def fail(self, video_id: str, stage: str, reason: str) -> None:
+        self.failures.append(Failure(video_id, stage, reason))
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self.h5.attrs["failures"] = json.dumps([asdict(f) for f in self.failures])
+                self.h5.attrs["videos"] = json.dumps(self.written)
+                self.h5.attrs["complete"] = True
+            self.h5.close()
+        finally:
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)
+        return False
+
+
+def read_failures(path: str | Path) -> list[Failure]:
+    with h5py.File(path, "r") as h5:
+        return [Failure(**f) for f in json.loads(h5.attrs["failures"])]
+
+
+class ShardReader:
+    """Lazy, fork-safe reader of one shard file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._h5: h5py.File | None = None
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            h5 = h5py.File(self.path, "r")
+            if not h5.attrs.get("complete", False):   # refused at every access, not only the first
+                h5.close()
+                raise OSError(f"{self.path} is not a complete shard")
+            self._h5, self._fd, self._pid = h5, os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._h5
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self.h5
+
+    def read(self, video_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """The video's arrays (only ``keys``, when given: nothing else is read from disk)."""
+        if keys is None:
+            keys = list(self.h5[video_id])
+        return {k: self._dataset(f"{video_id}/{k}") for k in keys}
+
+    def _dataset(self, name: str) -> np.ndarray:
+        """One dataset's array. The shards are written uncompressed, so a dataset's bytes lie in
+        one run of the file (HDF5's contiguous layout): they are read with one ``pread`` at its
+        offset, a third of h5py's time for a video's frames. Any other layout, and any dtype
+        that is not a plain native number, goes through h5py."""
+        d = h5py.h5d.open(self.h5.id, name.encode())
+        offset, dtype = d.get_offset(), d.dtype   # offset: None unless contiguous and allocated
+        if offset is None or dtype.kind not in "biuf" or not dtype.isnative:
+            return h5py.Dataset(d)[()]
+        out = np.empty(d.shape, dtype)
+        if os.preadv(self._fd, [out.reshape(-1).view(np.uint8)], offset) != out.nbytes:
+            raise OSError(f"{self.path}: dataset {name} is cut short (a truncated shard?)")
+        return out if out.ndim else out[()]     # a scalar, as h5py gives it
+
+    def attrs(self, video_id: str | None = None) -> dict:
+        node = self.h5 if video_id is None else self.h5[video_id]
+        return dict(node.attrs)
+
+    def videos(self) -> list[str]:
+        return json.loads(self.h5.attrs["videos"])
+
+    def failures(self) -> list[Failure]:
+        return [Failure(**f) for f in json.loads(self.h5.attrs["failures"])]
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+            os.close(self._fd)
+        self._h5 = self._fd = None
+
+    def __getstate__(self):  # pickled into DataLoader workers without an open handle
+        return {"path": self.path, "_h5": None, "_fd": None, "_pid": None}
+
+
+class ShardedStore:
+    """One stage's shards, addressed by video id through the manifest's shard index."""
+
+    def __init__(self, stage_dir: str | Path, index: dict[str, str]):
+        self.stage_dir = Path(stage_dir)
+        self.index = dict(index)
+        self._readers: dict[str, ShardReader] = {}
+
+    @classmethod
+    def from_manifest(cls, stage_dir: str | Path, manifest) -> "ShardedStore":
+        return cls(stage_dir, dict(zip(manifest["video_id"], manifest["shard"])))
+
+    def reader(self, shard: str) -> ShardReader:
+        if shard not in self._readers:
+            self._readers[shard] = ShardReader(self.stage_dir / f"{shard}.h5")
+        return self._readers[shard]
+
+    def __contains__(self, video_id: str) -> bool:
+        shard = self.index.get(video_id)
+        return shard is not None and video_id in self.reader(shard)
+
+    def read(self, video_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        if video_id not in self.index:
+            raise KeyError(f"video {video_id!r} is not in the manifest")
+        reader = self.reader(self.index[video_id])
+        try:
+            return reader.read(video_id, keys)
+        except KeyError:
+            raise KeyError(f"video {video_id!r} has no entry in {reader.path} (see its failures)") from None
+
+    def failures(self) -> list[Failure]:
+        out = []
+        for shard in sorted(set(self.index.values())):
+            out.extend(self.reader(shard).failures())
+        return out
+
+
+def iter_shard_failures(paths: Iterable[str | Path]) -> list[Failure]:
+    out = []
+    for p in paths:
+        out.extend(read_failures(p))
+    return out

@@ -1,0 +1,318 @@
+"""SSP's two text prompts per video: Q1 -> A1 (scene description), Q2 with A1 -> A2 (sounding nouns).
+
+Backends share one interface, ``caption(video_id, frames) -> (q1, a1, q2, a2)``:
+  * ``minicpm-o``: MiniCPM-o-2.6 (the paper's model) via transformers AutoModel/AutoTokenizer
+    from a local folder. Its code lives in the model folder, so loading runs that code:
+    ``trust_remote_code`` must be set to true explicitly in config.
+  * ``hf-vlm``: any transformers image-text-to-text model with a chat template, from a local folder.
+  * ``file``: precomputed captions (JSON or CSV keyed by video id).
+  * ``synthetic``: SynthAVS only: A1 and A2 written from the generator's scene description, with
+    nouns dropped or added at given rates to study prompt quality. Marked synthetic in its output.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ssp.io.weights import WeightsError, check_model_folder, load_complete
+
+log = logging.getLogger(__name__)
+
+Q1_FINAL = ('Describe the video, give every object\'s location with their characteristic, with a format '
+            'of "A NOUN VERB NOUN", for example: "a man plays a guitar".')
+# Fig. 7 (a)-(d): prompts of increasing specificity; (d) is the paper's final prompt, quoted above.
+# The wording of (a)-(c) is this project's reconstruction of that progression.
+Q1_VARIANTS = {
+    "a": "Describe the video.",
+    "b": "Describe the video, give every object's location.",
+    "c": "Describe the video, give every object's location with their characteristic.",
+    "d": Q1_FINAL,
+}
+Q2_TEMPLATE = "According to the video, with {a1}, give the NOUN word that potentially produce sound."
+TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
+                 "with your permissions. Read the folder's *.py files, then set "
+                 "'captions.trust_remote_code: true' to allow it.")
+
+
+def question2(a1: str) -> str:
+    return Q2_TEMPLATE.format(a1=a1.strip().rstrip("."))
+
+
+_LEAD = re.compile(r"^(?:.*?\b(?:are|is|include|includes|would be)\b\s*:?|.*?:)\s*", re.I)
+_STOP = {"a", "an", "the", "some", "and", "or", "etc", "none", "noun", "nouns", "word", "words",
+         "sound", "sounds"}
+
+
+def parse_nouns(answer: str) -> list[str]:
+    """A2 -> a clean, ordered, de-duplicated noun list ('dog', 'emergency car', ...)."""
+    text = re.sub(r"[*_`#\"]", " ", answer.lower())
+    text = re.sub(r"\([^)]*\)", " ", text)                         # parentheticals
+    if ":" in text or re.search(r"\b(?:are|include)\b", text):
+        text = "\n".join(_LEAD.sub("", line, count=1) for line in text.splitlines())
+    parts = re.split(r"[,;\n/]|\band\b|\bor\b|\.\s", text)
+    nouns: list[str] = []
+    for part in parts:
+        part = re.sub(r"^\s*(?:\d+[.)]|[-•])\s*", "", part)           # list markers
+        words = [w for w in re.findall(r"[a-z][a-z-]*", part) if w not in _STOP]
+        noun = " ".join(words).strip()
+        if noun and noun not in nouns and len(words) <= 3:
+            nouns.append(noun)
+    return nouns
+
+
+# --------------------------------------------------------------------------- backends
+
+class TwoTurnChat:
+    """Q1 with the frames, then Q2 (with A1 inserted) as the next turn of the same conversation."""
+
+    name = "chat"
+
+    def __init__(self, q1_variant: str = "d"):
+        self.q1 = Q1_VARIANTS[q1_variant]
+        self.q1_variant = q1_variant
+
+    def ask(self, images: list, history: list[tuple[str, str]], question: str) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def turns(history: list[tuple[str, str]], question: str):
+        """(is_first, question, answer or None) for each user turn; images go with the first."""
+        for i, (q, a) in enumerate(list(history) + [(question, None)]):
+            yield i == 0, q, a
+
+    def caption(self, video_id: str, frames: np.ndarray) -> tuple[str, str, str, str]:
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        a1 = self.ask(images, [], self.q1).strip()
+        q2 = question2(a1)
+        a2 = self.ask(images, [(self.q1, a1)], q2).strip()
+        return self.q1, a1, q2, a2
+
+
+MINICPMO_HOLDS = "a snapshot of openbmb/MiniCPM-o-2_6 (its weights, tokenizer and *.py files)"
+MINICPMO_TRANSFORMERS = "4.44.2"   # the version MiniCPM-o-2.6's model card pins
+MINICPMO_ENV_MESSAGE = (
+    "MiniCPM-o-2.6's own code (the *.py files in its folder) was written for transformers "
+    f"{MINICPMO_TRANSFORMERS} and imports names that later versions removed (LogitsWarper, "
+    "WHISPER_ATTENTION_CLASSES); this environment has transformers {version}. Run the captions stage in "
+    "its own environment: `snakemake --use-conda` does so (envs/minicpmo.yaml); without conda, "
+    "`make minicpmo-env` makes .venv-minicpmo and 'captions.python: .venv-minicpmo/bin/python' runs "
+    "the stage there (README: Text prompts).")
+
+
+def transformers_version() -> str | None:
+    """The installed transformers' version, read from its metadata (no import), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
+def minicpmo_environment_warning(cfg, *, uses_conda: bool) -> str | None:
+    """What to say when a run would load MiniCPM-o's code under a transformers it cannot import with:
+    backend minicpm-o, no conda environment of its own (--use-conda) and no captions.python, and
+    this environment's transformers later than 4.47. A warning, not an error: a patched copy of
+    MiniCPM-o's code may run on it."""
+    from packaging.version import Version
+
+    c = cfg.captions
+    if c.backend != "minicpm-o" or uses_conda or c.python:
+        return None
+    installed = transformers_version()
+    if installed is None or Version(installed) < Version("4.48"):
+        return None
+    return ("captions.backend is minicpm-o, but the captions rules would run in this environment: "
+            + MINICPMO_ENV_MESSAGE.format(version=installed))
+
+
+class MiniCPMo(TwoTurnChat):
+    name = "minicpm-o"
+
+    def __init__(self, folder: str | None, *, trust_remote_code: bool, q1_variant: str = "d",
+                 max_new_tokens: int = 256, device: str = "auto", model=None, tokenizer=None):
+        super().__init__(q1_variant)
+        self.max_new_tokens = max_new_tokens
+        if model is None:
+            if not trust_remote_code:
+                raise PermissionError(TRUST_MESSAGE)
+            model, tokenizer = self._load(folder, device)
+        self.model, self.tokenizer = model, tokenizer
+        self.model_id = str(folder)
+
+    @staticmethod
+    def _load(folder: str | None, device: str):
+        """MiniCPM-o's own code from its folder, vision only (no audio encoder, no TTS), every weight
+        of that model from the checkpoint (a missing one is an error, never a random value)."""
+        import torch
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        from ssp.flow.estimators import pick_device
+
+        path = check_model_folder(folder, "captions.model", MINICPMO_HOLDS)
+        dev = pick_device(device)
+        dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
+        # transformers 4.44 (MiniCPM-o's) knows the argument as torch_dtype; 5.x as dtype
+        dtype_arg = "torch_dtype" if int(transformers.__version__.split(".")[0]) < 5 else "dtype"
+        log.warning("captions: loading %s with trust_remote_code=True (its own code runs)", path)
+        try:
+            model = load_complete(AutoModel, path, "captions.model", MINICPMO_HOLDS, trust_remote_code=True,
+                                  init_vision=True, init_audio=False, init_tts=False, **{dtype_arg: dtype})
+        except ImportError as exc:
+            raise RuntimeError(f"'captions.model': {path}: {exc}. "
+                               + MINICPMO_ENV_MESSAGE.format(version=transformers.__version__)) from exc
+        model = model.to(dev).eval()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"'captions.model': no tokenizer loads from {path} ({exc}); it should hold "
+                               f"{MINICPMO_HOLDS}") from exc
+        return model, tokenizer
+
+    def settings(self) -> dict:
+        return {"q1_variant": self.q1_variant, "max_new_tokens": self.max_new_tokens, "sampling": False,
+                "max_slice_nums": 1, "use_image_id": False}
+
+    def ask(self, images, history, question):
+        msgs = []
+        for first, q, a in self.turns(history, question):
+            msgs.append({"role": "user", "content": (list(images) if first else []) + [q]})
+            if a is not None:
+                msgs.append({"role": "assistant", "content": [a]})
+        return self.model.chat(msgs=msgs, tokenizer=self.tokenizer, sampling=False,
+                               max_new_tokens=self.max_new_tokens, use_image_id=False, max_slice_nums=1)
+
+
+class HFVLM(TwoTurnChat):
+    name = "hf-vlm"
+
+    def __init__(self, folder: str | None, *, q1_variant: str = "d", max_new_tokens: int = 256,
+                 device: str = "auto"):
+        super().__init__(q1_variant)
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from ssp.flow.estimators import pick_device
+
+        what = "an image-text-to-text model with a chat template (weights and processor files)"
+        path = check_model_folder(folder, "captions.model", what)
+        self.device = pick_device(device)
+        self.model = load_complete(AutoModelForImageTextToText, path, "captions.model", what).to(self.device).eval()
+        try:
+            self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"'captions.model': no processor loads from {path} ({exc}); it should hold {what}") from exc
+        self.max_new_tokens, self.model_id = max_new_tokens, str(path)
+
+    def settings(self) -> dict:
+        return {"q1_variant": self.q1_variant, "max_new_tokens": self.max_new_tokens, "do_sample": False}
+
+    def ask(self, images, history, question):
+        import torch
+
+        msgs = []
+        for first, q, a in self.turns(history, question):
+            content = [{"type": "image"} for _ in images] if first else []
+            msgs.append({"role": "user", "content": content + [{"type": "text", "text": q}]})
+            if a is not None:
+                msgs.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+        prompt = self.processor.apply_chat_template(msgs, add_generation_prompt=True)
+        inputs = self.processor(text=prompt, images=[list(images)], return_tensors="pt")
+        inputs.pop("token_type_ids", None)
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self.processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+class FileCaptions:
+    """Precomputed captions: JSON {video_id: {a1, a2[, q1, q2]}} / list of records, or CSV with those columns."""
+
+    name = "file"
+
+    def __init__(self, path: str | None, q1_variant: str = "d"):
+        if not path or not Path(path).is_file():
+            raise FileNotFoundError(f"'captions.file': caption file {path!r} does not exist")
+        self.path, self.q1 = Path(path), Q1_VARIANTS[q1_variant]
+        self.model_id = str(self.path)
+        self.table = self._read(self.path)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict]:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+        else:
+            data = json.loads(path.read_text())
+            rows = [dict(v, video_id=k) for k, v in data.items()] if isinstance(data, dict) else data
+        table = {}
+        for r in rows:
+            if not {"video_id", "a1", "a2"} <= set(r):
+                raise ValueError(f"{path}: every record needs video_id, a1 and a2; got {sorted(r)}")
+            table[str(r["video_id"])] = r
+        return table
+
+    def settings(self) -> dict:
+        return {"file": str(self.path)}
+
+    def caption(self, video_id, frames):
+        if video_id not in self.table:
+            raise KeyError(f"{self.path} has no captions for video {video_id!r}")
+        r = self.table[video_id]
+        return r.get("q1") or self.q1, r["a1"], r.get("q2") or question2(r["a1"]), r["a2"]
+
+
+class SyntheticCaptions:
+    """SynthAVS: A1/A2 from the scene description, with controlled noun drops and additions."""
+
+    name = "synthetic"
+    model_id = "synthavs-scene-description"
+
+    def __init__(self, data_root: str | Path, *, drop_rate: float = 0.0, add_rate: float = 0.0,
+                 seed: int = 0, q1_variant: str = "d"):
+        self.root, self.drop, self.add, self.seed = Path(data_root), drop_rate, add_rate, seed
+        self.q1 = Q1_VARIANTS[q1_variant]
+
+    def settings(self) -> dict:
+        return {"drop_rate": self.drop, "add_rate": self.add, "seed": self.seed, "synthetic": True}
+
+    def caption(self, video_id, frames):
+        from ssp.datasets.synthavs import LABELS, load_scene
+
+        try:
+            scene = load_scene(self.root, video_id)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no SynthAVS scene for {video_id!r} under {self.root} "
+                                    "(the synthetic caption backend needs the synthetic dataset)") from None
+        rng = np.random.default_rng([self.seed, zlib.crc32(video_id.encode())])
+        a1 = ". ".join(s[0].upper() + s[1:] for s in scene["sentences"]) + "."
+        nouns = [n for n in scene["sounding"] if rng.random() >= self.drop]
+        others = [o["label"] for o in scene["objects"] if not o["sounding"]] + list(rng.choice(LABELS[1:], 2))
+        nouns += [n for n in others if rng.random() < self.add and n not in nouns]
+        a2 = ", ".join(n.replace("-", " ") for n in nouns) if nouns else "none"
+        return self.q1, a1, question2(a1), a2
+
+
+def make_captioner(cfg, data_root: str | Path):
+    c = cfg.captions
+    if c.backend == "synthetic":
+        return SyntheticCaptions(data_root, drop_rate=c.synthetic.drop_rate, add_rate=c.synthetic.add_rate,
+                                 seed=c.synthetic.seed, q1_variant=c.q1_variant)
+    if c.backend == "file":
+        return FileCaptions(c.file, c.q1_variant)
+    if c.backend == "hf-vlm":
+        return HFVLM(c.model, q1_variant=c.q1_variant, max_new_tokens=c.max_new_tokens, device=c.device)
+    return MiniCPMo(c.model, trust_remote_code=c.trust_remote_code, q1_variant=c.q1_variant,
+                    max_new_tokens=c.max_new_tokens, device=c.device)
+
+
+__all__ = ["MiniCPMo", "HFVLM", "FileCaptions", "SyntheticCaptions", "make_captioner", "parse_nouns",
+           "Q1_VARIANTS", "WeightsError"]

@@ -1,0 +1,140 @@
+"""Captions stage over one shard: frames shard -> captions JSONL, resumable.
+
+Each line is one video: ``{video_id, status: ok, q1, a1, q2, a2, nouns, backend, model_id,
+settings}`` or ``{video_id, status: failed, stage, reason}``. Lines are appended to
+``<out>.partial`` as they are made; a re-run keeps the lines made with the same backend, model
+and settings and skips those videos; the file is renamed to ``<out>`` when the shard is done.
+
+``caption_shard`` runs the stage in this process, or with ``captions.python`` in another Python
+interpreter: MiniCPM-o's own code needs an older transformers than the rest of the pipeline, so
+without conda it runs in an environment of its own (``make minicpmo-env``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from ssp.io.store import Failure, ShardReader
+from ssp.prompts.captioners import parse_nouns, transformers_version
+from ssp.stages.preprocess import shard_rows
+
+log = logging.getLogger("ssp.stages.captions")   # also when run as `python -m ssp.stages.captions`
+
+
+def _previous(partial: Path, key: dict) -> dict[str, dict]:
+    done = {}
+    if not partial.exists():
+        return done
+    for line in partial.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if rec.get("status") == "ok" and all(rec.get(k) == v for k, v in key.items()):
+            done[rec["video_id"]] = rec
+    return done
+
+
+def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
+                 captioner) -> list[Failure]:
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    key = {"backend": captioner.name, "model_id": captioner.model_id, "settings": captioner.settings()}
+    done = _previous(partial, key)
+    if done:
+        log.info("captions %s: resuming, %d videos already captioned", shard, len(done))
+    frames = ShardReader(frames_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in done.values()]
+    partial.write_text("".join(line + "\n" for line in lines))
+    failures = []
+    with open(partial, "a") as fh:
+        for vid in tqdm(shard_rows(manifest, shard)["video_id"], desc=f"captions {shard}"):
+            if vid in done:
+                continue
+            try:
+                if vid not in frames:
+                    raise LookupError(f"no entry in {frames.path.name} of the frames stage (skipped there)")
+                q1, a1, q2, a2 = captioner.caption(vid, frames.read(vid)["frames"])
+                rec = {"video_id": vid, "status": "ok", "q1": q1, "a1": a1, "q2": q2, "a2": a2,
+                       "nouns": parse_nouns(a2), **key}
+            except (LookupError, FileNotFoundError, ValueError, RuntimeError) as exc:
+                log.warning("captions: skipped %s: %s", vid, exc)
+                failures.append(Failure(vid, "captions", str(exc)))
+                rec = {"video_id": vid, "status": "failed", "stage": "captions", "reason": str(exc)}
+            fh.write(json.dumps(rec) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(partial, out)
+    return failures
+
+
+def read_captions(path: str | Path) -> dict[str, dict]:
+    """video_id -> record, for the videos captioned successfully."""
+    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+    return {r["video_id"]: r for r in recs if r["status"] == "ok"}
+
+
+def caption_failures(path: str | Path) -> list[Failure]:
+    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
+    return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
+
+
+def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,
+                  log_file: str | Path | None = None) -> None:
+    """One shard's captions (``run_captions``) with the captioner ``cfg`` names: in this process,
+    or, when ``captions.python`` is set, in that interpreter (this package's source on its path;
+    its messages go to ``log_file`` too)."""
+    python = cfg.captions.python
+    if not python:
+        from ssp.datasets.manifest import read_manifest
+        from ssp.prompts.captioners import make_captioner
+
+        run_captions(read_manifest(manifest), shard, frames_path, out, make_captioner(cfg, cfg.dataset_root))
+        return
+    exe = shutil.which(python) or python       # the config's check made sure it runs
+    config = copy.deepcopy(cfg.raw)
+    config["captions"]["python"] = None
+    job = {"config": config, "manifest": str(manifest), "shard": shard, "frames": str(frames_path),
+           "out": str(out), "log": str(log_file) if log_file else None}
+    src = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    log.info("captions %s: running in %s", shard, exe)
+    for h in logging.getLogger().handlers:
+        h.flush()
+    rc = subprocess.run([exe, "-m", "ssp.stages.captions", json.dumps(job)], env=env).returncode
+    if rc:
+        raise RuntimeError(f"captions {shard}: the stage failed in {exe} (exit status {rc}); its messages "
+                           f"are above{' and in ' + str(log_file) if log_file else ''}")
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m ssp.stages.captions JOB``: the other interpreter's side of ``caption_shard``."""
+    from ssp.config import Config
+    from ssp.io import logs
+
+    job = json.loads(argv[0])
+    logs.setup(job["log"], append=True)
+    try:
+        cfg = Config.from_dict(job["config"])
+        log.info("captions %s: %s (transformers %s)", job["shard"], sys.executable,
+                 transformers_version() or "not installed")
+        caption_shard(cfg, job["manifest"], job["shard"], job["frames"], job["out"])
+    except Exception:
+        log.exception("captions %s failed in %s", job["shard"], sys.executable)
+        return 1
+    return 0
+
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""Preprocessing stages, one shard at a time: frames, audio, ground-truth masks.
+
+Each stage reads the manifest rows of one shard, decodes every video, and writes one HDF5
+shard. A video that cannot be decoded becomes a failure record (video, stage, reason) kept in
+the shard; the other videos of the shard go on.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from ssp.config import Config
+from ssp.datasets.manifest import read_label2idx
+from ssp.io.media import MediaError, decode_audio, decode_video_frames, fit_audio, read_frame_files, read_video_masks
+from ssp.io.palette import NUM_CLASSES
+from ssp.io.store import ShardWriter, provenance
+
+log = logging.getLogger(__name__)
+
+
+def shard_rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
+    rows = manifest[manifest["shard"] == shard]
+    if rows.empty:
+        raise ValueError(f"shard {shard!r} is not in the manifest")
+    return rows
+
+
+def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config,
+         params: dict, one_video) -> list:
+    """Shared loop: one video at a time, failures recorded, atomic shard write."""
+    rows = shard_rows(manifest, shard)
+    attrs = provenance(stage, cfg.section_hash("dataset", "preprocess", "shards"), params,
+                       dataset=cfg.dataset.name, layout=cfg.dataset.layout, shard=shard)
+    with ShardWriter(out, attrs) as w:
+        for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"{stage} {shard}"):
+            try:
+                arrays, vattrs = one_video(row)
+            except MediaError as exc:
+                log.warning("%s: skipped %s: %s", stage, row.video_id, exc)
+                w.fail(row.video_id, stage, str(exc))
+                continue
+            w.add(row.video_id, arrays, vattrs)
+    log.info("%s shard %s: %d written, %d failed -> %s", stage, shard, len(w.written), len(w.failures), out)
+    return w.failures
+
+
+def run_frames(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+    """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files)."""
+    size = cfg.preprocess.image_size
+
+    def one(row):
+        if row.source == "video":
+            frames, n_valid = decode_video_frames(row.video_path, row.n_frames, size)
+        else:
+            frames, n_valid = read_frame_files(row.frame_paths, size), row.n_frames
+        return {"frames": frames}, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset}
+
+    return _run("frames", manifest, shard, out, cfg, {"image_size": size}, one)
+
+
+def run_audio(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+    """Waveform [T * sr] float32 per video, 16 kHz mono, trimmed or zero-padded to T seconds."""
+    sr = cfg.preprocess.sample_rate
+
+    def one(row):
+        if row.source == "frames" and not Path(row.audio_path).is_file():
+            raise MediaError(f"{row.audio_path}: audio file is missing")
+        wav, n_valid = fit_audio(decode_audio(row.audio_path, sr), row.n_frames, sr)
+        return {"wav": wav}, {"n_frames": row.n_frames, "n_valid_samples": n_valid,
+                              "sample_rate": sr, "subset": row.subset}
+
+    return _run("audio", manifest, shard, out, cfg, {"sample_rate": sr}, one)
+
+
+def num_classes_of(cfg: Config) -> int:
+    if cfg.dataset.layout in ("synthetic", "avsbench_semantic"):
+        return len(read_label2idx(cfg.dataset_root))
+    return 2 if cfg.dataset.layout.startswith("avsbench_object") else NUM_CLASSES
+
+
+def run_masks(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+    """Ground truth [T, S, S] uint8 (class index, or {0, 1} for binary layouts) + has_mask [T]."""
+    size = cfg.preprocess.image_size
+    n_cls = num_classes_of(cfg)
+
+    def one(row):
+        labels, has = read_video_masks(row.mask_paths, row.mask_format, size, n_cls)
+        return {"labels": labels, "has_mask": has}, {"mask_format": row.mask_format, "num_classes": n_cls}
+
+    return _run("masks", manifest, shard, out, cfg, {"image_size": size, "num_classes": n_cls}, one)

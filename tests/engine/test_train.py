@@ -1,0 +1,278 @@
+"""The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, tiny_run_config
+
+from ssp.config import Config
+from ssp.datasets.manifest import read_manifest
+from ssp.engine.jobs import load_captions
+from ssp.engine.loop import Preempted, train
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def _caps(cfg):
+    return load_captions(sorted((cfg.run_dir / "captions").glob("*.jsonl")))
+
+
+def test_resume_reaches_the_same_state(tiny_run, tmp_path):
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    full = train(cfg, m, "full", tmp_path / "a", captions=_caps(cfg))
+    train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg), max_steps=3)     # killed after 3 steps
+    assert not (tmp_path / "b" / "model.pt").exists()
+    resumed = train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg))
+    a, b = _state(full), _state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    log = pd.read_csv(tmp_path / "a" / "metrics.csv")
+    assert {"loss", "loss_class", "loss_mask", "loss_dice", "loss_postmask", "lr", "val_miou"} <= set(log["name"])
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tiny_run, tmp_path, caplog):
+    """A re-run after a settings change (Snakemake re-runs the rule; checkpoint.pt is no output, so
+    it survives) trains from the start; speed-only settings do not count as a change."""
+    import dataclasses
+    import logging
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    train(cfg, m, "baseline", tmp_path / "b", max_steps=2)                     # stopped after 2 steps
+    fast = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=0, channels_last=False))
+    with caplog.at_level(logging.INFO, logger="ssp.engine.loop"):
+        train(fast, m, "baseline", tmp_path / "b", max_steps=3)
+    assert "resuming baseline from epoch 0, step 2" in caplog.text
+    caplog.clear()
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cfg.train.lr / 2))
+    with caplog.at_level(logging.INFO, logger="ssp.engine.loop"):
+        final = train(other, m, "baseline", tmp_path / "b")
+    assert "other settings or inputs" in caplog.text and "resuming" not in caplog.text
+    fresh = train(other, m, "baseline", tmp_path / "c")
+    a, b = _state(final), _state(fresh)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    steps = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert steps[steps["name"] == "loss"]["step"].tolist() == pd.read_csv(tmp_path / "c" / "metrics.csv").query(
+        "name == 'loss'")["step"].tolist()   # the log of the restarted run only
+
+
+def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
+    """SIGTERM (SLURM preemption) in the middle of epoch 3: checkpoint, exit code 143, resume."""
+    import ssp.engine.loop
+
+    cfg = tiny_run_config(tiny_run, epochs=50)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    calls, real_losses = [], ssp.engine.loop.video_losses
+
+    def losses_then_sigterm(*args, **kwargs):
+        """As SLURM does: SIGTERM to every process of the job (the loader's workers too) in step 5."""
+        calls.append(1)
+        if len(calls) == 5:
+            workers = multiprocessing.active_children()
+            assert len(workers) == cfg.train.num_workers > 0
+            for pid in [w.pid for w in workers] + [os.getpid()]:
+                os.kill(pid, signal.SIGTERM)
+        return real_losses(*args, **kwargs)
+
+    monkeypatch.setattr(ssp.engine.loop, "video_losses", losses_then_sigterm)
+    with pytest.raises(Preempted) as exc:
+        train(cfg, m, "baseline", tmp_path / "p", captions={})
+    monkeypatch.undo()
+    assert exc.value.code == 143
+    # the traceback keeps train()'s frame alive: its DataLoader workers must be gone all the same,
+    # or the interpreter waits for them at exit
+    assert multiprocessing.active_children() == []
+    state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
+    assert state["global_step"] == 5 and state["epoch"] == 2 and state["step_in_epoch"] == 1
+    cfg2 = tiny_run_config(tiny_run, epochs=state["epoch"] + 1)
+    train(cfg2, m, "baseline", tmp_path / "p", captions={})
+    assert (tmp_path / "p" / "model.pt").exists()
+
+
+def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatch):
+    """As AVSBench and AAVS keep their best validation checkpoint: model.pt is the epoch of the best
+    validation mIoU (the first, on ties); `select: last` chooses the last epoch without training
+    again; a run stopped while validating an epoch validates it when resumed."""
+    import dataclasses
+
+    import ssp.engine.loop
+
+    cfg = tiny_run_config(tiny_run, epochs=4)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    scores = iter([0.2, 0.5, 0.5, 0.3] * 2)      # val mIoU of epochs 1-4, twice: epoch 2 is the best
+    real = ssp.engine.loop.validate
+
+    def scripted(*args, **kwargs):
+        return real(*args, **kwargs) | {"val_miou": next(scores)}
+
+    monkeypatch.setattr(ssp.engine.loop, "validate", scripted)
+    out = train(cfg, m, "baseline", tmp_path / "a", captions={})
+    saved = torch.load(out, weights_only=False)
+    assert saved["selected"] == {"by": "best validation mIoU", "epoch": 2, "val_miou": 0.5}
+    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    assert all(torch.equal(best[k], v) for k, v in saved["model"].items())
+    last = _state(tmp_path / "a" / "checkpoint.pt")
+    assert not all(torch.equal(last[k], v) for k, v in saved["model"].items())
+    steps = len(pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'loss'"))
+
+    last_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last"))
+    out = train(last_cfg, m, "baseline", tmp_path / "a", captions={})     # the finished run: no training
+    saved = torch.load(out, weights_only=False)
+    assert saved["selected"] == {"by": "train.select: last", "epoch": 4}
+    assert all(torch.equal(last[k], v) for k, v in saved["model"].items())
+    assert len(pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'loss'")) == steps
+
+    calls = []
+
+    def stopped_in_epoch_3(*args, **kwargs):   # preempted while validating epoch 3
+        calls.append(1)
+        if len(calls) == 3:
+            raise Preempted(143)
+        return scripted(*args, **kwargs)
+
+    monkeypatch.setattr(ssp.engine.loop, "validate", stopped_in_epoch_3)
+    with pytest.raises(Preempted):
+        train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 2
+    monkeypatch.setattr(ssp.engine.loop, "validate", scripted)
+    scores = iter([0.5, 0.3])                   # epoch 3 (validated on resuming), epoch 4
+    out = train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(out, weights_only=False)["selected"]["epoch"] == 2
+    assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 4
+
+    # a finished run from before best.json: only what is validated from now on can be chosen, and
+    # model.pt says which epochs those were
+    (tmp_path / "b" / "best.json").unlink()
+    (tmp_path / "b" / "best.pt").unlink()
+    scores = iter([0.1])
+    out = train(cfg, m, "baseline", tmp_path / "b", captions={})
+    assert torch.load(out, weights_only=False)["selected"] == {"by": "best validation mIoU of epochs 4-4",
+                                                               "epoch": 4, "val_miou": 0.1}
+
+
+def test_ddp_two_processes_equal_one(tiny_run, tmp_path):
+    """2 processes x 1 video (gloo) give the same per-step loss and update as 1 process x 2 videos.
+
+    Weights are compared after one step: after that, Adam's near-sign updates of parameters
+    whose gradient is ~0 let float noise grow, so later steps are compared through the loss.
+    """
+    cfg = tiny_run_config(tiny_run, epochs=1, batch_size=2)
+    raw_ddp = yaml.safe_load(yaml.safe_dump(cfg.raw))
+    raw_ddp["train"]["batch_size"] = 1
+    outs = {"single": tmp_path / "single", "ddp": tmp_path / "ddp"}
+    confs = {"single": (cfg.raw, 1), "ddp": (raw_ddp, 2)}
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+
+    def run(name, steps):
+        raw, nproc = confs[name]
+        conf = tmp_path / f"{name}.yaml"
+        conf.write_text(yaml.safe_dump(raw))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "ssp", "train", "--config", str(conf), "--variant", "baseline", "--out", str(outs[name]),
+               "--max-steps", str(steps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    for name in outs:
+        run(name, 1)
+    a = torch.load(outs["single"] / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(outs["ddp"] / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
+    for name in outs:
+        run(name, 2)   # resumes from the step-1 checkpoint
+    la, lb = (pd.read_csv(outs[n] / "metrics.csv") for n in ("single", "ddp"))
+    la, lb = (x[x["name"] == "loss"]["value"].to_numpy() for x in (la, lb))
+    assert len(la) == len(lb) == 2
+    torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), rtol=1e-5, atol=1e-5)
+
+
+def test_predictions_format(tiny_run, tmp_path):
+    from ssp.engine.inference import predict
+
+    cfg = tiny_run_config(tiny_run, epochs=1)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    base = train(cfg, m, "baseline", tmp_path / "base", captions={})
+    predict(cfg, m, base, "test", tmp_path / "base.h5")
+    full = train(cfg, m, "full", tmp_path / "full", captions=_caps(cfg))
+    predict(cfg, m, full, "test", tmp_path / "full.h5", captions=_caps(cfg), stage1=tmp_path / "base.h5")
+    with h5py.File(tmp_path / "full.h5") as h5:
+        assert h5.attrs["premask_test"] == "stage1" and h5.attrs["variant"] == "full"
+        vids = [k for k in h5.keys()]
+        assert vids
+        s = h5[vids[0]]["scores"][()]
+        assert s.dtype == "float32" and s.shape[1:] == (48, 48) and 0 <= s.min() and s.max() <= 1
+    from PIL import Image
+
+    from ssp.engine.inference import write_pngs
+
+    assert write_pngs(tmp_path / "full.h5", tmp_path / "png") == len(vids) * s.shape[0]
+    png = np.asarray(Image.open(tmp_path / "png" / vids[0] / "0.png"))
+    assert png.shape == (48, 48) and set(np.unique(png)) <= {0, 255}
+    assert ((s[0] > 0.5) * 255 == png).all()
+    # weights that do not fit this config (another run's, predict.models_from) are named with why
+    from ssp.engine.inference import load_trained
+
+    other = dict(cfg.raw, model={**cfg.raw["model"], "hidden_dim": 64})
+    with pytest.raises(ValueError, match=r"base/model\.pt does not fit .*other model\.hidden_dim"):
+        load_trained(Config.from_dict(other), base, "cpu")
+    with pytest.raises(ValueError, match=r"model for the binary task, where this run needs one for the semantic"):
+        load_trained(cfg, base, "cpu", task="semantic")
+
+
+def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path, monkeypatch):
+    """Stage 2 keeps its best validation epoch by AVSS mIoU, with the ground truth's foreground as
+    the stones: the figure `ssp evaluate` gives that epoch's predictions from such stones."""
+    import ssp.engine.loop
+    from ssp.engine.inference import predict
+    from ssp.engine.jobs import run_training
+    from ssp.engine.loop import make_dataset, select
+    from ssp.evaluation.scoring import evaluate
+    from ssp.io.store import ShardWriter
+    from ssp.variants import VARIANTS
+
+    cfg = tiny_run_config(tiny_run, epochs=2, task="semantic", subsets=["v1s", "v1m", "v2"])
+    stones, real = [], ssp.engine.loop.predict_video
+
+    def predict_video(model, batch, *args, **kwargs):
+        stones.append(torch.equal(batch["stage1"], (batch["labels"] > 0).float()))
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(ssp.engine.loop, "predict_video", predict_video)
+    path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None)
+    assert stones and all(stones)   # every validation video, both epochs
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=False)
+    assert state["task"] == "semantic" and state["stepping_stone"]
+    assert state["model"]["m2f.class_predictor.weight"].shape[0] == 72   # 71 classes + no-object
+    best = json.loads((tmp_path / "sem" / "best.json").read_text())
+    assert state["selected"] == {"by": "best validation mIoU", "epoch": best["epoch"], "val_miou": best["val_miou"]}
+    val = pd.read_csv(tmp_path / "sem" / "metrics.csv").query("kind == 'val'")
+    assert set(val.query("name == 'val_stones'")["value"]) == {"ground truth"}
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
+    with ShardWriter(tmp_path / "stones.h5", {}) as w:
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["has_mask"].all()
+            w.add(item["video_id"], {"scores": (item["labels"] > 0).astype(np.float32)})
+    predict(cfg, m, path, "val", tmp_path / "val.h5", stage1=tmp_path / "stones.h5")
+    scored = evaluate("avss", cfg.dataset_root, tmp_path / "val.h5", split="val")
+    assert scored["miou"] == pytest.approx(best["val_miou"], abs=1e-9)
+    # the metrics say which epoch of training they score, for the tables
+    assert (scored["model_epoch"], scored["model_by"]) == (best["epoch"], "best validation mIoU")

@@ -1,0 +1,147 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssp.io.store import ShardedStore, ShardReader, ShardWriter, provenance
+
+
+def _write(path, ids, fail=()):
+    with ShardWriter(path, provenance("frames", "abc123", {"image_size": 8})) as w:
+        for i, vid in enumerate(ids):
+            w.add(vid, {"frames": np.full((2, 8, 8, 3), i, np.uint8)}, {"n_valid": 2})
+        for vid in fail:
+            w.fail(vid, "frames", f"{vid}.mp4: the file has no audio stream")
+
+
+def test_round_trip_and_provenance(tmp_path):
+    _write(tmp_path / "00000.h5", ["a", "b"], fail=["c"])
+    r = ShardReader(tmp_path / "00000.h5")
+    assert r.videos() == ["a", "b"]
+    assert r.read("b")["frames"].max() == 1
+    assert r.attrs("a")["n_valid"] == 2
+    attrs = r.attrs()
+    assert attrs["stage"] == "frames" and attrs["config_hash"] == "abc123"
+    assert json.loads(attrs["params"]) == {"image_size": 8}
+    assert {"ssp_version", "git_commit", "created"} <= set(attrs)
+    [f] = r.failures()
+    assert f.video_id == "c" and "no audio stream" in f.reason
+
+
+def test_exception_leaves_no_file(tmp_path):
+    path = tmp_path / "00000.h5"
+    with pytest.raises(RuntimeError):
+        with ShardWriter(path, {}) as w:
+            w.add("a", {"x": np.zeros(3)})
+            raise RuntimeError("decoder crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_writer_leaves_no_complete_file(tmp_path):
+    """A process killed mid-write leaves only a .tmp file, never the final name."""
+    path = tmp_path / "00000.h5"
+    code = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from ssp.io.store import ShardWriter
+        with ShardWriter({str(path)!r}, {{}}) as w:
+            w.add("a", {{"x": np.zeros(1000)}})
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -signal.SIGKILL
+    assert not path.exists()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers and all(".tmp-" in n for n in leftovers)
+    with pytest.raises(OSError):  # and a reader refuses anything incomplete
+        ShardReader(tmp_path / leftovers[0]).h5
+
+
+def test_incomplete_file_is_refused(tmp_path):
+    path = tmp_path / "x.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_group("a")
+    reader = ShardReader(path)
+    for _ in range(2):   # and again at the next access
+        with pytest.raises(OSError, match="not a complete shard"):
+            reader.read("a")
+
+
+class _Frames(Dataset):
+    def __init__(self, store, ids):
+        self.store, self.ids = store, ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.ids[i], torch.from_numpy(self.store.read(self.ids[i])["frames"]), os.getpid()
+
+
+def test_dataloader_with_two_workers(tmp_path):
+    _write(tmp_path / "00000.h5", ["a", "b", "c"])
+    _write(tmp_path / "00001.h5", ["d", "e"])
+    index = {"a": "00000", "b": "00000", "c": "00000", "d": "00001", "e": "00001"}
+    store = ShardedStore(tmp_path, index)
+    assert "a" in store  # opened in the parent before forking: must still work in workers
+    ds = _Frames(store, sorted(index))
+    loader = DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    seen, pids = {}, set()
+    for (vid,), frames, pid in loader:
+        seen[vid] = int(frames.max())
+        pids.add(int(pid))
+    assert seen == {"a": 0, "b": 1, "c": 2, "d": 0, "e": 1}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_missing_video_names_shard(tmp_path):
+    _write(tmp_path / "00000.h5", ["a"], fail=["b"])
+    store = ShardedStore(tmp_path, {"a": "00000", "b": "00000"})
+    with pytest.raises(KeyError, match="see its failures"):
+        store.read("b")
+    with pytest.raises(KeyError, match="not in the manifest"):
+        store.read("zzz")
+    assert [f.video_id for f in store.failures()] == ["b"]
+
+
+def test_read_only_the_keys_asked_for(tmp_path):
+    with ShardWriter(tmp_path / "00000.h5", provenance("flow_mask", "abc", {})) as w:
+        w.add("a", {"flow_mask": np.ones((2, 4, 4), np.uint8), "gray": np.zeros((2, 4, 4), np.float16)}, {})
+    store = ShardedStore(tmp_path, {"a": "00000"})
+    assert set(store.read("a")) == {"flow_mask", "gray"}
+    assert set(store.read("a", ("flow_mask",))) == {"flow_mask"}
+    with pytest.raises(KeyError, match="no entry"):
+        store.read("a", ("labels",))
+
+
+
+def test_offset_reads_equal_h5py_for_every_layout_and_dtype(tmp_path):
+    """Contiguous native numbers are read at their file offset; everything else through h5py.
+    Both give exactly h5py's arrays, a user block before the HDF5 data included."""
+    rng = np.random.default_rng(0)
+    arrays = {"u8": rng.integers(0, 255, (3, 5, 7, 3), dtype=np.uint8), "b": rng.random(5) > 0.5,
+              "f2": rng.standard_normal((4, 6)).astype(np.float16), "f4": rng.standard_normal((2, 9)).astype(np.float32),
+              "i8": rng.integers(-9, 9, 11), "scalar": np.float32(2.5), "empty": np.zeros((0, 4), np.uint8),
+              "big_endian": np.arange(6, dtype=">i4"), "text": np.array([b"a1", b"a2"])}
+    path = tmp_path / "00000.h5"
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        h5.attrs["complete"] = True
+        for k, a in arrays.items():
+            h5.create_dataset(f"v/{k}", data=a)
+        h5.create_dataset("v/gzip", data=arrays["u8"], compression="gzip", chunks=(1, 5, 7, 3))
+    reader = ShardReader(path)
+    got = reader.read("v")
+    with h5py.File(path, "r") as h5:
+        for k in list(arrays) + ["gzip"]:
+            want = h5["v"][k][()]
+            assert type(got[k]) is type(want) and np.asarray(got[k]).dtype == np.asarray(want).dtype, k
+            np.testing.assert_array_equal(got[k], want, err_msg=k)
+        assert h5["v/u8"].id.get_offset() is not None and h5["v/gzip"].id.get_offset() is None
+    reader.close()

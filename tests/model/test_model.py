@@ -1,0 +1,358 @@
+"""The SSP model: shapes, Eq. 2, switches, loading from folders, overfitting one batch."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL, tiny_run_config
+from references.hf_loss import avs_loss, reference_avs_losses
+
+from ssp.datasets.manifest import read_manifest
+from ssp.engine.criterion import mask_targets
+from ssp.engine.data import VideoDataset, collate
+from ssp.engine.loop import build_model, model_inputs, to_device
+from ssp.engine.losses import _slice, point_seed, video_losses
+from ssp.model.premask import postmask_label, premask, premask_flow_only, premask_for_test
+from ssp.stages.captions import read_captions
+from ssp.variants import VARIANTS
+
+
+def _batch(tiny_run, variant, n=2, split="train"):
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    rows = m[(m["split"] == split) & m["subset"].isin(["v1s", "v1m"])].reset_index(drop=True)
+    caps = {}
+    for p in (cfg.run_dir / "captions").glob("*.jsonl"):
+        caps.update(read_captions(p))
+    from ssp.model.vta import load_tokenizer
+
+    ds = VideoDataset(rows, cfg.run_dir, need_flow=variant.premask or variant.postmask,
+                      need_text=variant.text != "none", captions=caps, tokenizer=load_tokenizer(TINY_MODEL["tokenizer"]),
+                      max_text_len=8)
+    return cfg, to_device(collate([ds[i] for i in range(n)]), "cpu")
+
+
+def test_eq2_on_hand_made_masks():
+    mo = torch.tensor([[1, 1], [0, 0]])
+    gt = torch.tensor([[1, 0], [1, 0]])
+    assert premask(mo, gt).tolist() == [[1.0, 0.5], [0.5, 0.0]]
+    assert premask_flow_only(mo).tolist() == [[0.75, 0.75], [0.25, 0.25]]
+    stage1 = torch.tensor([[0.9, 0.2], [0.7, 0.1]])
+    assert premask_for_test(mo, stage1, "stage1").tolist() == [[1.0, 0.5], [0.5, 0.0]]
+    assert premask_for_test(mo, None, "flow").tolist() == [[0.75, 0.75], [0.25, 0.25]]
+    assert premask_for_test(mo, None, "none").tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match="stage-1"):
+        premask_for_test(mo, None, "stage1")
+    assert postmask_label(mo, gt).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("binary,stone", [(True, False), (False, True)])
+def test_output_shapes(tiny_run, binary, stone):
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    model = build_model(cfg, VARIANTS["full"], binary=binary, stepping_stone=stone)
+    kw = model_inputs(model, batch, training=True, premask_test="flow")
+    out = model(batch["frames"], batch["vggish"], **kw)
+    n = batch["frames"].shape[0]
+    q = 4 if binary else 6
+    classes = 2 if binary else 71   # binary: AAVS's background and sounding
+    assert out.final[0].shape == (n, q, classes + 1)
+    assert out.final[1].shape == (n, q, 32 // 4, 32 // 4)
+    assert len(out.class_logits) == 2  # decoder_layers predictions (HF counts the initial one as a layer)
+    targets, labels = mask_targets(batch["labels"], binary)
+    assert all(t.shape[1:] == (48, 48) for t in targets)
+
+
+def test_targets_binary_and_semantic():
+    lab = torch.zeros(2, 4, 4, dtype=torch.long)
+    lab[0, :2, :2] = 17
+    lab[0, 2:, 2:] = 29
+    masks, classes = mask_targets(lab, binary=True)   # AAVS's classes: background 0, sounding 1
+    assert masks[0].shape == (2, 4, 4) and classes[0].tolist() == [0, 1]
+    assert masks[0][0].sum() == 8 and masks[0][1].sum() == 8 and masks[0].sum(0).eq(1).all()
+    assert masks[1].shape == (1, 4, 4) and classes[1].tolist() == [0] and masks[1].all()   # all background
+    masks, classes = mask_targets(lab, binary=False)
+    assert classes[0].tolist() == [0, 17, 29] and classes[1].tolist() == [0]
+
+
+def test_binary_foreground_probability_agrees_with_the_semantic_argmax():
+    """AAVS scores binary masks by Mask2Former's semantic argmax over background and sounding; the
+    foreground probability our predictions carry is above 0.5 exactly there."""
+    from ssp.model.ssp import foreground_prob, semantic_probs
+
+    torch.manual_seed(0)
+    cls, msk = torch.randn(3, 5, 3) * 3, torch.randn(3, 5, 16, 16) * 3
+    fg = foreground_prob(cls, msk, binary=True)
+    assert fg.shape == (3, 16, 16) and 0 <= fg.min() and fg.max() <= 1
+    assert torch.equal(fg > 0.5, semantic_probs(cls, msk).argmax(1) == 1)
+    assert 0.05 < (fg > 0.5).float().mean() < 0.95
+
+
+def _encoder_input(model, batch, kw):
+    seen = {}
+
+    def hook(mod, args, kwargs):
+        seen["x"] = kwargs["pixel_values"].clone()
+
+    handle = model.m2f.model.pixel_level_module.register_forward_pre_hook(hook, with_kwargs=True)
+    model(batch["frames"], batch["vggish"], **kw)
+    handle.remove()
+    return seen["x"]
+
+
+def test_premask_switch_changes_only_the_encoder_input(tiny_run):
+    cfg, batch = _batch(tiny_run, VARIANTS["premask"])
+    base = build_model(cfg, VARIANTS["baseline"], binary=True)
+    pre = build_model(cfg, VARIANTS["premask"], binary=True)
+    assert set(base.state_dict()) == set(pre.state_dict())                  # no extra parameters
+    x0 = _encoder_input(base, batch, model_inputs(base, batch, training=True, premask_test="flow"))
+    torch.testing.assert_close(x0, base.encode_input(batch["frames"], None))  # frames unchanged
+    kw = model_inputs(pre, batch, training=True, premask_test="flow")
+    x1 = _encoder_input(pre, batch, kw)
+    torch.testing.assert_close(x1, pre.encode_input(batch["frames"] * kw["premask"][:, None], None))
+    assert not torch.allclose(x0, x1)
+    with pytest.raises(ValueError, match="without pre-mask"):
+        base(batch["frames"], batch["vggish"], premask=kw["premask"])
+
+
+def test_text_off_reads_no_caption(tiny_run):
+    class Exploding(dict):
+        def get(self, *a):
+            raise AssertionError("a caption was read")
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(cfg.run_dir / "manifest.csv")
+    ds = VideoDataset(m.iloc[:2], cfg.run_dir, need_flow=False, need_text=False, captions=Exploding())
+    item = ds[0]
+    assert "text_ids" not in item and "flow_mask" not in item
+
+
+def test_text_modes_and_postmask_term(tiny_run):
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    att = build_model(cfg, VARIANTS["text_att"], binary=True)
+    vta = build_model(cfg, VARIANTS["text_vta"], binary=True)
+    assert hasattr(att.vta, "cross") and not hasattr(vta.vta, "cross")
+    assert len(vta.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 2   # two calls
+    assert len(att.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 1
+    full = build_model(cfg, VARIANTS["full"], binary=True)
+    out = full(batch["frames"], batch["vggish"], **model_inputs(full, batch, training=True, premask_test="flow"))
+    torch.manual_seed(0)  # the matcher samples random points
+    _, with_post = video_losses(full, out, batch, binary=True, postmask_weight=10, use_postmask=True)
+    torch.manual_seed(0)
+    _, without = video_losses(full, out, batch, binary=True, postmask_weight=10, use_postmask=False)
+    assert "postmask" in with_post and "postmask" not in without
+    assert with_post["class"] == pytest.approx(without["class"])
+
+
+def fit_one_batch(model, batch, steps: int = 60, lr: float = 3e-3) -> list[float]:
+    """The full variant's losses over ``steps`` AdamW steps on one batch (trainable parameters only)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    kw = model_inputs(model, batch, training=True, premask_test="flow")
+    losses = []
+    for _ in range(steps):
+        loss, _ = video_losses(model, model(batch["frames"], batch["vggish"], **kw), batch, binary=True,
+                               postmask_weight=10, use_postmask=True)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_overfit_one_batch(tiny_run):
+    torch.manual_seed(0)
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    losses = fit_one_batch(build_model(cfg, VARIANTS["full"], binary=True), batch)
+    assert np.isfinite(losses).all()
+    assert min(losses[-5:]) < 0.35 * losses[0], losses[::10]
+
+
+def test_non_finite_loss_names_the_term(tiny_run, monkeypatch):
+    import ssp.engine.losses
+
+    cfg, batch = _batch(tiny_run, VARIANTS["premask_postmask"])
+    model = build_model(cfg, VARIANTS["premask_postmask"], binary=True)
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    monkeypatch.setattr(ssp.engine.losses, "postmask_frames", lambda part, labels, *a: torch.full((len(labels),), float("inf")))
+    with pytest.raises(FloatingPointError, match="loss term 'postmask' is inf for video"):
+        video_losses(model, out, batch, binary=True, postmask_weight=10, use_postmask=True)
+
+
+def test_models_load_from_saved_folders(tmp_path, tiny_run):
+    """Mask2Former, CLIP and the text encoder saved from small configs load back as a user's weights."""
+    import dataclasses
+
+    cfg = tiny_run_config(tiny_run)
+    model = build_model(cfg, VARIANTS["full"], binary=True)
+    model.m2f.save_pretrained(tmp_path / "m2f")
+    model.vta.clip.save_pretrained(tmp_path / "clip")
+    model.vta.text.save_pretrained(tmp_path / "text")
+    m = dataclasses.replace(cfg.model, mask2former=str(tmp_path / "m2f"), clip=str(tmp_path / "clip"),
+                            text_encoder=str(tmp_path / "text"))
+    m = dataclasses.replace(m, raw=cfg.model.raw)
+    loaded = build_model(dataclasses.replace(cfg, model=m), VARIANTS["full"], binary=True)
+    for part in ("m2f", "vta.clip", "vta.text"):
+        a = dict(model.get_submodule(part).state_dict())
+        b = dict(loaded.get_submodule(part).state_dict())
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+
+
+OLD_MASK2FORMER = Path(__file__).parents[1] / "data" / "transformers-4.44" / "mask2former"
+
+
+def test_mask2former_saved_by_transformers_4_loads_whole(tmp_path, tiny_run, caplog):
+    """The published Mask2Former checkpoints were saved by transformers 4.x: they name Swin's
+    weights the old way and lack the final layer norm that transformers 5's Swin backbone holds
+    (and never applies to its feature maps). A tiny one saved by 4.44.2 (tests/data/transformers-4.44/
+    make.py) loads with every weight it has, and AAVS's adapters train on it."""
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from ssp.io.weights import WeightsError
+
+    cfg = tiny_run_config(tiny_run)
+    model_cfg = dataclasses.replace(cfg.model, mask2former=str(OLD_MASK2FORMER))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(model_cfg, raw=cfg.model.raw))
+    with caplog.at_level("INFO", logger="ssp.io.weights"):
+        model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="full")
+    assert "swin.layernorm.weight" in caplog.text and "transformers declares may be absent" in caplog.text
+    loaded = list(model.m2f.state_dict().values())
+    saved = load_file(OLD_MASK2FORMER / "model.safetensors")
+    remade = ("relative_position_index",   # a buffer transformers 5 rebuilds
+              "class_predictor", "criterion.empty_weight", "queries_features", "queries_embedder")  # this task's sizes
+    kept = {k: v for k, v in saved.items() if not any(r in k for r in remade)}
+    assert len(kept) > 100 and any("encoder.encoder.layers.0.blocks.0.attention.self.query" in k for k in kept)
+    for k, v in kept.items():        # under their new names (q_proj, swin.encoder, ...), the same values
+        assert any(w.shape == v.shape and torch.equal(w, v) for w in loaded), k
+    # AAVS's adapters on it: a training step runs and touches only phase 1's parameters
+    torch.manual_seed(0)
+    _, batch = _batch(tiny_run, VARIANTS["baseline"])
+    model = build_model(cfg, VARIANTS["baseline"], binary=True, tune="adapters")
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    loss, _ = video_losses(model, out, batch, binary=True, postmask_weight=0, use_postmask=False)
+    loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3).step()
+    assert torch.isfinite(loss) and frozen
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    # a checkpoint missing a weight that is used stays an error
+    broken = tmp_path / "m2f-missing"
+    broken.mkdir()
+    (broken / "config.json").write_text((OLD_MASK2FORMER / "config.json").read_text())
+    del saved["model.pixel_level_module.encoder.hidden_states_norms.stage1.weight"]
+    save_file(saved, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"no weights for 1 parameter.*hidden_states_norms\.stage1\.weight"):
+        build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, mask2former=str(broken))),
+                    VARIANTS["baseline"], binary=True, tune="full")
+
+
+def test_text_encoder_and_clip_load_from_the_whole_published_models(tmp_path, tiny_run):
+    """Users hold whole checkpoints: a BLIP image-text retrieval model (its text encoder is taken)
+    and a CLIP model (its vision tower); a folder that lacks some of a model's weights is an error
+    naming them, never a model that runs on the random values transformers would put there."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BlipConfig, BlipForImageTextRetrieval, CLIPConfig, CLIPModel
+
+    from ssp.io.weights import WeightsError
+    from ssp.model.vta import build_clip_vision, build_text_encoder
+
+    cfg = tiny_run_config(tiny_run)
+    tc, vc = cfg.model.raw["text_config"], cfg.model.raw["clip_config"]
+    blip = BlipForImageTextRetrieval(BlipConfig(text_config=tc, vision_config=vc, projection_dim=8)).eval()
+    blip.save_pretrained(tmp_path / "blip-itm")
+    clip = CLIPModel(CLIPConfig(text_config={k: v for k, v in vc.items() if k not in ("image_size", "patch_size")},
+                                vision_config=vc, projection_dim=8)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    text = build_text_encoder(str(tmp_path / "blip-itm"), tc)
+    assert all(torch.equal(v, blip.text_encoder.state_dict()[k]) for k, v in text.state_dict().items())
+    vision = build_clip_vision(str(tmp_path / "clip"), vc)
+    assert all(torch.equal(v, clip.vision_model.state_dict()[k]) for k, v in vision.state_dict().items())
+
+    text.save_pretrained(tmp_path / "text")
+    weights = tmp_path / "text" / "model.safetensors"
+    state = load_file(weights)
+    del state["embeddings.word_embeddings.weight"]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"'model.text_encoder': .*text has no weights for 1 parameter\(s\) of "
+                                           r"BlipTextModel \(e.g. embeddings.word_embeddings.weight\)"):
+        build_text_encoder(str(tmp_path / "text"), tc)
+    with pytest.raises(WeightsError, match=r"'model.clip': .*blip-itm does not load as CLIPVisionModel"):
+        build_clip_vision(str(tmp_path / "blip-itm"), vc)
+
+
+def test_variant_names_of_the_studies():
+    from ssp.variants import parse_variant
+
+    assert parse_variant("full") == ("full", {})
+    assert parse_variant("full-pm2.5") == ("full", {"postmask_weight": 2.5})
+    assert parse_variant("premask_postmask-q1c") == ("premask_postmask", {"q1_variant": "c"})
+    with pytest.raises(ValueError, match="unknown variant 'full-q1e'"):
+        parse_variant("full-q1e")
+
+
+def test_channels_last_step_equals_default_and_compile_wraps(tiny_run):
+    """The trainer's memory-format setting changes the layout, not the arithmetic: one step from
+    the same weights gives the same loss and gradients; `compile` wraps the forward module."""
+    import dataclasses
+
+    from ssp.engine.loop import train_step, training_setup
+
+    cfg, batch = _batch(tiny_run, VARIANTS["premask"])
+    losses, grads = [], []
+    for cl in (False, True):
+        t = dataclasses.replace(cfg.train, channels_last=cl, compile=False)
+        torch.manual_seed(0)
+        model = build_model(cfg, VARIANTS["premask"], binary=True)
+        fwd, opt, ac = training_setup(model, t, torch.device("cpu"))
+        b = dict(batch, frames=batch["frames"].contiguous(memory_format=torch.channels_last) if cl
+                 else batch["frames"].contiguous())
+        loss, _ = train_step(fwd, model, opt, b, ac, t, binary=True, step=0)
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == cl
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    diff = (grads[0] - grads[1]).abs().max() / grads[0].abs().max()
+    assert diff < 1e-3, diff
+    t = dataclasses.replace(cfg.train, compile=True)
+    fwd, _, _ = training_setup(build_model(cfg, VARIANTS["baseline"], binary=True), t, torch.device("cpu"))
+    assert type(fwd).__name__ == "OptimizedModule"
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_batched_loss_equals_hugging_face_per_video(tiny_run, binary):
+    """The loss of all videos and decoder layers at once equals transformers' Mask2Former loss run
+    video by video with the same seeds: every term, and the gradients they give."""
+    from ssp.engine.criterion import VideoBatchLoss
+
+    cfg, batch = _batch(tiny_run, VARIANTS["baseline"], n=4)
+    torch.manual_seed(0)
+    model = build_model(cfg, VARIANTS["baseline"], binary=binary)
+    out = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=True, premask_test="flow"))
+    videos = int(batch["video_index"].max()) + 1
+    sel = [torch.nonzero((batch["video_index"] == v) & batch["has_mask"]).squeeze(1) for v in range(videos)]
+    seeds = [point_seed(3, 7, batch["video_ids"][v]) for v in range(videos)]
+    ref = []
+    for v in range(videos):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seeds[v])
+            ref.append(avs_loss(model, _slice(out, sel[v]), batch["labels"][sel[v]], binary))
+    allf = torch.cat(sel)
+    got = VideoBatchLoss(model.m2f)([c[allf] for c in out.class_logits], [m[allf] for m in out.mask_logits],
+                                    batch["labels"][allf], [v for v in range(videos) for _ in sel[v]], seeds, binary)
+    assert len(got) == videos
+    total, _ = video_losses(model, out, batch, binary=binary, postmask_weight=10, use_postmask=False, seed=3, step=7)
+
+    ref_total = reference_avs_losses(model, out, batch, binary=binary, seed=3, step=7)
+    assert total.item() == pytest.approx(ref_total.item(), rel=1e-4)
+    for r, g in zip(ref, got):
+        for k in ("class", "mask", "dice"):
+            assert g[k].item() == pytest.approx(r[k].item(), rel=1e-4, abs=1e-6), k
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_ref = torch.autograd.grad(sum(sum(r.values()) for r in ref), params, retain_graph=True, allow_unused=True)
+    g_got = torch.autograd.grad(sum(sum(r.values()) for r in got), params, allow_unused=True)
+    assert [a is None for a in g_ref] == [b is None for b in g_got]
+    a = torch.cat([x.flatten() for x in g_ref if x is not None])
+    b = torch.cat([x.flatten() for x in g_got if x is not None])
+    assert float((a - b).abs().max() / a.abs().max()) < 1e-4

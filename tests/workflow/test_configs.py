@@ -1,0 +1,161 @@
+"""configs/: the paper's S4, MS3 and AVSS settings, merged over config.yaml as Snakemake merges them."""
+import dataclasses
+import json
+
+import pytest
+import yaml
+from conftest import ROOT, placeholder_model_folder
+from test_workflow import run, write_config
+
+from ssp.cli import main
+from ssp.config import Config, ConfigError, merge, require_for_dag
+
+CONFIGS = ROOT / "configs"
+SETTINGS = ("s4", "ms3", "avss")
+SOURCES = ("mask2former", "clip", "text_encoder", "tokenizer")
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+
+
+def _pointed_at(node, tmp_path, root=None):
+    """configs/paper.yaml's /data and /models paths replaced by folders that hold what the checks
+    look for (a model folder: config.json and weights; VGGish: a file), and MiniCPM-o trusted."""
+    if isinstance(node, dict):
+        return {k: True if k == "trust_remote_code" else _pointed_at(v, tmp_path, root) for k, v in node.items()}
+    if isinstance(node, str) and node.startswith("/data/"):
+        return str(root or tmp_path)
+    if isinstance(node, str) and node.startswith("/models/"):
+        path = tmp_path / "models" / node.rsplit("/", 1)[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".pth":
+            path.write_bytes(b"")
+        else:
+            placeholder_model_folder(path)
+        return str(path)
+    return node
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_paper_settings_take_nothing_from_the_demo_config(tmp_path, setting):
+    """configs/paper.yaml + a setting over config.yaml (what `snakemake --configfile` reads) is the
+    same run as the two files alone (what `python -m ssp --config` reads): the demo's tiny network,
+    DIS flow, synthetic captions and short schedule do not leak in. The network is the paper's."""
+    overlay = merge(_pointed_at(_load("paper"), tmp_path), _load(setting))
+    alone = Config.from_dict(overlay)
+    over_demo = Config.from_dict(merge(yaml.safe_load((ROOT / "config.yaml").read_text()), overlay))
+    assert dataclasses.replace(over_demo, synthetic=alone.synthetic) == alone
+    require_for_dag(alone)
+    defaults = Config.from_dict({})
+    assert {k: v for k, v in alone.model.raw.items() if k not in SOURCES} == \
+        {k: v for k, v in defaults.model.raw.items() if k not in SOURCES}
+    assert alone.flow.backend == "perceiver" and alone.captions.backend == "minicpm-o"
+    assert alone.train.num_points == defaults.train.num_points and alone.resources.use_gpu
+    # AAVS's training, which the demo (a random network) does not use; its AVSS script does not clip
+    assert (defaults.train.tune, defaults.train.grad_clip) == ("adapters", 0.01)
+    assert (alone.train.tune, alone.train.grad_clip) == ("adapters", None if setting == "avss" else 0.01)
+    expected = {"s4": ("binary", ("v1s",), 30, 15), "ms3": ("binary", ("v1m",), 30, 15),
+                "avss": ("semantic", ("v1s", "v1m", "v2"), 60, 20)}[setting]
+    t = alone.train
+    assert (t.task, t.subsets, t.epochs, t.lr_decay_epoch) == expected
+    assert alone.dataset.subsets == t.subsets and alone.dataset.name == setting
+
+
+def test_paper_configs_as_shipped_stop_with_what_to_edit(tmp_path, monkeypatch, capsys):
+    """Unedited, the files name the first path to fix; MiniCPM-o's trust is the user's to give."""
+    with pytest.raises(ConfigError, match="'dataset.root': folder '/data/AVSBench-semantic' does not exist"):
+        Config.from_dict(merge(_load("paper"), _load("s4")))
+    pointed = _pointed_at(_load("paper"), tmp_path)
+    with pytest.raises(ConfigError, match="'captions.trust_remote_code' is false"):
+        Config.from_dict(merge(pointed | {"captions": {**pointed["captions"], "trust_remote_code": False}},
+                               _load("s4")))
+    # the command line merges several files as Snakemake does
+    paper = write_config(tmp_path / "paper.yaml", pointed)
+    assert main(["check-config", "--config", str(paper), str(CONFIGS / "ms3.yaml")]) == 0
+    assert "ms3.yaml: valid (dataset 'ms3'" in capsys.readouterr().out
+    (tmp_path / "models" / "clip-vit-base-patch16" / "model.safetensors").unlink()
+    assert main(["check-config", "--config", str(paper), str(CONFIGS / "ms3.yaml")]) == 2
+
+
+def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):
+    """The AVSS setting on an AVSBench-semantic root plans Perceiver IO flow, MiniCPM-o captions,
+    the stage-1, baseline and full models and Table 1 with the S4 and MS3 runs' metrics beside it;
+    without those runs, Table 1 says which run is missing."""
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    paper = write_config(tmp_path / "paper.yaml", _pointed_at(_load("paper"), tmp_path, semantic_root))
+    avss = CONFIGS / "avss.yaml"
+    run(["results/avss/manifest.csv", "--cores", "1", "--configfile", str(paper), str(avss)], tmp_path)
+    proc = run(["table1", "-n", "--configfile", str(paper), str(avss)], tmp_path, check=False)
+    assert proc.returncode != 0 and "studies.table1_runs: results/s4: no metrics" in proc.stdout + proc.stderr
+    for run_name in ("s4", "ms3"):
+        for v in ("baseline", "full"):
+            f = tmp_path / "results" / run_name / "metrics" / v / f"{run_name}_test.json"
+            f.parent.mkdir(parents=True)
+            f.write_text(json.dumps({"task": run_name, "split": "test", "miou": 0.5, "fscore": 0.6}))
+    out = run(["table1", "-n", "--quiet", "rules", "--configfile", str(paper), str(avss)], tmp_path).stdout
+    jobs = {p[0]: int(p[1]) for p in map(str.split, out.splitlines()) if len(p) == 2 and p[1].isdigit()}
+    assert jobs["train"] == 3 and jobs["evaluate"] == 2 and jobs["table1"] == 1   # stage1, baseline, full
+    assert jobs["flow"] == jobs["captions"] == jobs["vggish"] == 1
+
+
+@pytest.mark.workflow
+def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
+    """configs/paper.yaml + s4.yaml run end to end with every model from a local folder in the form
+    users hold: Perceiver IO flow, a Mask2Former saved by transformers 4.x (as the published one
+    was), whole CLIP and BLIP retrieval models; AAVS's adapters through both phases. Tiny sizes,
+    an AVSBench-semantic layout written by the SynthAVS generator, captions from a file."""
+    import torch
+    from transformers import (
+        BlipConfig,
+        BlipForImageTextRetrieval,
+        CLIPConfig,
+        CLIPModel,
+        PerceiverConfig,
+        PerceiverForOpticalFlow,
+    )
+
+    from ssp.datasets.synthavs import generate
+
+    data = tmp_path / "AVSBench-semantic"
+    generate(data, seed=1, videos={"v1s": 8, "v1m": 0, "v2": 0}, train=0.5, val=0.25, image_size=48,
+             classes=("dog", "guitar", "car"), max_objects=2, progress=False)
+    models = tmp_path / "models"
+    torch.manual_seed(0)
+    PerceiverForOpticalFlow(PerceiverConfig(
+        num_latents=16, d_latents=32, d_model=322, num_blocks=1, num_self_attends_per_block=1,
+        num_self_attention_heads=2, num_cross_attention_heads=1, train_size=[32, 48])).save_pretrained(models / "flow")
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=99),
+                         projection_dim=16)).save_pretrained(models / "clip")
+    BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=dict(text, encoder_hidden_size=32),
+                                         projection_dim=16)).save_pretrained(models / "blip")
+    captions = tmp_path / "captions.json"
+    uids = [line.split(",")[1] for line in (data / "metadata.csv").read_text().splitlines()[1:]]
+    captions.write_text(json.dumps({u: {"a1": "a dog barks at a guitar", "a2": "dog"} for u in uids}))
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    here = write_config(tmp_path / "here.yaml", {
+        "dataset": {"root": str(data)}, "shards": {"size": 8}, "preprocess": {"image_size": 48},
+        "flow": {"perceiver": {"weights": str(models / "flow"), "batch_size": 4}}, "vggish": {"weights": "random"},
+        "captions": {"backend": "file", "file": str(captions), "model": None},
+        "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
+                  "clip": str(models / "clip"), "text_encoder": str(models / "blip"), "size": 32,
+                  "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
+                  "max_text_len": 8},
+        "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
+        "resources": {"use_gpu": False}})
+    run(["--cores", "2", "--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)], tmp_path)
+    s4 = tmp_path / "results" / "s4"
+    for variant in ("baseline", "full"):
+        metrics = json.loads((s4 / "metrics" / variant / "s4_test.json").read_text())
+        assert 0 <= metrics["miou"] <= 1 and metrics["task"] == "s4"
+        log = (s4 / "logs" / "train" / f"{variant}.log").read_text()
+        assert "adapters, phase 1" in log and "AAVS phase 2: the Swin adapters are trained too" in log
+        assert "swin.layernorm" in log and "transformers declares may be absent" in log
+    import h5py
+
+    with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the folder
+        assert json.loads(h5.attrs["params"])["backend"] == "perceiver"
+    assert "AAVS's adapters of a frozen Mask2Former" in (s4 / "report" / "summary.md").read_text()
