@@ -29,6 +29,7 @@ from ssp.config import load  # noqa: E402
 from ssp.datasets.manifest import read_manifest  # noqa: E402
 from ssp.engine.data import VideoDataset, collate, loader_collate, unpack_shared  # noqa: E402
 from ssp.io.media import read_mask, resize_image  # noqa: E402
+from ssp.layout import RunLayout  # noqa: E402
 
 
 class RawLayoutDataset(Dataset):
@@ -91,7 +92,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="measurements of each loader, alternating; medians reported")
     args = ap.parse_args()
     cfg = load(args.config)
-    manifest = read_manifest(cfg.run_dir / "manifest.csv")
+    manifest = read_manifest(RunLayout.of(cfg).manifest)
     rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
     shards = VideoDataset(rows, cfg.run_dir, need_flow=True, need_text=False)
     raw = RawLayoutDataset(rows, cfg.preprocess.image_size)

@@ -1,6 +1,6 @@
 """Scoring speed: the AVSBench metrics as ``ssp.evaluation.metrics`` counts them (histograms) against the
 same metrics written out as defined (every pixel against every threshold, class by class;
-``tests/metrics_reference.py``), on the same random inputs. Prints JSON lines.
+``tests/references/metrics.py``), on the same random inputs. Prints JSON lines.
 
     .venv/bin/python benchmarks/metrics.py [--size 224] [--repeats 5]
 """
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from metrics_reference import reference_fscore, reference_semantic  # noqa: E402
+from references.metrics import reference_fscore, reference_semantic  # noqa: E402
 
 from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch  # noqa: E402
 

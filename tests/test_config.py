@@ -102,3 +102,29 @@ def test_network_folders_are_checked_when_the_dag_is_built(tmp_path):
     videos = Config.from_dict({"vggish": {"weights": "random"}, "captions": {"backend": "file", "file": __file__},
                                "dataset": {"layout": "videos", "root": str(tmp_path)}})
     require_for_dag(videos)
+
+
+def test_speed_only_keys_are_declared_once_in_the_schema():
+    """The schema's marks decide what the rules' params and the checkpoint fingerprint hold."""
+    from ssp.config import changes_weights, marked, output_settings
+
+    assert marked("x-speed-only", "train") == {"variants", "num_workers", "checkpoint_every", "channels_last", "compile"}
+    assert marked("x-selection-only", "train") == {"select"}
+    assert marked("x-speed-only", "flow.perceiver") == {"batch_size", "attention"}
+    assert marked("x-speed-only", "captions") == {"python"}
+    raw = Config.from_dict({}).raw
+    assert "num_workers" not in output_settings(raw["train"], "train") and "select" in output_settings(raw["train"], "train")
+    kept = changes_weights(raw["train"])
+    assert "select" not in kept and "compile" not in kept and "lr" in kept
+
+
+def test_config_reference_page_matches_the_schema():
+    """docs/config-reference.md is the schema's keys as `python -m ssp config-reference` writes them."""
+    from pathlib import Path
+
+    from ssp.config import reference_markdown
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
+    assert page.read_text() == reference_markdown(), "run: python -m ssp config-reference --out docs/config-reference.md"
+    for key in ("`train.postmask_weight`", "`flow.perceiver.attention`", "`captions.q1_variant`"):
+        assert key in page.read_text()

@@ -1,6 +1,7 @@
 """Command line: every stage of the pipeline can be run by hand, outside Snakemake.
 
     python -m ssp check-config --config config.yaml
+    python -m ssp config-reference [--out docs/config-reference.md]
     python -m ssp synth      --config config.yaml [--out DIR]
     python -m ssp manifest   --config config.yaml [--out manifest.csv]
     python -m ssp stage frames|audio|masks|flow|flow_mask|vggish|captions --config config.yaml --shard 00000 [--out FILE]
@@ -38,6 +39,15 @@ def cmd_check_config(args) -> int:
     note = minicpmo_environment_warning(cfg, uses_conda=False)
     if note:
         log.warning("%s (With --use-conda the captions rules get envs/minicpmo.yaml, and this does not apply.)", note)
+    return 0
+
+
+def cmd_config_reference(args) -> int:
+    text = config_mod.reference_markdown()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -156,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("check-config", cmd_check_config, "validate a config file")
+    p = sub.add_parser("config-reference", help="the configuration reference, from the schema (docs/config-reference.md)")
+    p.add_argument("--out", help="file to write (default: standard output)")
+    p.set_defaults(fn=cmd_config_reference)
     add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
     add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
     p = add("stage", cmd_stage, "run one preprocessing stage on one shard")

@@ -62,6 +62,38 @@ def changes_weights(train: dict) -> dict:
     return {k: v for k, v in train.items() if k not in drop}
 
 
+def reference_markdown() -> str:
+    """The configuration reference, generated from the schema (``docs/config-reference.md``): every
+    key with its type, default and description, and whether changing it re-runs anything."""
+    lines = ["# Configuration reference", "",
+             "Generated from `src/ssp/resources/config.schema.yaml` by `python -m ssp config-reference`; "
+             "a test holds this page equal to the schema.", "",
+             "*Re-runs*: **no** for keys that change no output (`x-speed-only`), **selection** for keys that "
+             "only choose among trained epochs (`x-selection-only`); any other key re-runs the rules that "
+             "read it and what follows them.", "",
+             "| key | type | default | re-runs | description |", "| --- | --- | --- | --- | --- |"]
+
+    def cell(text) -> str:
+        return " ".join(str(text).split()).replace("|", "\\|")
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            name = f"{prefix}{key}"
+            if sub.get("type") == "object" and "properties" in sub:
+                walk(sub, name + ".")
+                continue
+            kind = sub.get("type", "")
+            kind = " or ".join(kind) if isinstance(kind, list) else kind
+            if "enum" in sub:
+                kind = " / ".join(f"`{v}`" for v in sub["enum"] if v is not None)
+            reruns = "no" if sub.get("x-speed-only") else "selection" if sub.get("x-selection-only") else "yes"
+            default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+            lines.append(f"| `{name}` | {cell(kind)} | {cell(default)} | {reruns} | {cell(sub.get('description', ''))} |")
+
+    walk(schema(), "")
+    return "\n".join(lines) + "\n"
+
+
 def _with_defaults(validator_cls):
     """Extend a jsonschema validator so that it writes `default` values into the instance."""
     validate_props = validator_cls.VALIDATORS["properties"]

@@ -18,6 +18,7 @@ from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
 from ssp.engine.jobs import load_captions
 from ssp.engine.loop import Preempted, train
+from ssp.layout import RunLayout
 
 
 def _state(path):
@@ -25,12 +26,12 @@ def _state(path):
 
 
 def _caps(cfg):
-    return load_captions(sorted((cfg.run_dir / "captions").glob("*.jsonl")))
+    return load_captions(sorted(RunLayout.of(cfg).stage_dir("captions").glob("*.jsonl")))
 
 
 def test_resume_reaches_the_same_state(tiny_run, tmp_path):
     cfg = tiny_run_config(tiny_run)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     full = train(cfg, m, "full", tmp_path / "a", captions=_caps(cfg))
     train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg), max_steps=3)     # killed after 3 steps
     assert not (tmp_path / "b" / "model.pt").exists()
@@ -50,7 +51,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(tiny_run, tmp_path, caplog)
     import logging
 
     cfg = tiny_run_config(tiny_run)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     train(cfg, m, "baseline", tmp_path / "b", max_steps=2)                     # stopped after 2 steps
     fast = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, num_workers=0, channels_last=False))
     with caplog.at_level(logging.INFO, logger="ssp.engine.loop"):
@@ -75,7 +76,7 @@ def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
     import ssp.engine.loop
 
     cfg = tiny_run_config(tiny_run, epochs=50)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     calls, real_losses = [], ssp.engine.loop.video_losses
 
     def losses_then_sigterm(*args, **kwargs):
@@ -112,7 +113,7 @@ def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatc
     import ssp.engine.loop
 
     cfg = tiny_run_config(tiny_run, epochs=4)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     scores = iter([0.2, 0.5, 0.5, 0.3] * 2)      # val mIoU of epochs 1-4, twice: epoch 2 is the best
     real = ssp.engine.loop.validate
 
@@ -206,7 +207,7 @@ def test_predictions_format(tiny_run, tmp_path):
     from ssp.engine.inference import predict
 
     cfg = tiny_run_config(tiny_run, epochs=1)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     base = train(cfg, m, "baseline", tmp_path / "base", captions={})
     predict(cfg, m, base, "test", tmp_path / "base.h5")
     full = train(cfg, m, "full", tmp_path / "full", captions=_caps(cfg))
@@ -264,7 +265,7 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     assert state["selected"] == {"by": "best validation mIoU", "epoch": best["epoch"], "val_miou": best["val_miou"]}
     val = pd.read_csv(tmp_path / "sem" / "metrics.csv").query("kind == 'val'")
     assert set(val.query("name == 'val_stones'")["value"]) == {"ground truth"}
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
     with ShardWriter(tmp_path / "stones.h5", {}) as w:
         for i in range(len(ds)):

@@ -10,6 +10,7 @@ from conftest import tiny_run_config
 
 from ssp.datasets.manifest import read_manifest
 from ssp.engine.loop import build_model, train
+from ssp.layout import RunLayout
 from ssp.model import adapters
 from ssp.variants import VARIANTS
 
@@ -88,7 +89,7 @@ def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch,
     import ssp.engine.loop
 
     cfg = tiny_run_config(tiny_run, epochs=4, lr_decay_epoch=2, tune="adapters", grad_clip=0.01, lr=0.01)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     scores = iter([0.5, 0.2, 0.1, 0.1])
     real_validate, real_start = ssp.engine.loop.validate, ssp.engine.loop.start_phase2
     monkeypatch.setattr(ssp.engine.loop, "validate", lambda *a, **k: real_validate(*a, **k) | {"val_miou": next(scores)})
@@ -133,7 +134,7 @@ def test_resume_across_the_phase_boundary(tiny_run, tmp_path):
     """Stopped at the end of phase 1 (before its last validation) or inside phase 2, and resumed,
     a run reaches the uninterrupted run's weights."""
     cfg = tiny_run_config(tiny_run, epochs=2, tune="adapters", grad_clip=0.05)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     ref = torch.load(train(cfg, m, "baseline", tmp_path / "ref", captions={}), weights_only=False)
     steps = len(pd.read_csv(tmp_path / "ref" / "metrics.csv").query("name == 'loss'")) // 2   # per epoch
     for stop in (steps, steps + 1):
@@ -158,11 +159,11 @@ def test_gradients_are_clipped(tiny_run, tmp_path, monkeypatch):
         return real(opt, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
-    train(cfg, read_manifest(cfg.run_dir / "manifest.csv"), "baseline", tmp_path / "a", captions={}, max_steps=2)
+    train(cfg, read_manifest(RunLayout.of(cfg).manifest), "baseline", tmp_path / "a", captions={}, max_steps=2)
     assert len(norms) == 2 and max(norms) <= 1e-3 * (1 + 1e-4)
     norms.clear()
     off = tiny_run_config(tiny_run, epochs=1, grad_clip=None)
-    train(off, read_manifest(cfg.run_dir / "manifest.csv"), "baseline", tmp_path / "b", captions={}, max_steps=1)
+    train(off, read_manifest(RunLayout.of(cfg).manifest), "baseline", tmp_path / "b", captions={}, max_steps=1)
     assert norms[0] > 1e-2
 
 
@@ -170,7 +171,7 @@ def test_predictions_build_the_network_model_pt_was_trained_with(tiny_run, tmp_p
     from ssp.engine.inference import load_trained
 
     cfg = tiny_run_config(tiny_run, epochs=1, tune="adapters")
-    out = train(cfg, read_manifest(cfg.run_dir / "manifest.csv"), "baseline", tmp_path / "a", captions={})
+    out = train(cfg, read_manifest(RunLayout.of(cfg).manifest), "baseline", tmp_path / "a", captions={})
     model = load_trained(tiny_run_config(tiny_run, tune="full"), out, "cpu").model
     assert adapters.has_adapters(model)
     assert torch.equal(model.state_dict()[next(k for k in model.state_dict() if "swin_adapt" in k)],

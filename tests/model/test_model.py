@@ -12,6 +12,7 @@ from ssp.engine.criterion import mask_targets
 from ssp.engine.data import VideoDataset, collate
 from ssp.engine.loop import build_model, model_inputs, to_device
 from ssp.engine.losses import _slice, point_seed, video_losses
+from ssp.layout import RunLayout
 from ssp.model.premask import postmask_label, premask, premask_flow_only, premask_for_test
 from ssp.stages.captions import read_captions
 from ssp.variants import VARIANTS
@@ -19,10 +20,10 @@ from ssp.variants import VARIANTS
 
 def _batch(tiny_run, variant, n=2, split="train"):
     cfg = tiny_run_config(tiny_run)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     rows = m[(m["split"] == split) & m["subset"].isin(["v1s", "v1m"])].reset_index(drop=True)
     caps = {}
-    for p in (cfg.run_dir / "captions").glob("*.jsonl"):
+    for p in RunLayout.of(cfg).stage_dir("captions").glob("*.jsonl"):
         caps.update(read_captions(p))
     from ssp.model.vta import load_tokenizer
 
@@ -120,7 +121,7 @@ def test_text_off_reads_no_caption(tiny_run):
             raise AssertionError("a caption was read")
 
     cfg = tiny_run_config(tiny_run)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     ds = VideoDataset(m.iloc[:2], cfg.run_dir, need_flow=False, need_text=False, captions=Exploding())
     item = ds[0]
     assert "text_ids" not in item and "flow_mask" not in item

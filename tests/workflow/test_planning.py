@@ -36,11 +36,10 @@ def test_planning_imports_no_torch(tmp_path, without_torch):
     conf = tmp_path / "config.yaml"
     conf.write_text(yaml.safe_dump({"results": str(tmp_path / "results"), "vggish": {"weights": "random"},
                                     "model": TINY_MODEL}))
-    snakemake = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--configfile", str(conf),
-                 "-n", "--quiet", "rules"]
     for targets in ([], ["ablations", "postmask_sweep", "prompt_study"]):
-        proc = subprocess.run(snakemake + targets, cwd=tmp_path, env=without_torch, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *targets,
+                               "--configfile", str(conf), "-n", "--quiet", "rules"],
+                              cwd=tmp_path, env=without_torch, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "synth" in proc.stdout and "train" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "ssp", "check-config", "--config", str(conf)], cwd=tmp_path,

@@ -14,6 +14,7 @@ from conftest import ROOT, TINY_MODEL
 from PIL import Image
 
 from ssp.io.store import ShardReader
+from ssp.layout import RunLayout
 from ssp.stages.captions import read_captions
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
@@ -50,27 +51,27 @@ def write_config(path: Path, cfg: dict) -> Path:
 def test_demo_dag_end_to_end(tmp_path):
     conf = write_config(tmp_path / "config.yaml", TINY)
     run(["--cores", "2", "--configfile", str(conf)], tmp_path)
-    run_dir = tmp_path / "results" / "synthavs"
+    run_dir = RunLayout.at(tmp_path / "results" / "synthavs")
     for stage in ("frames", "audio", "masks", "flow", "flow_mask", "vggish"):
-        files = sorted((run_dir / stage).glob("*.h5"))
+        files = sorted(run_dir.stage_dir(stage).glob("*.h5"))
         assert [f.stem for f in files] == ["00000", "00001", "00002"]
         assert sum(len(ShardReader(f).videos()) for f in files) == 9
-    assert sum(len(read_captions(f)) for f in (run_dir / "captions").glob("*.jsonl")) == 9
-    table = (run_dir / "report" / "table2.md").read_text()
+    assert sum(len(read_captions(f)) for f in run_dir.stage_dir("captions").glob("*.jsonl")) == 9
+    table = run_dir.report("table2.md").read_text()
     assert "| baseline |" in table and "| full | ✓ | ✓ | VTA |" in table and "s4 test mIoU" in table
     for variant in ("baseline", "full"):
-        metrics = json.loads((run_dir / "metrics" / variant / "ms3_test.json").read_text())
+        metrics = json.loads(run_dir.metrics(variant, "ms3", "test").read_text())
         assert 0 <= metrics["miou"] <= 1 and metrics["videos"] >= 1
-    with h5py.File(run_dir / "predictions" / "full" / "test.h5") as h5:
+    with h5py.File(run_dir.predictions("full", "test")) as h5:
         assert h5.attrs["premask_test"] == "stage1"
-    assert (run_dir / "figures" / "qualitative.png").exists()
-    summary = (run_dir / "report" / "summary.md").read_text()
+    assert run_dir.figure("qualitative").exists()
+    summary = run_dir.summary_md.read_text()
     assert "RANDOM weights" in summary and "SYNTHETIC" in summary
     assert "Training: AAVS's adapters of a frozen Mask2Former" in summary   # the default; TINY sets none
-    assert (run_dir / "figures" / "flow.png").stat().st_size > 0
-    assert "Skipped videos (0)" in (run_dir / "report" / "summary.md").read_text()
-    assert (run_dir / "logs" / "frames" / "00000.log").stat().st_size > 0
-    assert (run_dir / "benchmarks" / "frames" / "00000.tsv").exists()
+    assert run_dir.figure("flow").stat().st_size > 0
+    assert "Skipped videos (0)" in run_dir.summary_md.read_text()
+    assert run_dir.log("frames", "00000").stat().st_size > 0
+    assert run_dir.benchmark("frames", "00000").exists()
     # nothing left to do on a second run
     proc = run(["--cores", "2", "--configfile", str(conf), "-n"], tmp_path)
     assert "Nothing to be done" in proc.stdout + proc.stderr
@@ -99,7 +100,7 @@ def test_demo_dag_end_to_end(tmp_path):
     jobs = planned([], conf4, tmp_path)
     assert jobs["train"] == 1 and not {"flow", "flow_mask", "preprocess"} & set(jobs), jobs
     # another run's models (predict.models_from) predict and are scored here; nothing trains
-    shutil.copytree(run_dir / "train", tmp_path / "other" / "train")
+    shutil.copytree(run_dir.run / "train", tmp_path / "other" / "train")
     conf5 = write_config(tmp_path / "config5.yaml", {**TINY, "predict": {"models_from": str(tmp_path / "other")}})
     jobs = planned([], conf5, tmp_path)
     assert "train" not in jobs and jobs["predict"] == 4 and jobs["evaluate"] == 8 and jobs["table"] == 1, jobs
@@ -110,7 +111,7 @@ def test_demo_dag_end_to_end(tmp_path):
     jobs = planned([], conf3, tmp_path)
     assert jobs["table"] == 1 and not {"train", "predict", "evaluate"} & set(jobs)
     run(["--cores", "2", "--configfile", str(conf3)], tmp_path)
-    table = (run_dir / "report" / "table2.md").read_text()
+    table = run_dir.report("table2.md").read_text()
     assert "| ms3 test mIoU (ref.) |" in table and "| 50.50 |" in table and "typed by hand" in table
 
 
@@ -126,10 +127,10 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
 
     trained = tmp_path / "s4"       # the other run: tiny models trained on SynthAVS, 1 epoch
     cfg = tiny_run_config(tiny_run, epochs=1)
-    m = read_manifest(cfg.run_dir / "manifest.csv")
+    m = read_manifest(RunLayout.of(cfg).manifest)
     train(cfg, m, "baseline", trained / "train" / "baseline")
     train(cfg, m, "full", trained / "train" / "full",
-          captions=load_captions(sorted((cfg.run_dir / "captions").glob("*.jsonl"))))
+          captions=load_captions(sorted(RunLayout.of(cfg).stage_dir("captions").glob("*.jsonl"))))
     captions = tmp_path / "captions.json"
     captions.write_text('{"chaplin": {"a1": "a man walks", "a2": "man"}}')
     conf = write_config(tmp_path / "config.yaml", {
@@ -142,32 +143,31 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
     jobs = planned([], conf, tmp_path)
     assert "train" not in jobs and "evaluate" not in jobs
     run(["--cores", "2", "--configfile", str(conf)], tmp_path)
-    clips = tmp_path / "results" / "clips"
-    report = clips / "report"
-    skipped = (report / "skipped.csv").read_text()
+    clips = RunLayout.at(tmp_path / "results" / "clips")
+    skipped = clips.skipped_csv.read_text()
     assert "no_audio,audio" in skipped and "no audio stream" in skipped
     assert "no_audio,vggish" in skipped          # later stages name the video too
     assert "fire2,captions" in skipped and "no captions for video 'fire2'" in skipped
-    shard_log = (clips / "logs" / "captions" / "00000.log").read_text()
+    shard_log = clips.log("captions", "00000").read_text()
     assert f"running in {sys.executable}" in shard_log and f"00000: {sys.executable}" in shard_log
-    assert str(trained) in (report / "summary.md").read_text()
-    assert not (clips / "train").exists() and not (clips / "metrics").exists()
-    with h5py.File(clips / "predictions" / "full" / "test.h5") as h5:
+    assert str(trained) in clips.summary_md.read_text()
+    assert not clips.train_dir("full").parent.exists() and not clips.metrics_dir("full").parent.exists()
+    with h5py.File(clips.predictions("full", "test")) as h5:
         assert list(h5) == ["chaplin"]           # the only video with captions and audio
         assert h5["chaplin/scores"].shape == (5, 32, 32) and h5.attrs["weights"].startswith(str(trained))
-    with h5py.File(clips / "predictions" / "baseline" / "test.h5") as h5:   # the pre-mask's stage 1
+    with h5py.File(clips.predictions("baseline", "test")) as h5:   # the pre-mask's stage 1
         assert "chaplin" in h5 and "no_audio" not in h5 and len(h5) >= 2
-    assert sorted(p.name for p in (clips / "predictions" / "full" / "test_png" / "chaplin").iterdir()) == \
+    assert sorted(p.name for p in (clips.prediction_pngs("full", "test") / "chaplin").iterdir()) == \
         [f"{t}.png" for t in range(5)]
-    sheet = np.asarray(Image.open(clips / "figures" / "qualitative.png"))   # Fig. 8 style, 96-px cells
+    sheet = np.asarray(Image.open(clips.figure("qualitative")))   # Fig. 8 style, 96-px cells
     assert sheet.shape == (16 + 96, 6 * 96, 3)                               # one row: chaplin
     assert (sheet[16:, -96:] == 200).mean() > 0.8                          # truth: grey "no mask" cell
-    assert (clips / "figures" / "training_curves.png").exists()             # the other run's curves
+    assert clips.figure("training_curves").exists()             # the other run's curves
     # without models: preprocessing only, and the summary says how to segment
     conf2 = write_config(tmp_path / "config2.yaml", {**yaml.safe_load(conf.read_text()), "predict": {"models_from": None}})
     assert set(planned([], conf2, tmp_path)) <= {"summary", "all"}
     run(["--cores", "2", "--configfile", str(conf2)], tmp_path)
-    assert "Set predict.models_from" in (report / "summary.md").read_text()
+    assert "Set predict.models_from" in clips.summary_md.read_text()
 
 
 def test_wrong_config_key_fails_at_once(tmp_path):
@@ -195,6 +195,10 @@ def test_every_gpu_rule_has_the_slurm_profiles_gpu_partition():
         for line in smk.read_text().splitlines():
             if m := re.match(r"rule (\w+):", line):
                 rule = m.group(1)
+            elif m := re.match(r"use rule (\w+) as (\w+)", line):   # inherits the rule's resources
+                rule = m.group(2)
+                if m.group(1) in gpu_rules:
+                    gpu_rules.add(rule)
             elif re.match(r"\s+gpu=", line):
                 gpu_rules.add(rule)
     assert {"flow", "captions", "captions_study", "vggish", "train", "predict"} <= gpu_rules

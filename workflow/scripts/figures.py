@@ -8,14 +8,15 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F
 from ssp.datasets.manifest import read_manifest  # noqa: E402
 from ssp.io import logs  # noqa: E402
 from ssp.io.store import ShardedStore, ShardReader  # noqa: E402
+from ssp.layout import stage_dirs  # noqa: E402
 from ssp.reporting.figures import qualitative, training_curves  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 inp, par = snakemake.input, snakemake.params  # noqa: F821
 manifest = read_manifest(inp.manifest)
 test = manifest[manifest["split"] == par.split]   # test, or the split of a folder of videos
-run = Path(inp.manifest).parent
-stores = {s: ShardedStore.from_manifest(run / s, manifest) for s in ("frames", "flow", "flow_mask", "masks")}
+dirs = stage_dirs({s: [inp[s]] for s in ("frames", "flow", "flow_mask", "masks")})   # the declared shards' folders
+stores = {s: ShardedStore.from_manifest(folder, manifest) for s, folder in dirs.items()}
 preds = ShardReader(inp.predictions)
 stage1 = ShardReader(inp.stage1[0]) if inp.stage1 else None
 videos = [v for v in test["video_id"] if v in preds][: par.videos]

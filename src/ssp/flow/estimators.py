@@ -21,6 +21,7 @@ import math
 import cv2
 import numpy as np
 
+from ssp.io.devices import pick_device
 from ssp.io.weights import check_model_folder, digest, load_complete
 
 log = logging.getLogger(__name__)
@@ -116,14 +117,6 @@ def resize_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     out[..., 0] *= W / w
     out[..., 1] *= H / h
     return out
-
-
-def pick_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _sdpa_forward(self, hidden_states, attention_mask=None, inputs=None, inputs_mask=None,

@@ -156,7 +156,7 @@ class MiniCPMo(TwoTurnChat):
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
-        from ssp.flow.estimators import pick_device
+        from ssp.io.devices import pick_device
 
         path = check_model_folder(folder, "captions.model", MINICPMO_HOLDS)
         dev = pick_device(device)
@@ -200,7 +200,7 @@ class HFVLM(TwoTurnChat):
         super().__init__(q1_variant)
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from ssp.flow.estimators import pick_device
+        from ssp.io.devices import pick_device
 
         what = "an image-text-to-text model with a chat template (weights and processor files)"
         path = check_model_folder(folder, "captions.model", what)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ssp.audio.vggish import embed, load_vggish, log_mel_examples, pad_to_T
 from ssp.config import Config
-from ssp.flow.estimators import pick_device
+from ssp.io.devices import pick_device
 from ssp.io.store import ShardReader, ShardWriter, provenance
 from ssp.stages.preprocess import shard_rows
 
