@@ -133,13 +133,14 @@ def cmd_evaluate(args) -> int:
     from ssp.evaluation.scoring import EvaluationError, evaluate, write
 
     try:
-        result = evaluate(args.task, args.root, args.predictions, args.split, args.allow_missing)
+        result = evaluate(args.task, args.root, args.predictions, args.split, args.allow_missing, args.fscore)
     except EvaluationError as exc:
         log.error("%s", exc)
         return 2
     write(result, args.out)
     keys = [k for k in result if k.startswith(("miou", "fscore"))]
-    print(json.dumps({k: round(result[k], 4) for k in keys} | {"videos": result["videos"]}, indent=1))
+    print(json.dumps({k: round(result[k], 4) for k in keys if isinstance(result[k], float)} | {"videos": result["videos"]},
+                     indent=1))
     return 0
 
 
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--allow-missing", action="store_true", help="score only the videos that have predictions")
+    p.add_argument("--fscore", choices=["aavs", "avsbench"], default="aavs",
+                   help="binary F-score map: AAVS's sigmoid(2 s_sounding - s_background) of the class scores "
+                        "(default), or AVSBench's one probability map (the sounding share)")
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("table1", help="Table 1: several runs' metrics, a column pair per setting (S4, MS3, AVSS)")
     p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs (results/s4 ...)")

@@ -214,6 +214,7 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class PreprocessConfig:
     image_size: int
+    input_frames: str
     sample_rate: int
 
 
@@ -288,6 +289,7 @@ class ModelConfig:
     decoder_layers: int
     heads: int
     backbone: dict
+    swin_drop_path: str
     clip_config: dict
     text_config: dict
     max_text_len: int
@@ -300,6 +302,7 @@ class TrainConfig:
     subsets: tuple[str, ...]
     variants: tuple[str, ...]
     epochs: int
+    s4_train_frames: str
     select: str
     tune: str
     grad_clip: float | None
@@ -315,6 +318,7 @@ class TrainConfig:
     channels_last: bool
     compile: bool
     class_weight: float
+    matcher_class_cost: float
     mask_weight: float
     dice_weight: float
     no_object_weight: float
@@ -322,6 +326,11 @@ class TrainConfig:
     num_points: int
     premask_test: str
     checkpoint_every: int
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    fscore: str
 
 
 @dataclass(frozen=True)
@@ -354,6 +363,7 @@ class Config:
     captions: CaptionsConfig
     model: ModelConfig
     train: TrainConfig
+    evaluate: EvaluateConfig
     resources: ResourcesConfig
     studies: StudiesConfig
     predict: PredictConfig

@@ -31,7 +31,7 @@ def test_semantic_layout_binary_and_avss(tmp_path, semantic_root):
 
     with h5py.File(pred, "w") as h5:  # binary task on the v1m val video: all-background prediction
         h5.create_group("vidB_1").create_dataset("scores", data=np.zeros((5, 224, 224), np.float32))
-    assert main(["evaluate", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
                  "--split", "val", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["miou"] == 0.0 and r["task"] == "ms3" and r["videos"] == 1 and r["size"] == 224
@@ -42,7 +42,7 @@ def test_scoring_at_another_size_than_avsbench_says_so(tmp_path, semantic_root, 
     with h5py.File(pred, "w") as h5:
         h5.create_group("vidB_1").create_dataset("scores", data=np.zeros((5, 64, 64), np.float32))
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "ms3", "--root", str(semantic_root), "--predictions", str(pred),
                  "--split", "val", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["size"] == 64
     assert "predictions of 64 x 64; AVSBench scores at 224 x 224" in capsys.readouterr().err
@@ -57,16 +57,16 @@ def test_object_s4_layout_and_missing_videos(tmp_path, object_s4_root):
                           "binary", 224, 2)
         h5.create_group("gunC").create_dataset("scores", data=gt)
     out = tmp_path / "m.json"
-    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
                  "--split", "test", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["miou"] == pytest.approx(1.0, abs=1e-6) and r["fscore"] == pytest.approx(1.0, abs=1e-6)
     # train split: two videos, none predicted -> an error naming a video, unless asked to skip
-    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
                  "--split", "train", "--out", str(out)]) == 2
     with h5py.File(pred, "a") as h5:
         h5.create_group("dogA").create_dataset("scores", data=np.zeros((5, 224, 224), np.float32))
-    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
                  "--split", "train", "--out", str(out), "--allow-missing"]) == 0
     r = json.loads(out.read_text())
     assert r["videos"] == 1 and r["missing_videos"] == 1 and r["missing"] == ["carB"]
@@ -75,7 +75,7 @@ def test_object_s4_layout_and_missing_videos(tmp_path, object_s4_root):
 def test_missing_video_message(tmp_path, object_s4_root, capsys):
     pred = tmp_path / "empty.h5"
     h5py.File(pred, "w").close()
-    assert main(["evaluate", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
+    assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
                  "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
     assert "no prediction for video 'gunC'" in capsys.readouterr().err
 

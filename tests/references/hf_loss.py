@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ssp.engine.criterion import mask_targets
-from ssp.engine.losses import _slice, point_seed
+from ssp.engine.losses import _slice, network_targets, point_seed
 from ssp.model.ssp import SSPModel, SSPOutput
 
 
@@ -39,5 +39,7 @@ def reference_avs_losses(model, out: SSPOutput, batch: dict, *, binary: bool, se
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(point_seed(seed, step, batch["video_ids"][v]))
-            totals.append(sum(avs_loss(model, _slice(out, idx), batch["labels"][idx], binary).values()))
+            size = (model.module if hasattr(model, "module") else model).size
+            labels = network_targets(batch["labels"][idx], size)
+            totals.append(sum(avs_loss(model, _slice(out, idx), labels, binary).values()))
     return sum(totals) / len(totals)

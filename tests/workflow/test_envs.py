@@ -99,7 +99,8 @@ with h5py.File(run / "pred.h5", "w") as h5:
     for row in test.itertuples():
         truth = np.stack([read_mask(p, "rgb", 48, 71) > 0 for p in row.mask_paths])
         h5.create_group(row.video_id).create_dataset("scores", data=truth.astype(np.float32))
-assert main(["evaluate", "--task", "s4", "--root", str(run / "data"), "--predictions", str(run / "pred.h5"),
+assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(run / "data"),
+             "--predictions", str(run / "pred.h5"),
              "--split", "test", "--out", str(run / "m.json")]) == 0
 print(json.dumps(json.loads((run / "m.json").read_text())["miou"]))
 '''

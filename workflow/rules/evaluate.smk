@@ -21,6 +21,7 @@ rule evaluate:
         runtime=60,
     params:
         root=DATA,
+        evaluate=params_of("evaluate"),
     script:
         "../scripts/evaluate.py"
 

@@ -18,5 +18,7 @@ rule preprocess:
         runtime=120,
     params:
         preprocess=config["preprocess"],
+        # the frames' network copy (preprocess.input_frames: source) is made at model.size
+        input_size=lambda wc: config["model"]["size"] if wc.stage == "frames" else None,
     script:
         "../scripts/preprocess.py"

@@ -10,5 +10,5 @@ from ssp.io import logs  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 wc = snakemake.wildcards  # noqa: F821
-write(evaluate(wc.task, snakemake.params.root, snakemake.input.predictions, wc.split),  # noqa: F821
-      snakemake.output[0])  # noqa: F821
+write(evaluate(wc.task, snakemake.params.root, snakemake.input.predictions, wc.split,  # noqa: F821
+               fscore=snakemake.params.evaluate["fscore"]), snakemake.output[0])  # noqa: F821

@@ -33,7 +33,8 @@ def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: 
     num_labels = 2 if binary else m.num_classes   # binary: AAVS's background and sounding classes
     settings = dict(size=m.size, hidden_dim=m.hidden_dim, encoder_layers=m.encoder_layers,
                     decoder_layers=m.decoder_layers, heads=m.heads, backbone=m.raw["backbone"],
-                    class_weight=t.class_weight, mask_weight=t.mask_weight, dice_weight=t.dice_weight,
+                    swin_drop_path=m.swin_drop_path, class_weight=t.class_weight,
+                    matcher_class_cost=t.matcher_class_cost, mask_weight=t.mask_weight, dice_weight=t.dice_weight,
                     no_object_weight=t.no_object_weight, num_points=t.num_points)
     m2f = build_mask2former(m.mask2former, num_labels, num_queries=m.num_queries if binary else m.num_queries_semantic,
                             config=settings, seed=t.seed)
@@ -54,7 +55,7 @@ def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: 
 
         if m.mask2former == "random":
             log.warning("train.tune: adapters with a random-weight Mask2Former: its frozen layers stay random")
-        adapters.install(m2f)
+        adapters.install(m2f, series=not binary)   # AAVS's AVSS code keeps the projections
         adapters.set_phase(model, phase=1, binary=binary)
     return model
 
@@ -79,17 +80,20 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
             kw["stone"] = batch["stage1"].float()
     if inner.vta is not None:
         kw["text_ids"], kw["text_mask"] = batch["text_ids"].long(), batch["text_mask"].long()
+    if "pixels" in batch:
+        kw["pixels"] = batch["pixels"]
     return kw
 
 
 def to_device(batch: dict, device: torch.device | str, *, channels_last: bool = False) -> dict:
-    """A ``collate`` batch as tensors on the device: frames [N, 3, S, S] floats in [0, 1] (uint8
-    [N, S, S, 3] on the way; kept in that channels-last layout with ``channels_last``), labels
-    int64, the rest as they are."""
+    """A ``collate`` batch as tensors on the device: frames [N, 3, S, S] (and their network copy
+    ``pixels`` [N, 3, M, M]) floats in [0, 1] (uint8 [N, S, S, 3] on the way; kept in that
+    channels-last layout with ``channels_last``), labels int64, the rest as they are."""
     out = {k: torch.as_tensor(v).to(device, non_blocking=True) if isinstance(v, (np.ndarray, torch.Tensor)) else v
            for k, v in unpack_shared(batch).items()}
-    frames = out["frames"].permute(0, 3, 1, 2).float().div_(255)
-    out["frames"] = frames if channels_last else frames.contiguous()
+    for key in ("frames", "pixels") if "pixels" in out else ("frames",):
+        x = out[key].permute(0, 3, 1, 2).float().div_(255)
+        out[key] = x if channels_last else x.contiguous()
     out["labels"] = out["labels"].long()
     return out
 
@@ -119,7 +123,9 @@ def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage
         rows = rows[kept].reset_index(drop=True)
     ds = VideoDataset(rows, dirs, need_flow=variant.premask or variant.postmask,
                       need_text=variant.text != "none", captions=captions, stage1=stage1, tokenizer=tokenizer,
-                      max_text_len=cfg.model.max_text_len)
+                      max_text_len=cfg.model.max_text_len,
+                      s4_first_frame=cfg.train.s4_train_frames == "first",
+                      pixels=cfg.preprocess.input_frames == "source")
     return ds, dropped
 
 

@@ -18,13 +18,20 @@ from torch.utils.data import Dataset
 from ssp.io import shm
 from ssp.io.store import ShardedStore
 
+S4_SUBSETS = ("v1s", "s4")
+
 
 class VideoDataset(Dataset):
     def __init__(self, manifest: pd.DataFrame, dirs: str | Path | Mapping[str, str | Path], *, need_flow: bool,
                  need_text: bool, captions: dict[str, dict] | None = None, stage1: str | Path | None = None,
-                 tokenizer=None, max_text_len: int = 32):
+                 tokenizer=None, max_text_len: int = 32, s4_first_frame: bool = False, pixels: bool = False):
         """``dirs``: each stage's shard folder (``layout.stage_dirs`` of a rule's inputs), or a run
-        folder holding them all."""
+        folder holding them all. ``s4_first_frame``: an S4 training video is its first frame T times,
+        each copy with its own second of audio, all supervised by the first frame's mask, as AAVS's
+        v1s training set is (``_idx = 0`` for the v1s train split, ``avs/dataset.py`` 143-145,
+        174-186; S4 train videos have ground truth on the first frame only). ``pixels``: read the
+        frames' network copy too (``preprocess.input_frames: source``)."""
+        self.s4_first_frame, self.pixels = s4_first_frame, pixels
         folder = stage_folders(dirs)
         self.rows = manifest.reset_index(drop=True)
         self.stores = {s: ShardedStore.from_manifest(folder(s), manifest) for s in ("frames", "masks", "vggish")}
@@ -42,21 +49,44 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _pixels(self, vid: str) -> np.ndarray:
+        try:
+            return self.stores["frames"].read(vid, ("pixels",))["pixels"]
+        except KeyError:
+            shard = self.stores["frames"].reader(self.stores["frames"].index[vid]).path
+            raise KeyError(f"{shard} holds no 'pixels' for video {vid!r} (the frames at the network's size): it "
+                           "was written with preprocess.input_frames: stored; re-run the frames stage, or set "
+                           "input_frames: stored") from None
+
+    def _is_s4_train(self, i: int) -> bool:
+        row = self.rows.iloc[i]
+        return row.get("split") == "train" and row.get("subset") in S4_SUBSETS
+
     def _tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, max_length=self.max_len, truncation=True, padding="max_length")
         return np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"])
 
     def __getitem__(self, i: int) -> dict:
         vid = self.rows.at[i, "video_id"]
-        frames = self.stores["frames"].read(vid, ("frames",))["frames"]
+        read = self.stores["frames"].read(vid, ("frames",))
+        frames = read["frames"]
+        if self.pixels:
+            read["pixels"] = self._pixels(vid)
         masks = self.stores["masks"].read(vid, ("labels", "has_mask"))
         T = len(frames)
-        item = {"video_id": vid, "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],
+        item = {"video_id": vid, "subset": self.rows.at[i, "subset"] if "subset" in self.rows else "",
+                "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],
                 "vggish": self.stores["vggish"].read(vid, ("vggish",))["vggish"]}
+        if self.pixels:
+            item["pixels"] = read["pixels"]
         if "flow_mask" in self.stores:   # not its gray maps (the flow figure's), twice its size
             item["flow_mask"] = self.stores["flow_mask"].read(vid, ("flow_mask",))["flow_mask"]
         if self.stage1 is not None:
             item["stage1"] = self.stage1.read(vid)["scores"]
+        if self.s4_first_frame and self._is_s4_train(i):
+            for key in ("frames", "pixels", "labels", "has_mask", "flow_mask", "stage1"):   # not the audio
+                if key in item:
+                    item[key] = np.repeat(item[key][:1], T, axis=0)
         if self.need_text:
             cap = self.captions.get(vid)
             if cap is None:
@@ -102,7 +132,7 @@ def collate(items: list[dict]) -> dict:
     labels int64 (uint8 is 4x / 8x fewer bytes than float / int64). DataLoader workers use
     ``collate_shared``, which puts all of them into one shared-memory buffer.
     """
-    out = {"video_ids": [it["video_id"] for it in items]}
+    out = {"video_ids": [it["video_id"] for it in items], "subsets": [it.get("subset", "") for it in items]}
     out.update({key: np.concatenate(parts) for key, parts in _parts(items).items()})
     return out
 
@@ -110,7 +140,7 @@ def collate(items: list[dict]) -> dict:
 def _parts(items: list[dict]) -> dict[str, list[np.ndarray]]:
     """Each batch array's pieces, one per video, in the order ``collate`` joins them."""
     parts = {"video_index": [np.full(len(it["frames"]), k, np.int64) for k, it in enumerate(items)]}
-    for key in ("frames", "labels", "has_mask", "vggish", "flow_mask", "stage1", "text_ids", "text_mask"):
+    for key in ("frames", "pixels", "labels", "has_mask", "vggish", "flow_mask", "stage1", "text_ids", "text_mask"):
         if key in items[0]:
             parts[key] = [it[key] for it in items]
     return parts
@@ -136,7 +166,8 @@ def collate_shared(items: list[dict]) -> dict:
     view = handle.data()
     for key, dtype, shape, o, n in layout:            # joined straight into the segment
         np.concatenate(parts[key], out=view[o:o + n].view(dtype).reshape(shape))
-    return {"video_ids": [it["video_id"] for it in items], "_shared": handle, "_layout": layout}
+    return {"video_ids": [it["video_id"] for it in items], "subsets": [it.get("subset", "") for it in items],
+            "_shared": handle, "_layout": layout}
 
 
 def unpack_shared(batch: dict) -> dict:

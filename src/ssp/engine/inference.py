@@ -1,7 +1,10 @@
 """Predictions of a trained model in the project's predictions format.
 
 One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
-  binary tasks:   ``scores`` float32 [T, H, W], foreground probability in [0, 1]
+  binary tasks:   ``scores`` float32 [T, H, W], the sounding class's share of the two class
+                  scores, in [0, 1] (above 0.5 where AAVS's argmax picks sounding), and
+                  ``class_scores`` float16 [T, 2, H, W], background and sounding (AAVS's F-score
+                  thresholds sigmoid(2 s_sounding - s_background))
   semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
 File attributes name the model, the task, the test-time pre-mask choice and which training epoch
 the model is (``model_epoch``, ``model_by``: its best validation epoch, or its last).
@@ -21,25 +24,21 @@ from ssp.config import Config
 from ssp.engine.build import build_model, make_dataset, model_inputs, select, to_device
 from ssp.engine.data import collate
 from ssp.io.store import ShardWriter, provenance
-from ssp.model.ssp import SSPModel, foreground_prob, semantic_probs
+from ssp.model.ssp import SSPModel, class_scores, sounding_share
 from ssp.variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str, out_size: int = 224):
-    """Per frame: foreground probability [N, S, S] (binary) or class scores [N, C, S, S] (semantic)."""
+def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str, out_size: int = 224) -> torch.Tensor:
+    """Per frame, the class scores [N, C, out_size, out_size] (binary: C = 2, background and
+    sounding), post-processed in AAVS's order (``ssp.model.ssp.class_scores``)."""
     model.eval()
     outp = model(batch["frames"], batch["vggish"], **model_inputs(model, batch, training=False,
                                                                   premask_test=premask_test))
     cls, msk = outp.final
-    if binary:
-        fg = foreground_prob(cls.float(), msk.float(), True).unsqueeze(1)
-        return torch.nn.functional.interpolate(fg, size=(out_size, out_size), mode="bilinear",
-                                               align_corners=False).squeeze(1)
-    probs = semantic_probs(cls.float(), msk.float())
-    return torch.nn.functional.interpolate(probs, size=(out_size, out_size), mode="bilinear", align_corners=False)
+    return class_scores(cls, msk, model.size, out_size)
 
 
 class Trained(NamedTuple):
@@ -91,8 +90,9 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
             batch = to_device(collate([ds[i]]), device)
             with torch.no_grad():
                 res = predict_video(model, batch, binary, choice, out_size=size)
-            if binary:
-                w.add(ds.rows.at[i, "video_id"], {"scores": res.float().cpu().numpy().astype(np.float32)})
+            if binary:   # the sounding share (mIoU) and both class scores (AAVS's F-score map)
+                w.add(ds.rows.at[i, "video_id"], {"scores": sounding_share(res).cpu().numpy().astype(np.float32),
+                                                  "class_scores": res.cpu().numpy().astype(np.float16)})
             else:
                 w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})
     log.info("predictions of %s on %s: %d videos -> %s", variant_name, split, len(w.written), out)

@@ -45,7 +45,7 @@ from ssp.engine.data import collate, loader_collate
 from ssp.engine.inference import predict_video
 from ssp.engine.losses import video_losses
 from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
-from ssp.model.ssp import SSPModel
+from ssp.model.ssp import SSPModel, fscore_map, sounding_share
 from ssp.variants import VARIANTS, Variant
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,9 @@ def train_step(fwd, model: SSPModel, opt, batch: dict, autocast: dict, t, *, bin
         loss, terms = video_losses(model, outp, batch, binary=binary, postmask_weight=t.postmask_weight,
                                    use_postmask=model.variant.postmask, seed=t.seed, step=step)
     opt.zero_grad(set_to_none=True)
+    distributed = isinstance(getattr(fwd, "_orig_mod", fwd), torch.nn.parallel.DistributedDataParallel)
+    if not terms and not distributed:
+        return loss, terms   # nothing to learn from (AAVS: a leaf zero loss, so no parameter moves)
     loss.backward()
     clip_gradients(model, t)
     opt.step()
@@ -125,8 +128,11 @@ def clip_gradients(model, t) -> None:
 
 
 def lr_schedule(opt, t, *, start_epoch: int = 0):
-    """The step schedule on ``opt`` (``lr_decay`` every ``lr_decay_epoch`` epochs), ``start_epoch`` epochs in."""
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_decay_epoch, gamma=t.lr_decay)
+    """The schedule on ``opt``, ``start_epoch`` epochs in: the rate times ``lr_decay`` from epoch
+    ``lr_decay_epoch`` on, once, to the end. AAVS's scripts decay once, at their phase-2 restart:
+    ``avss/train.py`` restarts AdamW at 1e-4 at ``epochs // 3`` (20 of 60) and keeps it to epoch
+    60; ``avs/train.py`` likewise at ``epochs // 2``."""
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[t.lr_decay_epoch], gamma=t.lr_decay)
     for _ in range(start_epoch):
         step_schedule(sched)
     return sched
@@ -293,18 +299,19 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
         scores = predict_video(model, batch, binary, choice, out_size=batch["labels"].shape[-1])
         if binary:
             gt = (batch["labels"] > 0)[keep].cpu().numpy()
-            ious.append(binary_miou_batch(scores[keep].cpu().numpy(), gt))
-            fs.append(binary_fscore_batch(scores[keep].cpu().numpy(), gt))
+            ious.append(binary_miou_batch(sounding_share(scores)[keep].cpu().numpy(), gt))
+            fs.append(binary_fscore_batch(fscore_map(scores, cfg.evaluate.fscore)[keep].cpu().numpy(), gt))
         else:
             for p, g in zip(scores.argmax(1)[keep].cpu().numpy(), batch["labels"][keep].cpu().numpy()):
                 classes.add(p, g)
     model.train()
     if binary:
         return {"val_miou": float(np.mean(ious)), "val_fscore": float(np.mean(fs)), "val_premask": choice,
-                "val_videos": len(ds)}
+                "val_fscore_protocol": cfg.evaluate.fscore, "val_videos": len(ds)}
     res = classes.result()
     return {"val_miou": res["miou"], "val_fscore": res["fscore"], "val_premask": choice,
             "val_stones": "ground truth", "val_videos": len(ds)}
+
 
 class MetricLog:
     """metrics.csv (one row per step and per epoch) and TensorBoard scalars when available."""

@@ -40,6 +40,30 @@ def postmask_frames(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tenso
     return F.binary_cross_entropy(fg, target, reduction="none").flatten(1).mean(1)
 
 
+def network_targets(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """[N, H, W] ground truth (224) -> [N, size, size] at the network's input size, nearest, as
+    L_AVS's targets: AAVS's image processor resizes its 224 masks to 384 with PIL's nearest
+    (``_preprocess_mask``, ``avs/transformers/models/mask2former/image_processing_mask2former.py``
+    613-617), which ``nearest-exact`` equals."""
+    if labels.shape[-1] == size and labels.shape[-2] == size:
+        return labels
+    return F.interpolate(labels[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].to(labels.dtype)
+
+
+MS3_SUBSETS = ("v1m", "ms3")
+
+
+def silent_ms3(batch: dict, v: int) -> bool:
+    """Whether video ``v`` of the batch is an MS3 video whose ground truth is empty on every
+    supervised frame. AAVS gives such a video zero loss, with no gradient (``get_loss``,
+    ``avs/utils/utility.py`` 134-138: ``task == 'v1m' and mean(mask) == 0``), so it is left out."""
+    subsets = batch.get("subsets")
+    if not subsets or subsets[v] not in MS3_SUBSETS:
+        return False
+    frames = (batch["video_index"] == v) & batch["has_mask"]
+    return not bool((batch["labels"][frames] > 0).any())
+
+
 def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_weight: float,
                  use_postmask: bool, seed: int | None = None, step: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean over videos of (L_AVS + weight * L'_mask) over each video's frames with ground truth.
@@ -54,6 +78,8 @@ def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_w
     inner = model.module if hasattr(model, "module") else model
     vi, has = batch["video_index"].cpu(), batch["has_mask"].cpu()            # one copy each to the host
     kept = [v for v in range(int(vi.max()) + 1) if bool((has & (vi == v)).any())]
+    if binary:
+        kept = [v for v in kept if not silent_ms3(batch, v)]
     if not kept:
         zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
         return zero, {}
@@ -64,7 +90,8 @@ def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_w
     part = _slice(out, frames)
     labels = batch["labels"][frames]
     seeds = [None if seed is None else point_seed(seed, step, batch["video_ids"][v]) for v in kept]
-    per_video = VideoBatchLoss(inner.m2f)(part.class_logits, part.mask_logits, labels, video_of_frame, seeds, binary)
+    per_video = VideoBatchLoss(inner.m2f)(part.class_logits, part.mask_logits, network_targets(labels, inner.size),
+                                          video_of_frame, seeds, binary)
     names = ["class", "mask", "dice"]
     table = torch.stack([torch.stack([t[n] for n in names]) for t in per_video])      # [V, 3]
     if use_postmask:

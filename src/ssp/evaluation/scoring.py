@@ -9,7 +9,9 @@ predictions' size (224) with nearest neighbour; binary ground truth = any non-bl
 
 Every number says which protocol it follows (``protocols`` in the output):
   binary  miou                 per-video batches (the reference tests one video per batch)
-          fscore               per-video batches, empty frames excluded, empty videos score 0
+          fscore               per-video batches, empty frames excluded, empty videos score 0; on
+                               AAVS's map sigmoid(2 s_sounding - s_background) (``--fscore aavs``,
+                               the default) or on the sounding share (``--fscore avsbench``)
           fscore_per_frame     each frame its own batch (frames with empty truth score 0)
   avss    miou / fscore        all frames as they are, mean over all classes (background included)
           *_padded10           5-frame videos padded to 10 with blank frames whose truth is all
@@ -62,7 +64,9 @@ def _truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = "test",
-             allow_missing: bool = False) -> dict:
+             allow_missing: bool = False, fscore: str = "aavs") -> dict:
+    """The task's metrics of a predictions file; ``fscore``: the binary F-score's protocol (``aavs``
+    needs the predictions' ``class_scores``, ``avsbench`` reads ``scores``)."""
     rows = ground_truth_manifest(task, root, split)
     binary = task in ("s4", "ms3")
     with h5py.File(predictions, "r") as h5:
@@ -80,7 +84,7 @@ def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = 
             log.warning("%s: predictions of %d x %d; AVSBench scores at %d x %d, so these metrics (ground truth "
                         "resized to %d) are not comparable with published ones", predictions, size, size,
                         SCORE_SIZE, SCORE_SIZE, size)
-        result = _binary(rows, h5) if binary else _semantic(rows, h5)
+        result = _binary(rows, h5, fscore) if binary else _semantic(rows, h5)
         trained = {k: _plain(h5.attrs[k]) for k in ("model_epoch", "model_by") if k in h5.attrs}
     result.update(task=task, split=split, root=str(root), predictions=str(predictions), videos=len(rows),
                   missing_videos=len(missing), missing=missing[:50], size=size, **trained)
@@ -101,22 +105,46 @@ def _pred(h5, vid: str, key: str, T: int) -> np.ndarray:
     return arr
 
 
-def _binary(rows, h5) -> dict:
+FSCORE_PROTOCOLS = {
+    "aavs": "AAVS (Eval_Fmeasure): sigmoid(2 s_sounding - s_background) of the two class scores, beta^2 = 0.3, "
+            "255 thresholds, one video per batch, empty frames excluded",
+    "avsbench": "AVSBench: the sounding share of the two class scores, beta^2 = 0.3, 255 thresholds, one video "
+                "per batch, empty frames excluded",
+}
+
+
+def aavs_fscore_map(class_scores: np.ndarray) -> np.ndarray:
+    """[T, 2, H, W] background and sounding scores -> [T, H, W] sigmoid(2 s1 - s0), the map AAVS's
+    ``Eval_Fmeasure`` thresholds (``avs/utils/utility.py`` 68-69)."""
+    s = class_scores.astype(np.float32)
+    return 1 / (1 + np.exp(-(2 * s[:, 1] - s[:, 0])))
+
+
+def _fscore_map(h5, row, protocol: str, scores: np.ndarray) -> np.ndarray:
+    if protocol == "avsbench":
+        return scores
+    if "class_scores" not in h5[row.video_id]:
+        raise EvaluationError(f"video {row.video_id!r}: the AAVS F-score needs the predictions' 'class_scores' "
+                              "(background and sounding); score these with --fscore avsbench (the 'scores' map)")
+    return aavs_fscore_map(_pred(h5, row.video_id, "class_scores", row.n_frames))
+
+
+def _binary(rows, h5, protocol: str = "aavs") -> dict:
     ious, fs, fs_frame, frames = [], [], [], 0
     for row in rows.itertuples(index=False):
         scores = _pred(h5, row.video_id, "scores", row.n_frames).astype(np.float32)
         gt, has = _truth(row, scores.shape[-1], binary=True)
-        s, g = scores[has], gt[has]
+        s, f, g = scores[has], _fscore_map(h5, row, protocol, scores)[has], gt[has]
         ious.append(binary_miou_batch(s, g))
-        curves = fscore_curves(s, g)              # [frames with a non-empty truth, 255]
+        curves = fscore_curves(f, g)              # [frames with a non-empty truth, 255]
         fs.append(fscore_of_curves(curves))
         rest = iter(curves)                       # each frame its own batch; an empty truth scores 0
         fs_frame += [fscore_of_curves(next(rest)[None]) if g_t.any() else 0.0 for g_t in g]
         frames += len(s)
     return {"miou": float(np.mean(ious)), "fscore": float(np.mean(fs)), "fscore_per_frame": float(np.mean(fs_frame)),
-            "frames": frames,
+            "frames": frames, "fscore_protocol": protocol,
             "protocols": {"miou": "AVSBench, one video per batch, empty truth: IoU of the background",
-                          "fscore": "AVSBench, beta^2 = 0.3, 255 thresholds, one video per batch, empty frames excluded",
+                          "fscore": FSCORE_PROTOCOLS[protocol],
                           "fscore_per_frame": "as fscore, each frame its own batch"}}
 
 

@@ -45,8 +45,17 @@ def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
-def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray, int]:
-    """[T, size, size, 3] uint8 frames sampled at 1 fps from a video file, and the valid count."""
+def resize_input(img: np.ndarray, size: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [size, size, 3] uint8 as AAVS's image processor resizes a source frame
+    for the network: PIL bilinear (antialiased when shrinking; ``avs/.models/
+    preprocessor_config.json``: 384 x 384, resample 2)."""
+    if img.shape[:2] == (size, size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def sample_video_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
+    """The T frames sampled at 1 fps from a video file, at the source resolution, and the valid count."""
     import decord
 
     try:
@@ -61,22 +70,32 @@ def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray
     except Exception as exc:  # decord raises RuntimeError / DECORDError with the C++ message
         raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
     pos = {j: k for k, j in enumerate(sorted(set(idx)))}
-    out = np.stack([resize_image(frames[pos[i]], size) for i in idx])
-    return out, n_valid
+    return [frames[pos[i]] for i in idx], n_valid
 
 
-def read_frame_files(paths: list[str], size: int) -> np.ndarray:
-    """[T, size, size, 3] uint8 from image files."""
+def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray, int]:
+    """[T, size, size, 3] uint8 frames sampled at 1 fps from a video file, and the valid count."""
+    frames, n_valid = sample_video_frames(path, T)
+    return np.stack([resize_image(f, size) for f in frames]), n_valid
+
+
+def load_frame_files(paths: list[str]) -> list[np.ndarray]:
+    """The frames of image files, RGB uint8 at their own resolution."""
     out = []
     for p in paths:
         if not Path(p).is_file():
             raise MediaError(f"{p}: frame file is missing")
         try:
             with Image.open(p) as im:
-                out.append(resize_image(np.asarray(im.convert("RGB")), size))
+                out.append(np.asarray(im.convert("RGB")))
         except OSError as exc:
             raise MediaError(f"{p}: cannot read image ({_short(exc)})") from None
-    return np.stack(out)
+    return out
+
+
+def read_frame_files(paths: list[str], size: int) -> np.ndarray:
+    """[T, size, size, 3] uint8 from image files."""
+    return np.stack([resize_image(f, size) for f in load_frame_files(paths)])
 
 
 def read_mask(path: str, mask_format: str, size: int, num_classes: int) -> np.ndarray:

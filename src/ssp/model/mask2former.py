@@ -8,7 +8,8 @@ Two additions to the stock forward, as AAVS makes them:
 * The "stepping stone" mask (stage 2): the binary sounding mask (ground truth in training, the
   stage-1 prediction at test) is interpolated to the pixel decoder's last hidden state and added
   to it; in the masked-attention decoder, keys are tagged with a learned embedding by the mask's
-  value: silent (<= 0.4), sounding (>= 0.6) or uncertain (between), where SSP's 0.5 falls.
+  value: silent (<= 0.4), sounding (>= 0.6) or uncertain (between), where SSP's 0.5 falls; and the
+  first decoder layer attends only where the stone is at least 0.5 (``stone_attention_mask``).
 """
 from __future__ import annotations
 
@@ -47,10 +48,57 @@ def build_mask2former(source: str, num_labels: int, *, num_queries: int, config:
                                 decoder_layers=config["decoder_layers"], num_attention_heads=config["heads"],
                                 dim_feedforward=8 * config["hidden_dim"], **overrides)
         log.warning("Mask2Former/Swin has RANDOM weights (seed %d), as the config asks", seed)
-        return Mask2FormerForUniversalSegmentation(cfg)
+        return as_aavs(Mask2FormerForUniversalSegmentation(cfg), config)
     folder = check_model_folder(source, "model.mask2former")
-    return load_complete(Mask2FormerForUniversalSegmentation, folder, "model.mask2former",
-                         ignore_mismatched_sizes=True, **overrides)
+    m2f = load_complete(Mask2FormerForUniversalSegmentation, folder, "model.mask2former",
+                        ignore_mismatched_sizes=True, **overrides)
+    if checkpoint_labels(folder) != num_labels:
+        reset_class_head(m2f, seed)
+    return as_aavs(m2f, config)
+
+
+def checkpoint_labels(folder) -> int | None:
+    """The class count a Mask2Former checkpoint was trained for (ADE20K: 150), from its config."""
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(folder) / "config.json").read_text())
+    labels = cfg.get("id2label") or {}
+    return len(labels) if labels else cfg.get("num_labels")
+
+
+@torch.no_grad()
+def reset_class_head(m2f, seed: int) -> None:
+    """A class head resized from the checkpoint's (ADE20K's 151 outputs to this task's 3 or 72) with
+    PyTorch's default initialization, as AAVS's has it: its vendored ``from_pretrained`` marks the
+    head loaded (its name is among the checkpoint's keys) before dropping the mismatched weights,
+    so Mask2Former's ``_init_weights`` never runs on it (``avs/transformers/modeling_utils.py``
+    3732-3734, 3788). Drawn from ``seed``; the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        m2f.class_predictor.reset_parameters()
+
+
+def as_aavs(m2f, config: dict):
+    """What AAVS's Mask2Former (transformers 4.35.2 as AAVS vendors it) does differently from
+    transformers 5's, made so here:
+
+    * the Hungarian matcher's class cost is ``matcher_class_cost`` (AAVS: 1.0, written in
+      ``Mask2FormerLoss.__init__``, ``avs|avss/transformers/models/mask2former/modeling_mask2former.py``
+      lines 531-536 / 533-538), not ``class_weight``, which stays the class loss's weight;
+    * with ``swin_drop_path: constant``, every Swin block's stochastic depth is the backbone's
+      ``drop_path_rate`` (AAVS's ``SwinLayer`` takes ``config.drop_path_rate``: the per-block ramp
+      its ``SwinEncoder`` computes never reaches the layers, ``avs|avss/transformers/models/swin/
+      modeling_swin.py`` lines 631, 746-761, 809-818); transformers 5 ramps it from 0.
+    """
+    from transformers.models.swin.modeling_swin import SwinDropPath, SwinLayer
+
+    m2f.criterion.matcher.cost_class = float(config["matcher_class_cost"])
+    if config["swin_drop_path"] == "constant":
+        rate = float(m2f.config.backbone_config.drop_path_rate)
+        for layer in (m for m in m2f.modules() if isinstance(m, SwinLayer)):
+            layer.drop_path = SwinDropPath(rate) if rate > 0 else nn.Identity()
+    return m2f
 
 
 class AudioPrompt(nn.Module):
@@ -73,11 +121,14 @@ def prompt_queries(query_pos: torch.Tensor, query_feat: torch.Tensor, audio: tor
 class StoneEmbeddings(nn.Module):
     """Learned silent / sounding / uncertain tags added to the decoder's key position embeddings."""
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, std: float = 0.02):
+        """N(0, ``std``) each, as AAVS's ``from_pretrained`` initializes its stone embeddings, which
+        its checkpoint lacks (Mask2Former's ``_init_weights``, init_std 0.02; ``avss/transformers/
+        models/mask2former/modeling_mask2former.py`` 2079-2081, 2252-2253)."""
         super().__init__()
-        self.silent = nn.Parameter(torch.zeros(hidden))
-        self.sounding = nn.Parameter(torch.zeros(hidden))
-        self.uncertain = nn.Parameter(torch.zeros(hidden))
+        self.silent = nn.Parameter(torch.randn(hidden) * std)
+        self.sounding = nn.Parameter(torch.randn(hidden) * std)
+        self.uncertain = nn.Parameter(torch.randn(hidden) * std)
 
     def forward(self, stone: torch.Tensor, size) -> torch.Tensor:
         """stone [N, H, W] in [0, 1] -> [h*w, N, C] tags at the feature map's size."""
@@ -87,11 +138,24 @@ class StoneEmbeddings(nn.Module):
         return silent * self.silent + sounding * self.sounding + (1 - silent - sounding) * self.uncertain
 
 
-def transformer_forward(module, multi_scale: list[torch.Tensor], mask_features: torch.Tensor,
-                        audio: torch.Tensor | None, stone_tags: list[torch.Tensor] | None):
-    """Mask2Former's transformer module with audio-prompted queries and stepping-stone tags.
+def stone_attention_mask(stone: torch.Tensor, size, heads: int, queries: int) -> torch.Tensor:
+    """The first decoder layer's masked-attention mask from the stepping stone, as AAVS's AVSS
+    decoder overrides it (``avss/transformers/models/mask2former/modeling_mask2former.py``
+    1876-1881): the stone [N, H, W] resized (bilinear) to the first feature level, every query of
+    every head blocked (True) where it is below 0.5 -> [N * heads, Q, h * w], the mask predictor's
+    layout. A row blocked everywhere is opened again by the decoder, as in AAVS."""
+    s = F.interpolate(stone.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False).flatten(2)
+    blocked = s < 0.5                                                                # [N, 1, hw]
+    return blocked.unsqueeze(1).expand(-1, heads, queries, -1).flatten(0, 1)
 
-    Same computation as ``Mask2FormerTransformerModule.forward`` when both are None.
+
+def transformer_forward(module, multi_scale: list[torch.Tensor], mask_features: torch.Tensor,
+                        audio: torch.Tensor | None, stone_tags: list[torch.Tensor] | None,
+                        stone: torch.Tensor | None = None):
+    """Mask2Former's transformer module with audio-prompted queries and stepping-stone tags; with
+    ``stone``, the first decoder layer attends where the stone is (``stone_attention_mask``).
+
+    Same computation as ``Mask2FormerTransformerModule.forward`` when all three are None.
     """
     feats, pos, sizes = [], [], []
     for i in range(module.num_feature_levels):
@@ -108,7 +172,21 @@ def transformer_forward(module, multi_scale: list[torch.Tensor], mask_features: 
     query_feat = module.queries_features.weight.unsqueeze(1).repeat(1, n, 1)
     if audio is not None:
         query_feat = prompt_queries(module.queries_embedder.weight, query_feat, audio)
-    return module.decoder(inputs_embeds=query_feat, multi_stage_positional_embeddings=pos,
-                          pixel_embeddings=mask_features, encoder_hidden_states=feats,
-                          query_position_embeddings=query_pos, feature_size_list=sizes,
-                          output_hidden_states=False, output_attentions=False, return_dict=True)
+    hook = None
+    if stone is not None:   # the mask predictor's first call gives the first layer's attention mask
+        predictor = module.decoder.mask_predictor
+        first = stone_attention_mask(stone, sizes[0], predictor.num_heads, query_feat.shape[0])
+
+        def override(_module, _inputs, output):
+            hook.remove()
+            return output[0], first.to(output[1].device)
+
+        hook = predictor.register_forward_hook(override)
+    try:
+        return module.decoder(inputs_embeds=query_feat, multi_stage_positional_embeddings=pos,
+                              pixel_embeddings=mask_features, encoder_hidden_states=feats,
+                              query_position_embeddings=query_pos, feature_size_list=sizes,
+                              output_hidden_states=False, output_attentions=False, return_dict=True)
+    finally:
+        if hook is not None:
+            hook.remove()

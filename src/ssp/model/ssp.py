@@ -47,20 +47,29 @@ class SSPModel(nn.Module):
     def num_labels(self) -> int:
         return self.m2f.config.num_labels
 
-    def encode_input(self, frames: torch.Tensor, premask: torch.Tensor | None) -> torch.Tensor:
-        """frames [N, 3, S, S] in [0, 1] (times M_Pre when given) -> normalized model input."""
-        if premask is not None:
-            frames = frames * premask.unsqueeze(1)
-        x = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", align_corners=False)
+    def encode_input(self, frames: torch.Tensor, premask: torch.Tensor | None,
+                     pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames [N, 3, S, S] in [0, 1], upsampled to the model's size, or their copy ``pixels``
+        [N, 3, M, M] already at it (resized once from the source, as AAVS feeds its network), times
+        M_Pre when given (at the frames' size; nearest to the model's) -> normalized model input."""
+        if pixels is None:
+            if premask is not None:
+                frames = frames * premask.unsqueeze(1)
+            x = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        else:
+            x = pixels
+            if premask is not None:
+                x = x * F.interpolate(premask.unsqueeze(1).float(), size=x.shape[-2:], mode="nearest-exact")
         return (x - self.mean) / self.std
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor, *, premask: torch.Tensor | None = None,
                 stone: torch.Tensor | None = None, text_ids: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> SSPOutput:
-        """frames [N, 3, S, S] in [0, 1]; audio [N, 128]; premask/stone [N, S, S]; text [N, L]."""
+                text_mask: torch.Tensor | None = None, pixels: torch.Tensor | None = None) -> SSPOutput:
+        """frames [N, 3, S, S] in [0, 1]; audio [N, 128]; premask/stone [N, S, S]; text [N, L];
+        pixels [N, 3, M, M] in [0, 1]: the frames at the model's size M (``encode_input``)."""
         if premask is not None and not self.variant.premask:
             raise ValueError("a pre-mask was given to a variant without pre-mask")
-        pix = self.m2f.model.pixel_level_module(pixel_values=self.encode_input(frames, premask))
+        pix = self.m2f.model.pixel_level_module(pixel_values=self.encode_input(frames, premask, pixels))
         mask_features = pix.decoder_last_hidden_state                          # [N, C, h, w]
         tags = None
         if self.stone is not None:
@@ -72,7 +81,7 @@ class SSPModel(nn.Module):
         if self.vta is not None:
             mask_features = self.vta(mask_features, frames, text_ids, text_mask)  # Eq. 3
         dec = transformer_forward(self.m2f.model.transformer_module, pix.decoder_hidden_states, mask_features,
-                                  self.audio(audio), tags)
+                                  self.audio(audio), tags, stone if self.stone is not None else None)
         classes = [self.m2f.class_predictor(h.transpose(0, 1)) for h in dec.intermediate_hidden_states]
         return SSPOutput(classes, list(dec.masks_queries_logits))
 
@@ -89,3 +98,32 @@ def foreground_prob(class_logits: torch.Tensor, mask_logits: torch.Tensor, binar
     probs = semantic_probs(class_logits, mask_logits)
     fg = probs[:, 1] / (probs[:, 0] + probs[:, 1]).clamp_min(1e-6) if binary else probs[:, 1:].sum(1)
     return fg.clamp(0, 1)
+
+
+def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: int, out_size: int) -> torch.Tensor:
+    """[N, Q, C+1], [N, Q, h, w] -> [N, C, out_size, out_size] class scores, in AAVS's order (its
+    image processor's ``post_process_semantic_segmentation``, ``avs/transformers/models/
+    mask2former/image_processing_mask2former.py`` 1022-1048): the mask logits upsampled (bilinear)
+    to the model's input ``size`` (384), their sigmoid, combined with the class probabilities, then
+    resized (bilinear) to ``out_size`` (224, the ground truth's)."""
+    msk = F.interpolate(mask_logits.float(), size=(size, size), mode="bilinear", align_corners=False)
+    probs = semantic_probs(class_logits.float(), msk)
+    return F.interpolate(probs, size=(out_size, out_size), mode="bilinear", align_corners=False)
+
+
+def sounding_share(scores: torch.Tensor) -> torch.Tensor:
+    """Binary [N, 2, H, W] class scores -> [N, H, W] the sounding class's share, in [0, 1]: above
+    0.5 exactly where AAVS's argmax picks sounding (its mIoU; a tie goes to background)."""
+    return (scores[:, 1] / (scores[:, 0] + scores[:, 1]).clamp_min(1e-6)).clamp(0, 1)
+
+
+def aavs_fscore_map(scores: torch.Tensor) -> torch.Tensor:
+    """Binary [N, 2, H, W] class scores -> [N, H, W] the map AAVS's F-score thresholds:
+    sigmoid(2 s_sounding - s_background) (``Eval_Fmeasure``, ``avs/utils/utility.py`` 68-69)."""
+    return torch.sigmoid(2 * scores[:, 1] - scores[:, 0])
+
+
+def fscore_map(scores: torch.Tensor, protocol: str) -> torch.Tensor:
+    """Binary [N, 2, H, W] class scores -> the [N, H, W] map an F-score protocol thresholds:
+    ``aavs``, sigmoid(2 s_sounding - s_background); ``avsbench``, the sounding share."""
+    return aavs_fscore_map(scores) if protocol == "aavs" else sounding_share(scores)

@@ -89,7 +89,9 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
                                             if k[0] == v and "model_epoch" in r}, key=int))
         rows.append(row)
     protocols = {t: _miou_protocol(r) for (_, t, _), r in sorted(results.items())}
+    fscores = sorted({r["fscore_protocol"] for r in results.values() if r.get("fscore_protocol")})
     text = ("\nmIoU and F-score in %" + "".join(f"; {SETTINGS[t]} mIoU protocol: {p}" for t, p in protocols.items() if p)
+            + "".join(f"; F-score: {FSCORE_NAMES.get(f, f)}" for f in fscores)
             + ". Test-time pre-mask: the stage-1 (baseline) prediction stands in for the ground truth, as "
             "train.premask_test says."
             + (" epoch: the training epoch each model is (train.select: its best validation epoch, or its "
@@ -162,6 +164,10 @@ def _settings_row(name: str, figures: str, entries: dict, scale: float) -> dict:
         row[f"{SETTINGS[t]} mIoU"] = f"{scale * e['miou']:.2f}" if e else ""
         row[f"{SETTINGS[t]} F"] = f"{scale * e['fscore']:.2f}" if e else ""
     return row
+
+
+FSCORE_NAMES = {"aavs": "AAVS's, on sigmoid(2 s_sounding - s_background)",
+                "avsbench": "AVSBench's, on the sounding share"}
 
 
 def _miou_protocol(metrics: dict) -> str:

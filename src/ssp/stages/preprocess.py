@@ -9,12 +9,22 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from ssp.config import Config
 from ssp.datasets.manifest import read_label2idx
-from ssp.io.media import MediaError, decode_audio, decode_video_frames, fit_audio, read_frame_files, read_video_masks
+from ssp.io.media import (
+    MediaError,
+    decode_audio,
+    fit_audio,
+    load_frame_files,
+    read_video_masks,
+    resize_image,
+    resize_input,
+    sample_video_frames,
+)
 from ssp.io.palette import NUM_CLASSES
 from ssp.io.store import ShardWriter, provenance
 
@@ -48,17 +58,25 @@ def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: C
 
 
 def run_frames(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
-    """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files)."""
-    size = cfg.preprocess.image_size
+    """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files), S =
+    ``preprocess.image_size``; with ``preprocess.input_frames: source``, also ``pixels`` [T, M, M, 3]
+    at the network's input size M = ``model.size``, resized once from the source as AAVS's image
+    processor does (``resize_input``), which the network reads instead of upsampling the frames."""
+    size, net = cfg.preprocess.image_size, cfg.model.size
+    source = cfg.preprocess.input_frames == "source"
 
     def one(row):
         if row.source == "video":
-            frames, n_valid = decode_video_frames(row.video_path, row.n_frames, size)
+            raw, n_valid = sample_video_frames(row.video_path, row.n_frames)
         else:
-            frames, n_valid = read_frame_files(row.frame_paths, size), row.n_frames
-        return {"frames": frames}, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset}
+            raw, n_valid = load_frame_files(row.frame_paths), row.n_frames
+        arrays = {"frames": np.stack([resize_image(f, size) for f in raw])}
+        if source:
+            arrays["pixels"] = np.stack([resize_input(f, net) for f in raw])
+        return arrays, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset}
 
-    return _run("frames", manifest, shard, out, cfg, {"image_size": size}, one)
+    params = {"image_size": size} | ({"input_frames": "source", "input_size": net} if source else {})
+    return _run("frames", manifest, shard, out, cfg, params, one)
 
 
 def run_audio(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
