@@ -50,3 +50,9 @@ rule prompt_study:
     input:
         L.report("prompt_study.md"),
         L.figure("prompt_study"),
+
+
+rule premask_test_study:
+    input:
+        L.report("premask_test_study.md"),
+        L.figure("premask_test_study"),

@@ -101,8 +101,12 @@ def cmd_summary(args) -> int:
     return 0 if not args.strict or not failures else 1
 
 
-def _run_captions(cfg, layout: RunLayout) -> list[Path]:
-    return sorted(layout.stage_dir("captions").glob("*.jsonl"))
+def _run_captions(layout: RunLayout, variant: str) -> list[Path]:
+    """The captions a variant reads: the configured Q1's, or a prompt-study variant's (full-q1b)."""
+    from ssp.layout import captions_dir
+    from ssp.variants import parse_variant
+
+    return sorted(layout.stage_dir(captions_dir(parse_variant(variant)[1].get("q1_variant"))).glob("*.jsonl"))
 
 
 def cmd_train(args) -> int:
@@ -111,9 +115,10 @@ def cmd_train(args) -> int:
     cfg = config_mod.load(args.config)
     layout = RunLayout.of(cfg)
     out = Path(args.out) if args.out else layout.train_dir(args.variant)
-    captions = args.captions if args.captions is not None else _run_captions(cfg, layout)
+    captions = args.captions if args.captions is not None else _run_captions(layout, args.variant)
     inputs = json.loads(Path(args.inputs).read_text()) if args.inputs else None
-    run_training(cfg, args.variant, out, captions_files=captions, max_steps=args.max_steps, inputs=inputs)
+    run_training(cfg, args.variant, out, captions_files=captions, max_steps=args.max_steps, inputs=inputs,
+                 stage1_val=args.stage1_val)
     return 0
 
 
@@ -124,7 +129,7 @@ def cmd_predict(args) -> int:
     layout = RunLayout.of(cfg)
     weights = Path(args.weights) if args.weights else layout.model(args.variant)
     out = Path(args.out) if args.out else layout.predictions(args.variant, args.split)
-    run_prediction(cfg, args.variant, args.split, weights, out, captions_files=_run_captions(cfg, layout),
+    run_prediction(cfg, args.variant, args.split, weights, out, captions_files=_run_captions(layout, args.variant),
                    stage1=args.stage1)
     return 0
 
@@ -185,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", nargs="*", help="caption JSONL files (default: the run's)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--inputs", help="JSON of the shard files to read (manifest, frames, masks, ...; default: the run's)")
+    p.add_argument("--stage1-val", help="stage-1 predictions of the val split (.h5): the pre-mask's stand-in for "
+                   "M_GT in validation when train.premask_test is stage1")
     p = add("predict", cmd_predict, "write a variant's predictions on a split")
     p.add_argument("--variant", required=True)
     p.add_argument("--split", default="test")

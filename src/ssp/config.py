@@ -267,8 +267,10 @@ class CaptionsConfig:
     model: str | None
     trust_remote_code: bool
     q1_variant: str
+    q2_variant: str
     file: str | None
     max_new_tokens: int
+    frames: str
     device: str
     python: str | None
     synthetic: SyntheticCaptionsConfig
@@ -289,6 +291,7 @@ class ModelConfig:
     decoder_layers: int
     heads: int
     backbone: dict
+    premask_image: str
     swin_drop_path: str
     clip_config: dict
     text_config: dict

@@ -28,38 +28,59 @@ VARIANTS = {
     "text_vta": Variant(premask=False, postmask=False, text="vta"),
     "full_no_postmask": Variant(premask=True, postmask=False, text="vta"),
     "full": Variant(premask=True, postmask=True, text="vta"),
+    # Fig. 6: the full model with the plain cross attention ("att") in place of VTA
+    "full_att": Variant(premask=True, postmask=True, text="att"),
 }
+TABLE2 = ("baseline", "premask", "premask_postmask", "text_att", "text_vta", "full_no_postmask", "full")
+
+
+PREMASK_TEST = ("stage1", "empty", "flow", "none")   # train.premask_test's choices (ssp.model.premask)
 
 
 def parse_variant(name: str) -> tuple[str, dict]:
     """'full' -> ('full', {}); 'full-pm5' -> ('full', {'postmask_weight': 5.0}) (Fig. 5 sweep);
-    'full-q1b' -> ('full', {'q1_variant': 'b'}) (prompt study, Fig. 6/7)."""
-    m = re.fullmatch(r"([a-z_0-9]+)(?:-pm([0-9]+(?:\.[0-9]+)?)|-q1([a-d]))?", name)
-    if not m or m.group(1) not in VARIANTS and m.group(1) != "stage1":
-        raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)}, optionally -pm<weight> or -q1<a-d>")
+    'full-q1b' -> ('full', {'q1_variant': 'b'}) (prompt study, Fig. 6/7); 'full-ptempty' ->
+    ('full', {'premask_test': 'empty'}) (the pre-mask test study: the same trained model, another
+    stand-in for M_GT at test)."""
+    m = re.fullmatch(r"([a-z_0-9]+)(?:-pm([0-9]+(?:\.[0-9]+)?)|-q1([a-d])|-pt([a-z0-9]+))?", name)
+    if not m or m.group(1) not in VARIANTS and m.group(1) != "stage1" or m.group(4) and m.group(4) not in PREMASK_TEST:
+        raise ValueError(f"unknown variant {name!r}: one of {sorted(VARIANTS)}, optionally -pm<weight>, -q1<a-d> "
+                         f"or -pt<{'|'.join(PREMASK_TEST)}>")
     extra = {}
     if m.group(2):
         extra["postmask_weight"] = float(m.group(2))
     if m.group(3):
         extra["q1_variant"] = m.group(3)
+    if m.group(4):
+        extra["premask_test"] = m.group(4)
     return m.group(1), extra
 
 
+def trained_as(name: str) -> str:
+    """The variant whose trained model a variant uses: a pre-mask test study variant
+    ('full-ptempty') predicts with its preset's model ('full'); any other, its own."""
+    return parse_variant(name)[0] if "premask_test" in parse_variant(name)[1] else name
+
+
 def with_overrides(cfg, extra: dict):
-    """The config with a study's override applied (post-mask weight sweep; the Q1 variant chooses
-    the captions the job reads, not a setting)."""
-    if "postmask_weight" in extra:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, postmask_weight=extra["postmask_weight"]))
+    """The config with a study's override applied (the post-mask weight sweep; the pre-mask test
+    study's stand-in; the Q1 variant chooses the captions the job reads, not a setting)."""
+    changes = {k: extra[k] for k in ("postmask_weight", "premask_test") if k in extra}
+    if changes:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
     return cfg
 
 
 def study_variants(cfg) -> dict[str, list[str]]:
     """Each table's variants: ``table2`` (``train.variants``), ``ablations`` (every Table 2 row),
     ``postmask_sweep`` (Fig. 5: the full model with each lambda'_mask of ``studies.postmask_weights``)
-    and ``prompt_study`` (Fig. 6/7: the full model with captions from each Q1 wording)."""
+    ``prompt_study`` (Fig. 6/7: the full model, with VTA and with "att", on captions from each Q1
+    wording) and
+    ``premask_test_study`` (the full model, trained once, predicting with each stand-in for M_GT)."""
     return {
         "table2": list(cfg.train.variants),
-        "ablations": list(VARIANTS),
+        "ablations": list(TABLE2),
         "postmask_sweep": [f"full-pm{w:g}" for w in cfg.studies.postmask_weights],
-        "prompt_study": [f"full-q1{q}" for q in cfg.studies.q1_variants],
+        "prompt_study": [f"{m}-q1{q}" for q in cfg.studies.q1_variants for m in ("full", "full_att")],
+        "premask_test_study": [f"full-pt{c}" for c in PREMASK_TEST],
     }

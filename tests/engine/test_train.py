@@ -1,10 +1,12 @@
 """The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import dataclasses
 import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -251,7 +253,7 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     stones, real = [], ssp.engine.loop.predict_video
 
     def predict_video(model, batch, *args, **kwargs):
-        stones.append(torch.equal(batch["stage1"], (batch["labels"] > 0).float()))
+        stones.append(torch.equal(batch["stones"], (batch["labels"] > 0).float()))
         return real(model, batch, *args, **kwargs)
 
     monkeypatch.setattr(ssp.engine.loop, "predict_video", predict_video)
@@ -277,3 +279,54 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     assert scored["miou"] == pytest.approx(best["val_miou"], abs=1e-9)
     # the metrics say which epoch of training they score, for the tables
     assert (scored["model_epoch"], scored["model_by"]) == (best["epoch"], "best validation mIoU")
+
+
+def test_validation_uses_the_stand_in_test_uses(tiny_run, caplog):
+    """The pre-mask's M_GT in validation is test's stand-in (train.premask_test): with stage1, the
+    stage-1 model's predictions of the val split; without them, the flow rule, said in the log."""
+    from ssp.engine.build import build_model, make_dataset, select
+    from ssp.engine.loop import validate
+    from ssp.io.store import ShardWriter
+    from ssp.variants import VARIANTS
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(RunLayout.of(cfg).manifest)
+    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
+    stage1 = tiny_run / "stage1_val.h5"
+    with ShardWriter(stage1, {}) as w:
+        for i in range(len(ds)):
+            w.add(ds[i]["video_id"], {"scores": (ds[i]["labels"] > 0).astype(np.float32)})
+    torch.manual_seed(0)
+    model = build_model(cfg, VARIANTS["premask"], binary=True, tune="full")
+    with_stage1 = validate(cfg, m, model, VARIANTS["premask"], True, "cpu", stage1=stage1)
+    assert with_stage1["val_premask"] == "stage1"
+    import ssp.engine.loop
+
+    ssp.engine.loop._warn_once.cache_clear()                                 # said once per process
+    with caplog.at_level("WARNING", logger="ssp.engine.loop"):
+        without = validate(cfg, m, model, VARIANTS["premask"], True, "cpu")
+    assert without["val_premask"] == "flow" and "where test uses 'stage1'" in caplog.text
+    assert with_stage1["val_miou"] != without["val_miou"] or with_stage1["val_fscore"] != without["val_fscore"]
+    empty = validate(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, premask_test="empty")), m, model,
+                     VARIANTS["premask"], True, "cpu")
+    assert empty["val_premask"] == "empty"
+
+
+def test_several_gpus_relaunch_under_torchrun_with_what_the_rule_declared(tmp_path, monkeypatch):
+    """train.gpus > 1: the job runs itself again under torchrun, with the declared inputs, the
+    stage-1 val predictions, --max-steps, and the package on the path (conda envs do not install it)."""
+    import ssp.engine.jobs
+    from ssp.engine.jobs import run_training
+
+    seen = {}
+    monkeypatch.setattr(ssp.engine.jobs.subprocess, "run", lambda cmd, **kw: seen.update(cmd=cmd, **kw))
+    cfg = tiny_run_config(tmp_path, gpus=2)
+    inputs = {"manifest": str(tmp_path / "manifest.csv"), "frames": [str(tmp_path / "frames" / "00000.h5")]}
+    run_training(cfg, "full", tmp_path / "out", captions_files=["c.jsonl"], max_steps=3, inputs=inputs,
+                 stage1_val=tmp_path / "val.h5")
+    cmd = seen["cmd"]
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd
+    assert cmd[cmd.index("--max-steps") + 1] == "3" and cmd[cmd.index("--stage1-val") + 1] == str(tmp_path / "val.h5")
+    declared = json.loads(Path(cmd[cmd.index("--inputs") + 1]).read_text())
+    assert declared == {"manifest": inputs["manifest"], "frames": inputs["frames"]}
+    assert str(ROOT / "src") in seen["env"]["PYTHONPATH"].split(os.pathsep)

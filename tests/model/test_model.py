@@ -42,6 +42,8 @@ def test_eq2_on_hand_made_masks():
     assert premask_for_test(mo, stage1, "stage1").tolist() == [[1.0, 0.5], [0.5, 0.0]]
     assert premask_for_test(mo, None, "flow").tolist() == [[0.75, 0.75], [0.25, 0.25]]
     assert premask_for_test(mo, None, "none").tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    # section 4.1, literally: M_GT excluded at test = empty, so 0.5 on M_O and 0 elsewhere
+    assert premask_for_test(mo, None, "empty").tolist() == [[0.5, 0.5], [0.0, 0.0]]
     with pytest.raises(ValueError, match="stage-1"):
         premask_for_test(mo, None, "stage1")
     assert postmask_label(mo, gt).tolist() == [[1.0, 0.0], [0.0, 0.0]]
@@ -109,7 +111,8 @@ def test_premask_switch_changes_only_the_encoder_input(tiny_run):
     torch.testing.assert_close(x0, base.encode_input(batch["frames"], None))  # frames unchanged
     kw = model_inputs(pre, batch, training=True, premask_test="flow")
     x1 = _encoder_input(pre, batch, kw)
-    torch.testing.assert_close(x1, pre.encode_input(batch["frames"] * kw["premask"][:, None], None))
+    m = torch.nn.functional.interpolate(kw["premask"][:, None], size=x1.shape[-2:], mode="nearest-exact")
+    torch.testing.assert_close(x1, pre.encode_input(batch["frames"], None) * m)   # M_Pre times V^T
     assert not torch.allclose(x0, x1)
     with pytest.raises(ValueError, match="without pre-mask"):
         base(batch["frames"], batch["vggish"], premask=kw["premask"])
@@ -132,8 +135,8 @@ def test_text_modes_and_postmask_term(tiny_run):
     att = build_model(cfg, VARIANTS["text_att"], binary=True)
     vta = build_model(cfg, VARIANTS["text_vta"], binary=True)
     assert hasattr(att.vta, "cross") and not hasattr(vta.vta, "cross")
-    assert len(vta.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 2   # two calls
-    assert len(att.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 1
+    assert len(vta.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 2   # Align_1, Align_2
+    assert len(att.vta.aligns(batch["frames"], batch["text_ids"], batch["text_mask"])) == 2
     full = build_model(cfg, VARIANTS["full"], binary=True)
     out = full(batch["frames"], batch["vggish"], **model_inputs(full, batch, training=True, premask_test="flow"))
     torch.manual_seed(0)  # the matcher samples random points
@@ -357,3 +360,73 @@ def test_batched_loss_equals_hugging_face_per_video(tiny_run, binary):
     a = torch.cat([x.flatten() for x in g_ref if x is not None])
     b = torch.cat([x.flatten() for x in g_got if x is not None])
     assert float((a - b).abs().max() / a.abs().max()) < 1e-4
+
+
+def test_premask_multiplies_the_normalized_image(tmp_path):
+    """Section 4.1: M_Pre is multiplied to V^T, the normalized and resized image (section 3): a
+    masked pixel becomes the mean colour (0 after normalization), not black; `raw` keeps black."""
+    cfg = tiny_run_config(tmp_path)
+    model = build_model(cfg, VARIANTS["premask"], binary=True, tune="full")
+    frames = torch.rand(2, 3, 16, 16)
+    premask = torch.ones(2, 16, 16)
+    premask[:, :8] = 0                                                        # the top half masked
+    x = model.encode_input(frames, premask)
+    plain = model.encode_input(frames, None)
+    half = x.shape[-2] // 2
+    assert torch.equal(x[..., :half, :], torch.zeros_like(x[..., :half, :]))
+    assert torch.allclose(x[..., half:, :], plain[..., half:, :])
+    model.premask_image = "raw"
+    black = model.encode_input(frames, premask)[..., :half, :]
+    assert torch.allclose(black, ((0 - model.mean) / model.std).expand_as(black))
+
+
+def test_vta_follows_algorithm_1_line_by_line(tiny_run):
+    """Line 3: A1 and A2 separately, shared weights (Align_1 does not move when only A2 changes);
+    lines 6-7: the first pass reads [Z_A ; Z_V] under the unified mask and cross-attends to Z_V;
+    line 8: the second pass reads Z_A and cross-attends to the first pass's output."""
+    cfg, batch = _batch(tiny_run, VARIANTS["full"])
+    model = build_model(cfg, VARIANTS["text_vta"], binary=True).eval()
+    vta = model.vta
+    ids, mask = batch["text_ids"], batch["text_mask"]
+    half = ids.shape[1] // 2
+    calls = []
+    layer = vta.text.encoder.layer[0]
+    hooks = [vta.text.register_forward_hook(lambda m, a, kw, out: calls.append(("text", kw, out)), with_kwargs=True),
+             layer.crossattention.register_forward_pre_hook(
+                 lambda m, a, kw: calls.append(("cross", a, kw)), with_kwargs=True)]
+    with torch.no_grad():
+        a1, a2 = vta.aligns(batch["frames"], ids, mask)
+    for h in hooks:
+        h.remove()
+    texts = [c for c in calls if c[0] == "text"]
+    assert len(texts) == 4                                               # two passes for each caption
+    first, second = texts[0], texts[1]
+    lv = vta.visual_tokens
+    la = first[1]["inputs_embeds"].shape[1] - lv
+    assert first[1]["attention_mask"].shape[1] == la + lv                # Attmask-Unify
+    assert first[1]["encoder_hidden_states"].shape[1] == lv              # cross attention to Z_V
+    assert second[1]["inputs_embeds"].shape[1] == la                     # Z_A again
+    assert torch.equal(second[1]["encoder_hidden_states"], first[2].last_hidden_state)   # keys: Align of line 7
+    assert torch.equal(second[1]["encoder_attention_mask"], first[1]["attention_mask"])
+    changed = ids.clone()
+    changed[:, half + 1] = (changed[:, half + 1] + 7) % 1000              # another A2 token
+    with torch.no_grad():
+        b1, b2 = vta.aligns(batch["frames"], changed, mask)
+    assert torch.equal(a1, b1) and not torch.allclose(a2, b2)
+
+
+def test_a_caption_longer_than_max_text_len_is_cut_and_logged(tiny_run, caplog):
+    from ssp.model.vta import load_tokenizer
+
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(RunLayout.of(cfg).manifest)
+    long = {v: {"a1": "a man plays a piano " * 20, "a2": "piano"} for v in m["video_id"]}
+    ds = VideoDataset(m.iloc[:1], cfg.run_dir, need_flow=False, need_text=True, captions=long,
+                      tokenizer=load_tokenizer(TINY_MODEL["tokenizer"]), max_text_len=8)
+    import ssp.engine.data
+
+    ssp.engine.data._log_cut.cache_clear()                                  # said once per video and caption
+    with caplog.at_level("WARNING", logger="ssp.engine.data"):
+        item = ds[0]
+    assert item["text_ids"].shape[1] == 16 and "A1 is longer than model.max_text_len (8 tokens)" in caplog.text
+    assert "A2 is longer" not in caplog.text

@@ -23,10 +23,27 @@ from ssp.stages.captions import read_captions, run_captions
 
 
 def test_q1_and_q2_wording():
+    """Fig. 7's Q1 (a)-(d) word for word; Q2 as section 4.2 gives it, Fig. 7's shorter one as a variant."""
     assert Q1_VARIANTS["d"] == Q1_FINAL
-    assert Q1_FINAL.startswith("Describe the video, give every object's location with their characteristic")
+    assert Q1_VARIANTS["a"] == "Describe the video."
+    assert Q1_VARIANTS["b"] == "Describe the video with every objects location."
+    assert Q1_VARIANTS["c"] == ('Describe the video, give every objects location with their characteristic, with a '
+                                'format of "A NOUN VERB NOUN".')
+    assert Q1_FINAL == Q1_VARIANTS["c"][:-1] + ', for example: "a man plays a guitar".'
     assert question2("a dog barks at a man.") == (
         "According to the video, with a dog barks at a man, give the NOUN word that potentially produce sound.")
+    assert question2("a dog barks.", "fig7") == "According to the video, with a dog barks, give the NOUN word that produce sound."
+
+
+def test_q2_wording_reaches_the_captioner(tmp_path):
+    from ssp.config import Config
+    from ssp.prompts.captioners import make_captioner
+
+    captions = tmp_path / "c.json"
+    captions.write_text('{"v": {"a1": "a dog barks", "a2": "dog"}}')
+    cfg = Config.from_dict({"vggish": {"weights": "random"},
+                            "captions": {"backend": "file", "file": str(captions), "q2_variant": "fig7"}})
+    assert make_captioner(cfg, tmp_path).caption("v", None)[2].endswith("give the NOUN word that produce sound.")
 
 
 @pytest.mark.parametrize("answer,nouns", [
@@ -91,6 +108,7 @@ def tiny_vlm(tmp_path_factory):
 def test_hf_vlm_end_to_end(tmp_path, tiny_vlm):
     _frames_shard(tmp_path / "frames.h5", ["v1", "v2"])
     captioner = HFVLM(str(tiny_vlm), max_new_tokens=6, device="cpu")
+    captioner.native_frames = False            # the frames shard's squares (captions.frames: shard)
     failures = run_captions(_manifest(["v1", "v2", "gone"]), "00000", tmp_path / "frames.h5",
                             tmp_path / "c.jsonl", captioner)
     assert [f.video_id for f in failures] == ["gone"]
@@ -451,3 +469,51 @@ def test_minicpm_o_environment_warning_only_where_its_code_would_meet_transforme
                                         uses_conda=False) is None
     monkeypatch.setattr(ssp.prompts.captioners, "transformers_version", lambda: "4.44.2")     # MiniCPM-o's own
     assert minicpmo_environment_warning(cfg, uses_conda=False) is None
+
+
+def test_a_captioning_model_sees_the_video_at_its_own_size(tmp_path, media):
+    """Section 4.2 inputs the video: MiniCPM-o gets each 1-fps frame at its native resolution and
+    aspect ratio as a PIL RGB image (MiniCPM-o-2.6's model card feeds video so), not the shard's
+    squares; with captions.frames: shard, the squares."""
+    import decord
+    from PIL import Image
+
+    clip = media / "chaplin.mp4"
+    height, width = decord.VideoReader(str(clip))[0].shape[:2]
+    _frames_shard(tmp_path / "frames.h5", ["chaplin"], T=3)
+    manifest = pd.DataFrame({"video_id": ["chaplin"], "shard": ["00000"], "source": ["video"],
+                             "video_path": [str(clip)], "n_frames": [3], "frame_paths": [[]]})
+    for native, size in ((True, (width, height)), (False, (32, 32))):
+        fake = _FakeChat()
+        cap = MiniCPMo("models/MiniCPM-o-2_6", trust_remote_code=True, model=fake, tokenizer=object())
+        cap.native_frames = native
+        run_captions(manifest, "00000", tmp_path / "frames.h5", tmp_path / f"c{native}.jsonl", cap)
+        images = fake.calls[0][0][0]["content"][:-1]
+        assert len(images) == 3 and all(isinstance(im, Image.Image) and im.mode == "RGB" for im in images)
+        assert {im.size for im in images} == {size}
+        assert read_captions(tmp_path / f"c{native}.jsonl")["chaplin"]["settings"]["frames"] == (
+            "native" if native else "shard")
+
+
+def test_an_answer_that_reaches_max_new_tokens_is_logged(caplog):
+    class Words:
+        def encode(self, text, add_special_tokens=False):
+            return text.split()
+
+    class Long(_FakeChat):
+        def chat(self, msgs, tokenizer, **kw):
+            self.calls.append((msgs, kw))
+            return "one two three four" if len(msgs) == 1 else "dog"
+
+    cap = MiniCPMo("m", trust_remote_code=True, model=Long(), tokenizer=Words(), max_new_tokens=4)
+    with caplog.at_level("WARNING", logger="ssp.prompts.captioners"):
+        cap.caption("v", np.zeros((2, 8, 8, 3), np.uint8))
+    assert "v: A1 reached captions.max_new_tokens (4) and may be cut" in caplog.text and "A2 reached" not in caplog.text
+
+
+def test_the_other_interpreter_is_given_the_package():
+    """captions.python's interpreter has no install of this package: its PYTHONPATH is the folder
+    holding ``ssp`` (src/), not the package itself (whose subpackages would shadow others)."""
+    from ssp.stages.captions import package_root
+
+    assert (package_root() / "ssp" / "stages" / "captions.py").is_file()

@@ -26,6 +26,8 @@ def _pointed_at(node, tmp_path, root=None):
         return {k: True if k == "trust_remote_code" else _pointed_at(v, tmp_path, root) for k, v in node.items()}
     if isinstance(node, str) and node.startswith("/data/"):
         return str(root or tmp_path)
+    if isinstance(node, str) and node.startswith("configs/"):      # relative to the checkout, where users run
+        return str(ROOT / node)
     if isinstance(node, str) and node.startswith("/models/"):
         path = tmp_path / "models" / node.rsplit("/", 1)[1]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,7 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
                   "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
                   "max_text_len": 8},
         "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
+        "studies": {"reference": str(ROOT / _load("paper")["studies"]["reference"])},   # run from elsewhere
         "resources": {"use_gpu": False}})
     run(["--cores", "2", "--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)], tmp_path)
     s4 = tmp_path / "results" / "s4"
@@ -159,3 +162,19 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
     with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the folder
         assert json.loads(h5.attrs["params"])["backend"] == "perceiver"
     assert "AAVS's adapters of a frozen Mask2Former" in (s4 / "report" / "summary.md").read_text()
+    table = (s4 / "report" / "table2.md").read_text()                  # the paper's figures beside ours
+    assert "(ref.)" in table and "85.4" in table
+
+
+def test_paper_config_prints_the_published_figures():
+    """configs/paper.yaml names the paper's published figures (its Tables 1 and 2), shipped in
+    configs/published/, so every table of the paper's runs sets them beside ours."""
+    from ssp.reporting.tables import read_reference
+
+    reference = _load("paper")["studies"]["reference"]
+    published = read_reference(ROOT / reference)
+    assert published[("full", "s4", "test")]["miou"] == 85.4 and published[("baseline", "avss", "test")]["fscore"] == 53.2
+    assert {v for v, t, s in published if t == "ms3"} >= {"baseline", "premask", "full", "COMBO"}
+    shared = ROOT.parent / "shared" / "paper" / "published.csv"
+    if shared.is_file():                                              # the copy is the paper's file
+        assert (ROOT / reference).read_text() == shared.read_text()

@@ -85,9 +85,21 @@ def test_demo_dag_end_to_end(tmp_path):
     jobs = planned(["postmask_sweep"], conf, tmp_path)
     assert jobs["train"] == 5 and jobs["table"] == 1 and "preprocess" not in jobs
     jobs = planned(["prompt_study"], conf, tmp_path)
-    assert jobs["captions_study"] == 4 * 3 and jobs["train"] == 4
+    assert jobs["captions_study"] == 4 * 3 and jobs["train"] == 8   # each Q1 with VTA and with "att" (Fig. 6)
     jobs = planned(["ablations"], conf, tmp_path)
     assert jobs["train"] == 5  # the 7 rows less baseline and full, already trained
+    # validation chose full's epoch with test's stand-in for M_GT: the baseline's val predictions
+    val = [line.split(",") for line in (run_dir.train_dir("full") / "metrics.csv").read_text().splitlines()]
+    assert {r[5] for r in val if r[4] == "val_premask"} == {"stage1"}
+    # the pre-mask test study: the full model, trained once, predicting with each stand-in for M_GT
+    jobs = planned(["premask_test_study"], conf, tmp_path)
+    assert "train" not in jobs and jobs["predict"] == 8 and jobs["study_figure"] == 1, jobs
+    run(["premask_test_study", "--cores", "2", "--configfile", str(conf)], tmp_path)
+    study = run_dir.report("premask_test_study.md").read_text()
+    assert all(f"| full-pt{c} |" in study for c in ("stage1", "empty", "flow", "none"))
+    with h5py.File(run_dir.predictions("full-ptempty", "test")) as h5:
+        assert h5.attrs["premask_test"] == "empty"
+    assert run_dir.figure("premask_test_study").stat().st_size > 0
     # a changed stage parameter re-runs that stage and its dependents only
     conf2 = write_config(tmp_path / "config2.yaml", {**TINY, "flow": {"min_magnitude": 1.0}})
     jobs = planned([], conf2, tmp_path)

@@ -19,7 +19,12 @@ from ssp.prompts.captioners import minicpmo_environment_warning  # noqa: E402
 from ssp.reporting.summary import models_note, run_notes  # noqa: E402
 from ssp.reporting.tables import run_metric_files  # noqa: E402
 from ssp.stages import PREPROCESS, STAGES  # noqa: E402
-from ssp.variants import parse_variant, study_variants  # noqa: E402
+from ssp.variants import (
+    VARIANTS,
+    parse_variant,
+    study_variants,
+    trained_as,
+)  # noqa: E402
 
 try:
     CFG = Config.from_dict(config)
@@ -39,7 +44,7 @@ DATA = L.data
 
 wildcard_constraints:
     shard=r"\d{5}",
-    variant=r"[a-z_0-9]+(-pm[0-9.]+|-q1[a-d])?",
+    variant=r"[a-z_0-9]+(-pm[0-9.]+|-q1[a-d]|-pt[a-z0-9]+)?",
     q1="[a-d]",
     split="train|val|test",
     stage="|".join(PREPROCESS),
@@ -87,8 +92,9 @@ def stage_shards(wildcards):
 
 
 def model_file(wildcards):
-    """The model.pt that predicts: this run's, or predict.models_from's."""
-    return L.model(wildcards.variant)
+    """The model.pt that predicts: this run's, or predict.models_from's (a pre-mask test study
+    variant, full-ptempty, predicts with its preset's model)."""
+    return L.model(trained_as(wildcards.variant))
 
 
 def final_targets(wildcards):
@@ -139,21 +145,34 @@ def training_inputs(wildcards):
     }
 
 
-def stage1_of(wildcards):
-    """The stage-1 predictions a variant's predictions need on a split ([] if none)."""
-    semantic = CFG.train.task == "semantic"
-    if wildcards.variant == "stage1":
+def stage1_of(wildcards, split=None):
+    """The stage-1 predictions a variant needs on a split ([] if none): for AVSS's stepping
+    stones, and for a pre-mask whose test-time stand-in for M_GT is the stage-1 prediction.
+    """
+    split = split or wildcards.split
+    preset, extra = parse_variant(wildcards.variant)
+    if preset == "stage1":
         return []
-    if semantic:
-        return [L.predictions("stage1", wildcards.split)]
-    premask = parse_variant(wildcards.variant)[0] not in (
-        "baseline",
-        "text_att",
-        "text_vta",
-    )
-    if premask and CFG.train.premask_test == "stage1":
-        return [L.predictions("baseline", wildcards.split)]
+    if CFG.train.task == "semantic":
+        return [L.predictions("stage1", split)]
+    choice = extra.get("premask_test", CFG.train.premask_test)
+    if VARIANTS[preset].premask and choice == "stage1":
+        return [L.predictions("baseline", split)]
     return []
+
+
+def stage1_val(wildcards):
+    """What the pre-mask's validation reads for M_GT: the stage-1 predictions of the val split, as
+    test reads those of the test split (AVSS's validation stones stay the ground truth's).
+    """
+    preset = parse_variant(wildcards.variant)[0]
+    if (
+        preset == "stage1"
+        or not VARIANTS[preset].premask
+        or CFG.train.premask_test != "stage1"
+    ):
+        return []
+    return stage1_of(wildcards, "val")
 
 
 def flow_params():
@@ -168,6 +187,22 @@ def flow_params():
             **output_settings(f["perceiver"], "flow.perceiver"),
         }
     return {"backend": f["backend"]}
+
+
+def preprocess_params(wildcards):
+    """The settings a preprocessing stage's shard depends on (a change re-runs that stage only):
+    the frames' size, and their network copy's (preprocess.input_frames: source, at model.size);
+    the audio's sample rate; the masks' size."""
+    p = config["preprocess"]
+    if wildcards.stage == "audio":
+        return {"sample_rate": p["sample_rate"]}
+    if wildcards.stage == "masks" or p["input_frames"] != "source":
+        return {"image_size": p["image_size"]}
+    return {
+        "image_size": p["image_size"],
+        "input_frames": "source",
+        "input_size": config["model"]["size"],
+    }
 
 
 def params_of(section):

@@ -60,7 +60,8 @@ rule table:
 
 
 rule study_figure:
-    """A study's table as the paper plots it: Fig. 5 (post-mask weight), Fig. 7 (Q1 wording)."""
+    """A study's table as the paper plots it: Fig. 5 (post-mask weight), Fig. 7 (Q1 wording), and
+    the pre-mask test study (each stand-in for M_GT at test)."""
     input:
         L.report("{study}.csv"),
     output:
@@ -68,7 +69,7 @@ rule study_figure:
     log:
         L.log("{study}_figure"),
     wildcard_constraints:
-        study="postmask_sweep|prompt_study",
+        study="postmask_sweep|prompt_study|premask_test_study",
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -77,6 +78,7 @@ rule study_figure:
         runtime=10,
     params:
         chosen_weight=CFG.train.postmask_weight,
+        chosen_premask_test=CFG.train.premask_test,
         note=study_note,
     script:
         "../scripts/study_figure.py"

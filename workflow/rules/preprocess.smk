@@ -17,8 +17,6 @@ rule preprocess:
         mem_mb=4000,
         runtime=120,
     params:
-        preprocess=config["preprocess"],
-        # the frames' network copy (preprocess.input_frames: source) is made at model.size
-        input_size=lambda wc: config["model"]["size"] if wc.stage == "frames" else None,
+        preprocess=preprocess_params,
     script:
         "../scripts/preprocess.py"

@@ -7,6 +7,7 @@
 rule train:
     input:
         unpack(training_inputs),
+        stage1_val=stage1_val,
     output:
         model=L.train_dir("{variant}") / "model.pt",
         metrics=L.train_dir("{variant}") / "metrics.csv",

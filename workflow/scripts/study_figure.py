@@ -10,4 +10,5 @@ from ssp.reporting.figures import study_figure  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 study_figure(snakemake.input[0], snakemake.wildcards.study, snakemake.output[0],  # noqa: F821
-             chosen_weight=snakemake.params.chosen_weight, note=snakemake.params.note)  # noqa: F821
+             chosen_weight=snakemake.params.chosen_weight, note=snakemake.params.note,  # noqa: F821
+             chosen_premask_test=snakemake.params.chosen_premask_test)  # noqa: F821

@@ -13,4 +13,5 @@ logs.setup(snakemake.log[0])  # noqa: F821
 inp = snakemake.input  # noqa: F821
 declared = {"manifest": inp.manifest, **{s: list(inp[s]) for s in ("frames", "masks", "flow_mask", "vggish")}}
 run_training(Config.from_dict(snakemake.config), snakemake.wildcards.variant,  # noqa: F821
-             Path(snakemake.output.model).parent, captions_files=inp.captions, inputs=declared)  # noqa: F821
+             Path(snakemake.output.model).parent, captions_files=inp.captions, inputs=declared,  # noqa: F821
+             stage1_val=inp.stage1_val[0] if inp.stage1_val else None)

@@ -49,7 +49,13 @@ def build_model(cfg: Config, variant: Variant, *, binary: bool, stepping_stone: 
         vta = VTA(mode=variant.text, clip=build_clip_vision(m.clip, m.raw["clip_config"], t.seed),
                   text_encoder=build_text_encoder(m.text_encoder, m.raw["text_config"], t.seed),
                   feature_dim=m2f.config.mask_feature_size)
-    model = SSPModel(mask2former=m2f, variant=variant, vta=vta, stepping_stone=stepping_stone, size=m.size)
+        positions = vta.text.config.max_position_embeddings
+        if variant.text == "vta" and m.max_text_len + vta.visual_tokens > positions:
+            raise ValueError(f"'model.max_text_len' {m.max_text_len} + CLIP's {vta.visual_tokens} tokens exceed the text "
+                             f"encoder's {positions} positions (VTA's first pass reads both as one sequence, Algorithm 1 "
+                             f"line 7): set model.max_text_len to at most {positions - vta.visual_tokens}")
+    model = SSPModel(mask2former=m2f, variant=variant, vta=vta, stepping_stone=stepping_stone, size=m.size,
+                     premask_image=m.premask_image)
     if tune == "adapters":
         from ssp.model import adapters
 
@@ -76,8 +82,8 @@ def model_inputs(model: SSPModel, batch: dict, *, training: bool, premask_test: 
             gt = (batch["labels"] > 0).float()
             fallback = batch["stage1"] if "stage1" in batch else torch.full_like(gt, 0.5)
             kw["stone"] = torch.where(batch["has_mask"][:, None, None], gt, fallback.float())
-        else:
-            kw["stone"] = batch["stage1"].float()
+        else:   # the stage-1 prediction, or given stones (validation: the ground truth's)
+            kw["stone"] = batch["stones"].float() if "stones" in batch else batch["stage1"].float()
     if inner.vta is not None:
         kw["text_ids"], kw["text_mask"] = batch["text_ids"].long(), batch["text_mask"].long()
     if "pixels" in batch:

@@ -7,6 +7,8 @@ frame batch and remembers which video each frame came from.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +21,13 @@ from ssp.io import shm
 from ssp.io.store import ShardedStore
 
 S4_SUBSETS = ("v1s", "s4")
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def _log_cut(video_id: str, which: str, max_len: int) -> None:
+    """A caption cut to model.max_text_len tokens, said once per video and caption."""
+    log.warning("%s: %s is longer than model.max_text_len (%d tokens) and was cut", video_id, which, max_len)
 
 
 class VideoDataset(Dataset):
@@ -62,8 +71,10 @@ class VideoDataset(Dataset):
         row = self.rows.iloc[i]
         return row.get("split") == "train" and row.get("subset") in S4_SUBSETS
 
-    def _tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def _tokens(self, text: str, video_id: str = "", which: str = "") -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, max_length=self.max_len, truncation=True, padding="max_length")
+        if enc["attention_mask"][-1] and len(self.tokenizer(text)["input_ids"]) > self.max_len:
+            _log_cut(video_id, which, self.max_len)
         return np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"])
 
     def __getitem__(self, i: int) -> dict:
@@ -82,7 +93,7 @@ class VideoDataset(Dataset):
         if "flow_mask" in self.stores:   # not its gray maps (the flow figure's), twice its size
             item["flow_mask"] = self.stores["flow_mask"].read(vid, ("flow_mask",))["flow_mask"]
         if self.stage1 is not None:
-            item["stage1"] = self.stage1.read(vid)["scores"]
+            item["stage1"] = self.stage1.read(vid, ("scores",))["scores"]
         if self.s4_first_frame and self._is_s4_train(i):
             for key in ("frames", "pixels", "labels", "has_mask", "flow_mask", "stage1"):   # not the audio
                 if key in item:
@@ -91,8 +102,8 @@ class VideoDataset(Dataset):
             cap = self.captions.get(vid)
             if cap is None:
                 raise KeyError(f"no captions for video {vid!r} (see the captions stage's failures)")
-            ids1, m1 = self._tokens(cap["a1"])
-            ids2, m2 = self._tokens(cap["a2"])
+            ids1, m1 = self._tokens(cap["a1"], vid, "A1")
+            ids2, m2 = self._tokens(cap["a2"], vid, "A2")
             item["text_ids"] = np.tile(np.concatenate([ids1, ids2]), (T, 1))
             item["text_mask"] = np.tile(np.concatenate([m1, m2]), (T, 1))
         return item

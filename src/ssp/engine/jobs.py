@@ -31,10 +31,11 @@ def load_captions(files) -> dict[str, dict]:
 
 
 def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_files=(), max_steps=None,
-                 inputs: dict | None = None) -> Path:
+                 inputs: dict | None = None, stage1_val: str | Path | None = None) -> Path:
     """Train one variant. ``inputs``: what the rule declares, ``{"manifest": path, "frames": [shard
     files], "masks": [...], "vggish": [...], "flow_mask": [...]}``; the job reads those files and no
-    others (default: the run layout's)."""
+    others (default: the run layout's). ``stage1_val``: the stage-1 model's predictions of the val
+    split, the pre-mask's stand-in for M_GT in validation when ``train.premask_test`` is stage1."""
     from ssp.engine.loop import train
 
     out_dir = Path(out_dir)
@@ -52,16 +53,20 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
         declared.write_text(json.dumps({"manifest": str(manifest), **{k: list(map(str, v)) for k, v in inputs.items()}}))
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.gpus}", "-m", "ssp",
                "train", "--config", str(conf), "--variant", variant, "--out", str(out_dir),
-               "--inputs", str(declared), "--captions", *map(str, captions_files)]
+               "--inputs", str(declared), *(["--stage1-val", str(stage1_val)] if stage1_val else []),
+               *(["--max-steps", str(max_steps)] if max_steps else []), "--captions", *map(str, captions_files)]
+        src = str(Path(__file__).resolve().parents[2])   # the package, also where it is not installed (conda)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
         log.info("launching %s", " ".join(cmd))
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=env)
         return out_dir / "model.pt"
     # "stage1" (semantic runs only) is the binary baseline whose predictions are the stepping
     # stones at test; in training the stones are the ground truth (0.5 on unlabeled frames).
     is_stage1 = preset == "stage1"
     return train(cfg, read_manifest(manifest), "baseline" if is_stage1 else preset,
                  out_dir, captions=load_captions(captions_files), stepping_stone=semantic and not is_stage1,
-                 max_steps=max_steps, task="binary" if is_stage1 else cfg.train.task, stage_dirs=dirs)
+                 max_steps=max_steps, task="binary" if is_stage1 else cfg.train.task, stage_dirs=dirs,
+                 stage1_val=stage1_val)
 
 
 def run_prediction(cfg: Config, variant: str, split: str, weights, out, *, captions_files=(), stage1=None,
@@ -71,6 +76,8 @@ def run_prediction(cfg: Config, variant: str, split: str, weights, out, *, capti
 
     inputs = dict(inputs or {})
     manifest = inputs.pop("manifest", None) or RunLayout.of(cfg).manifest
-    task = "binary" if parse_variant(variant)[0] == "stage1" else cfg.train.task
+    preset, extra = parse_variant(variant)
+    cfg = with_overrides(cfg, extra)   # a pre-mask test study variant: its stand-in for M_GT
+    task = "binary" if preset == "stage1" else cfg.train.task
     return predict(cfg, read_manifest(manifest), weights, split, out, captions=load_captions(captions_files),
                    stage1=stage1, task=task, stage_dirs=stage_dirs(inputs) if inputs else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import os
@@ -168,9 +169,11 @@ def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, b
 
 def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
           captions: dict | None = None, stage1_train: str | None = None, stepping_stone: bool = False,
-          max_steps: int | None = None, task: str | None = None, stage_dirs=None) -> Path:
+          max_steps: int | None = None, task: str | None = None, stage_dirs=None, stage1_val=None) -> Path:
     """Train one variant; returns the path of the final weights (``model.pt``). ``stage_dirs``: each
-    stage's shard folder (``layout.stage_dirs`` of the rule's inputs; default: the run layout's)."""
+    stage's shard folder (``layout.stage_dirs`` of the rule's inputs; default: the run layout's).
+    ``stage1_val``: the stage-1 predictions of the val split, which validation's pre-mask reads
+    when ``train.premask_test`` is stage1, as test does."""
     t = cfg.train
     task = task or t.task
     variant, binary = VARIANTS[variant_name], task == "binary"
@@ -214,7 +217,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     try:
         if rank == 0 and skip == 0 and best.validated < epoch0:   # stopped while validating that epoch
             best.update(model, epoch0, validate(cfg, manifest, model, variant, binary, device, captions=captions,
-                                   stage_dirs=stage_dirs))
+                                   stage_dirs=stage_dirs, stage1=stage1_val))
         for epoch in range(epoch0, t.epochs):
             if t.tune == "adapters" and phase == 1 and epoch >= t.lr_decay_epoch:
                 phase = 2
@@ -251,7 +254,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
             if rank == 0:
                 save_checkpoint(ckpt, model, opt, sched, epoch + 1, 0, step, fingerprint, phase)
                 val = validate(cfg, manifest, model, variant, binary, device, captions=captions,
-                                   stage_dirs=stage_dirs)
+                                   stage_dirs=stage_dirs, stage1=stage1_val)
                 best.update(model, epoch + 1, val)
                 logger.epoch(epoch + 1, val)
         if rank == 0:
@@ -274,20 +277,34 @@ def reduce_mean(x: torch.Tensor, world: int) -> float:
         x /= world
     return float(x)
 
+def validation_premask(cfg: Config, variant: Variant, stage1) -> str:
+    """The pre-mask's stand-in for M_GT in validation: the one test uses (``train.premask_test``),
+    the stage-1 predictions of the val split included; without them (a run started by hand without
+    ``--stage1-val``) the flow-only one, said in the log and in metrics.csv (``val_premask``)."""
+    if not variant.premask:
+        return "not used"
+    if cfg.train.premask_test == "stage1" and stage1 is None:
+        _warn_once("validation: no stage-1 predictions of the val split, so the pre-mask's stand-in for M_GT is "
+                   "'flow', where test uses 'stage1'")
+        return "flow"
+    return cfg.train.premask_test
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning("%s", message)
+
+
 def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Variant, binary: bool,
              device, *, captions=None, stage1=None, split: str = "val", stage_dirs=None) -> dict:
     """Scores on the split, one video per batch as AVSBench tests: binary mIoU and F-score, or
     (semantic stage 2) AVSS mIoU and F over the split's frames, with the ground truth's foreground
-    standing in for the stepping stones (the stage-1 predictions of the split do not exist yet)."""
+    as the stepping stones. The pre-mask's stand-in for M_GT is test's (``validation_premask``;
+    ``stage1``: the stage-1 predictions of the split)."""
     rows = select(manifest, cfg, split)
     if rows.empty:
         return {}
-    if not variant.premask:
-        choice = "not used"
-    elif cfg.train.premask_test == "stage1" and stage1 is None:
-        choice = "flow"  # the stage-1 predictions of the split do not exist during training
-    else:
-        choice = cfg.train.premask_test
+    choice = validation_premask(cfg, variant, stage1)
     ds, _ = make_dataset(cfg, rows, variant, stage1=stage1, captions=captions, stage_dirs=stage_dirs)
     ious, fs, classes = [], [], SemanticAccumulator(cfg.model.num_classes)
     for i in range(len(ds)):
@@ -295,7 +312,7 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
         keep = batch["has_mask"]
         if not binary:   # stones: the ground truth's foreground (0.5, uncertain, on unlabeled frames)
             fg = (batch["labels"] > 0).float()
-            batch["stage1"] = torch.where(keep[:, None, None], fg, torch.full_like(fg, 0.5))
+            batch["stones"] = torch.where(keep[:, None, None], fg, torch.full_like(fg, 0.5))
         scores = predict_video(model, batch, binary, choice, out_size=batch["labels"].shape[-1])
         if binary:
             gt = (batch["labels"] > 0)[keep].cpu().numpy()

@@ -6,7 +6,9 @@ class 2 / mask 5 / dice 5. L'_mask (the post-mask loss) is a BCE between the pre
 foreground probability and M_Post = M_O ∩ M_GT, weight 10.
 
 The loss is computed per video and averaged over the videos of the batch, so a batch of B
-videos on one process and B processes with one video each give the same loss. L_AVS comes from
+videos on one process and B processes with one video each give the same loss (except where a
+silent MS3 video, which counts for nothing, sits beside others: one process averages over the
+videos kept, DDP over the processes). L_AVS comes from
 ``criterion.VideoBatchLoss`` (all videos and decoder layers at once); the Hugging Face loss of one
 video at a time, the reference it is tested against, is ``tests/references/hf_loss.py``.
 """
@@ -81,7 +83,8 @@ def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_w
     if binary:
         kept = [v for v in kept if not silent_ms3(batch, v)]
     if not kept:
-        zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+        # a zero that reaches every output (not the parameters directly, which DDP would mark twice)
+        zero = sum(x.sum() for x in out.class_logits + out.mask_logits) * 0.0
         return zero, {}
     rows = [torch.nonzero((vi == v) & has).squeeze(1) for v in kept]
     dev = out.mask_logits[-1].device

@@ -7,6 +7,8 @@ is multiplied by M_Pre before it is encoded.
 At test time M_GT is unknown and the config chooses what stands in for it
 (``train.premask_test``):
   * ``stage1`` (default): the binary prediction of the stage-1 model (the baseline for S4/MS3);
+  * ``empty``: the literal reading of section 4.1 ("M_GT is utilized during training and excluded
+    in testing"): M_GT empty, so Eq. 2 gives 0.5 on M_O and 0 elsewhere;
   * ``flow``: M_GT unknown everywhere, taken as 0.5, so M_Pre = (M_O + 0.5) / 2
     (0.75 where there is motion, 0.25 elsewhere);
   * ``none``: no pre-mask at test (M_Pre = 1).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-TEST_CHOICES = ("stage1", "flow", "none")
+from ssp.variants import PREMASK_TEST as TEST_CHOICES  # noqa: E402  (one list: the schema's enum, the study)
 
 
 def premask(flow_mask: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,8 @@ def premask_for_test(flow_mask: torch.Tensor, stage1: torch.Tensor | None, choic
         if stage1 is None:
             raise ValueError("premask_test 'stage1' needs the stage-1 predictions")
         return premask(flow_mask, stage1 > 0.5)
+    if choice == "empty":
+        return premask(flow_mask, torch.zeros_like(flow_mask))
     if choice == "flow":
         return premask_flow_only(flow_mask)
     if choice == "none":

@@ -32,7 +32,7 @@ class SSPModel(nn.Module):
     """Keyword-only parts: the Mask2Former, the VTA module (or None), the switches."""
 
     def __init__(self, *, mask2former, variant: Variant, vta: nn.Module | None = None,
-                 stepping_stone: bool = False, size: int):
+                 stepping_stone: bool = False, size: int, premask_image: str = "normalized"):
         super().__init__()
         if (variant.text != "none") != (vta is not None):
             raise ValueError(f"variant text={variant.text!r} and the VTA module disagree")
@@ -40,6 +40,7 @@ class SSPModel(nn.Module):
         hidden = mask2former.config.hidden_dim
         self.audio = AudioPrompt(hidden)
         self.stone = StoneEmbeddings(hidden) if stepping_stone else None
+        self.premask_image = premask_image
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -49,18 +50,21 @@ class SSPModel(nn.Module):
 
     def encode_input(self, frames: torch.Tensor, premask: torch.Tensor | None,
                      pixels: torch.Tensor | None = None) -> torch.Tensor:
-        """Frames [N, 3, S, S] in [0, 1], upsampled to the model's size, or their copy ``pixels``
-        [N, 3, M, M] already at it (resized once from the source, as AAVS feeds its network), times
-        M_Pre when given (at the frames' size; nearest to the model's) -> normalized model input."""
-        if pixels is None:
-            if premask is not None:
-                frames = frames * premask.unsqueeze(1)
-            x = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        else:
-            x = pixels
-            if premask is not None:
-                x = x * F.interpolate(premask.unsqueeze(1).float(), size=x.shape[-2:], mode="nearest-exact")
-        return (x - self.mean) / self.std
+        """The normalized model input V^T, times M_Pre when given (Eq. 2; section 4.1: M_Pre is
+        multiplied to V^T, which section 3 defines as the normalized and resized image, so a masked
+        pixel becomes the mean colour; ``premask_image: raw`` multiplies the [0, 1] image instead,
+        which blacks it out). The image: ``pixels`` [N, 3, M, M], the frames at the model's size M
+        resized once from the source (as AAVS feeds its network), or the frames [N, 3, S, S]
+        upsampled (bilinear). M_Pre, made at the frames' size S, is resized to M (nearest)."""
+        x = pixels if pixels is not None else F.interpolate(frames, size=(self.size, self.size), mode="bilinear",
+                                                           align_corners=False)
+        m = None
+        if premask is not None:
+            m = F.interpolate(premask.unsqueeze(1).float(), size=x.shape[-2:], mode="nearest-exact")
+        if m is not None and self.premask_image == "raw":
+            x = x * m
+        x = (x - self.mean) / self.std
+        return x * m if m is not None and self.premask_image == "normalized" else x
 
     def forward(self, frames: torch.Tensor, audio: torch.Tensor, *, premask: torch.Tensor | None = None,
                 stone: torch.Tensor | None = None, text_ids: torch.Tensor | None = None,

@@ -1,18 +1,28 @@
 """Visual-textual alignment (VTA, Algorithm 1) and its plain cross-attention alternative ('att').
 
-Our reading of Algorithm 1, per frame:
-  V      = MLP_v(CLIP_vision(frame))                       visual tokens        [N, Lv, D]
-  X      = MLP_t(word_embeddings([A1 ; A2]))               caption tokens       [N, L1+L2, D]
-  m      = [mask(A1) ; mask(A2)]                           concatenated masks
-  H1     = TextEncoder(X,  m, cross-attending to V)        first call  (line 7)
-  H2     = TextEncoder(H1, m, cross-attending to V)        second call (line 8)
-  Align1 = Norm(MLP_1(mean_m(H1))),  Align2 = Norm(MLP_2(mean_m(H2)))
-Eq. 3:  F' = Norm(F + Align1 + Align2), added at every pixel of the decoder's last visual
+Algorithm 1, line by line, per frame (the text encoder is BLIP's BERT-style text model:
+bidirectional self-attention plus cross attention; captions tokenized with the BERT tokenizer, as
+BLIP does):
+
+  line 3  A1 and A2 go through the same steps separately, with shared weights: Align_1 comes from
+          A1 alone, Align_2 from A2 alone.
+  line 4  Z_V = MLP_v(CLIP(V))                                   visual tokens   [N, Lv, D]
+  line 5  Z_A = MLP_t(word_embeddings(Tokenizer(A))), its mask    caption tokens  [N, La, D]
+  line 6  Attmask-Unify = Cat(mask(A), Attmask^V)                 [N, La + Lv]
+  line 7  Align = BERT([Z_A ; Z_V], Attmask-Unify, cross-attending to Z_V with Attmask^V)
+          Reading: Attmask-Unify masks a joint input, so the first pass runs over [Z_A ; Z_V]
+          (section 2.2: the cross-modal features go in "in their original, unencoded form"), and
+          Align is that pass's whole output [N, La + Lv, D].
+  line 8  Align = BERT(Z_A, mask(A), cross-attending to Align with Attmask-Unify)
+          Reading: the second pass takes Z_A again; its keys and values are the first pass's
+          output, over which Attmask-Unify is the mask.
+  line 9  return Normalize(MLP(Align))
+          Reading: Align pooled by the mean over A's tokens (its mask), then the MLP and a LayerNorm.
+Eq. 3:  F' = Norm(F + Align_1 + Align_2), added at every pixel of the decoder's last visual
 features F (the pixel decoder's mask features).
 
-The text encoder is BLIP's BERT-style text model (bidirectional self-attention plus cross
-attention); the captions are tokenized with the BERT tokenizer as BLIP does. 'att' (Fig. 6)
-replaces the text encoder by one plain multi-head cross attention from caption tokens to V.
+'att' (Fig. 6) replaces the two BERT passes by one plain multi-head cross attention from each
+caption's tokens to Z_V, with the same pooling and head.
 """
 from __future__ import annotations
 
@@ -97,10 +107,16 @@ class VTA(nn.Module):
         d = text_encoder.config.hidden_size
         self.mlp_v = _mlp(clip.config.hidden_size, d)
         self.mlp_t = _mlp(d, d)
-        self.align = nn.ModuleList([nn.Sequential(_mlp(d, feature_dim), nn.LayerNorm(feature_dim)) for _ in range(2)])
+        self.align = nn.Sequential(_mlp(d, feature_dim), nn.LayerNorm(feature_dim))   # line 9, shared (line 3)
         if mode == "att":
             self.cross = nn.MultiheadAttention(d, num_heads=max(1, d // 64), batch_first=True)
         self.norm = nn.LayerNorm(feature_dim)
+
+    @property
+    def visual_tokens(self) -> int:
+        """Lv: CLIP's patch tokens and its class token."""
+        c = self.clip.config
+        return (c.image_size // c.patch_size) ** 2 + 1
 
     def clip_pixels(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] in [0, 1] -> CLIP's normalized input at its image size."""
@@ -110,23 +126,32 @@ class VTA(nn.Module):
         std = x.new_tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def aligns(self, frames: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """frames [N, 3, H, W] in [0, 1]; ids/mask [N, L] ([A1 ; A2] tokens) -> [Align1, Align2] [N, C]."""
-        v = self.mlp_v(self.clip(pixel_values=self.clip_pixels(frames)).last_hidden_state)   # [N, Lv, D]
-        x = self.mlp_t(self.text.embeddings.word_embeddings(ids))                           # [N, L, D]
+    def align_one(self, z_v: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Lines 5-9 for one caption: Z_V [N, Lv, D]; ids / mask [N, La] -> Align [N, C]."""
+        keep = max(1, int(mask.sum(1).max()))              # padding past the longest caption dropped
+        ids, mask = ids[:, :keep], mask[:, :keep]
+        z_a = self.mlp_t(self.text.embeddings.word_embeddings(ids))                         # line 5 [N, La, D]
         if self.mode == "att":
-            h, _ = self.cross(x, v, v)
-            pooled = masked_mean(h, mask)
-            return [self.align[0](pooled)]
-        vmask = torch.ones(v.shape[:2], dtype=mask.dtype, device=v.device)
-        h1 = self.text(inputs_embeds=x, attention_mask=mask, encoder_hidden_states=v,
-                       encoder_attention_mask=vmask).last_hidden_state
-        h2 = self.text(encoder_embeds=h1, attention_mask=mask, encoder_hidden_states=v,
-                       encoder_attention_mask=vmask).last_hidden_state
-        return [self.align[0](masked_mean(h1, mask)), self.align[1](masked_mean(h2, mask))]
+            h, _ = self.cross(z_a, z_v, z_v, key_padding_mask=None)
+            return self.align(masked_mean(h, mask))
+        vmask = torch.ones(z_v.shape[:2], dtype=mask.dtype, device=z_v.device)              # Attmask^V
+        unify = torch.cat([mask, vmask], dim=1)                                             # line 6
+        first = self.text(inputs_embeds=torch.cat([z_a, z_v], dim=1), attention_mask=unify,   # line 7
+                          encoder_hidden_states=z_v, encoder_attention_mask=vmask).last_hidden_state
+        second = self.text(inputs_embeds=z_a, attention_mask=mask,                          # line 8
+                           encoder_hidden_states=first, encoder_attention_mask=unify).last_hidden_state
+        return self.align(masked_mean(second, mask))                                        # line 9
+
+    def aligns(self, frames: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """frames [N, 3, H, W] in [0, 1]; ids/mask [N, 2 L] (A1's L tokens, then A2's) -> [Align_1,
+        Align_2] [N, C], each from its own caption (line 3)."""
+        z_v = self.mlp_v(self.clip(pixel_values=self.clip_pixels(frames)).last_hidden_state)   # line 4
+        half = ids.shape[1] // 2
+        return [self.align_one(z_v, ids[:, :half], mask[:, :half]),
+                self.align_one(z_v, ids[:, half:], mask[:, half:])]
 
     def forward(self, features: torch.Tensor, frames: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
-        """Eq. 3: features [N, C, h, w] -> Norm(F + sum of Aligns) at every pixel."""
+        """Eq. 3: features [N, C, h, w] -> Norm(F + Align_1 + Align_2) at every pixel."""
         added = features + sum(self.aligns(frames, ids, mask))[..., None, None]
         return self.norm(added.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

@@ -24,24 +24,31 @@ from ssp.io.weights import WeightsError, check_model_folder, load_complete
 
 log = logging.getLogger(__name__)
 
-Q1_FINAL = ('Describe the video, give every object\'s location with their characteristic, with a format '
-            'of "A NOUN VERB NOUN", for example: "a man plays a guitar".')
-# Fig. 7 (a)-(d): prompts of increasing specificity; (d) is the paper's final prompt, quoted above.
-# The wording of (a)-(c) is this project's reconstruction of that progression.
+# Fig. 7 (a)-(d), in its words: Q1 of increasing specificity; (d) is the paper's final prompt, which
+# section 4.2 also gives (there with "object's").
 Q1_VARIANTS = {
     "a": "Describe the video.",
-    "b": "Describe the video, give every object's location.",
-    "c": "Describe the video, give every object's location with their characteristic.",
-    "d": Q1_FINAL,
+    "b": "Describe the video with every objects location.",
+    "c": 'Describe the video, give every objects location with their characteristic, with a format of '
+         '"A NOUN VERB NOUN".',
+    "d": 'Describe the video, give every objects location with their characteristic, with a format of '
+         '"A NOUN VERB NOUN", for example: "a man plays a guitar".',
 }
-Q2_TEMPLATE = "According to the video, with {a1}, give the NOUN word that potentially produce sound."
+Q1_FINAL = Q1_VARIANTS["d"]
+# Q2 with A1 inserted: section 4.2's wording (the default), or Fig. 7's shorter one
+Q2_VARIANTS = {
+    "paper": "According to the video, with {a1}, give the NOUN word that potentially produce sound.",
+    "fig7": "According to the video, with {a1}, give the NOUN word that produce sound.",
+}
+Q2_TEMPLATE = Q2_VARIANTS["paper"]
 TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
                  "with your permissions. Read the folder's *.py files, then set "
                  "'captions.trust_remote_code: true' to allow it.")
 
 
-def question2(a1: str) -> str:
-    return Q2_TEMPLATE.format(a1=a1.strip().rstrip("."))
+def question2(a1: str, wording: str = "paper") -> str:
+    """Q2 with A1 in place of "A_1" (section 4.2; ``wording`` ``fig7``: Fig. 7's)."""
+    return Q2_VARIANTS[wording].format(a1=a1.strip().rstrip("."))
 
 
 _LEAD = re.compile(r"^(?:.*?\b(?:are|is|include|includes|would be)\b\s*:?|.*?:)\s*", re.I)
@@ -70,12 +77,17 @@ def parse_nouns(answer: str) -> list[str]:
 
 class TwoTurnChat:
     """Q1 with the frames, then Q2 (with A1 inserted) as the next turn of the same conversation."""
+    q2_wording = "paper"   # Q2_VARIANTS key (captions.q2_variant)
+    native_frames = True   # the source's frames at their own size (captions.frames: native)
 
     name = "chat"
 
     def __init__(self, q1_variant: str = "d"):
         self.q1 = Q1_VARIANTS[q1_variant]
         self.q1_variant = q1_variant
+
+    def frames_setting(self) -> str:
+        return "native" if self.native_frames else "shard"
 
     def ask(self, images: list, history: list[tuple[str, str]], question: str) -> str:
         raise NotImplementedError
@@ -86,14 +98,26 @@ class TwoTurnChat:
         for i, (q, a) in enumerate(list(history) + [(question, None)]):
             yield i == 0, q, a
 
-    def caption(self, video_id: str, frames: np.ndarray) -> tuple[str, str, str, str]:
+    def caption(self, video_id: str, frames) -> tuple[str, str, str, str]:
+        """``frames``: the video's 1-fps frames, [H, W, 3] uint8 each (any size), given to the model
+        as PIL RGB images."""
         from PIL import Image
 
-        images = [Image.fromarray(f) for f in frames]
+        images = [Image.fromarray(np.asarray(f, dtype=np.uint8)).convert("RGB") for f in frames]
         a1 = self.ask(images, [], self.q1).strip()
-        q2 = question2(a1)
+        self._check_cut(video_id, "A1", a1)
+        q2 = question2(a1, self.q2_wording)
         a2 = self.ask(images, [(self.q1, a1)], q2).strip()
+        self._check_cut(video_id, "A2", a2)
         return self.q1, a1, q2, a2
+
+    def _check_cut(self, video_id: str, which: str, answer: str) -> None:
+        """Log an answer that reached max_new_tokens: generation stopped there, so it may be cut."""
+        tokenizer, limit = getattr(self, "tokenizer", None), getattr(self, "max_new_tokens", None)
+        if tokenizer is None or limit is None or not hasattr(tokenizer, "encode"):
+            return
+        if len(tokenizer.encode(answer, add_special_tokens=False)) >= limit:
+            log.warning("captions: %s: %s reached captions.max_new_tokens (%d) and may be cut", video_id, which, limit)
 
 
 MINICPMO_HOLDS = "a snapshot of openbmb/MiniCPM-o-2_6 (its weights, tokenizer and *.py files)"
@@ -179,8 +203,8 @@ class MiniCPMo(TwoTurnChat):
         return model, tokenizer
 
     def settings(self) -> dict:
-        return {"q1_variant": self.q1_variant, "max_new_tokens": self.max_new_tokens, "sampling": False,
-                "max_slice_nums": 1, "use_image_id": False}
+        return {"q1_variant": self.q1_variant, "q2": self.q2_wording, "frames": self.frames_setting(),
+                "max_new_tokens": self.max_new_tokens, "sampling": False, "max_slice_nums": 1, "use_image_id": False}
 
     def ask(self, images, history, question):
         msgs = []
@@ -213,7 +237,8 @@ class HFVLM(TwoTurnChat):
         self.max_new_tokens, self.model_id = max_new_tokens, str(path)
 
     def settings(self) -> dict:
-        return {"q1_variant": self.q1_variant, "max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return {"q1_variant": self.q1_variant, "q2": self.q2_wording, "frames": self.frames_setting(),
+                "max_new_tokens": self.max_new_tokens, "do_sample": False}
 
     def ask(self, images, history, question):
         import torch
@@ -235,6 +260,7 @@ class HFVLM(TwoTurnChat):
 
 class FileCaptions:
     """Precomputed captions: JSON {video_id: {a1, a2[, q1, q2]}} / list of records, or CSV with those columns."""
+    q2_wording = "paper"   # Q2_VARIANTS key (captions.q2_variant)
 
     name = "file"
 
@@ -267,11 +293,12 @@ class FileCaptions:
         if video_id not in self.table:
             raise KeyError(f"{self.path} has no captions for video {video_id!r}")
         r = self.table[video_id]
-        return r.get("q1") or self.q1, r["a1"], r.get("q2") or question2(r["a1"]), r["a2"]
+        return r.get("q1") or self.q1, r["a1"], r.get("q2") or question2(r["a1"], self.q2_wording), r["a2"]
 
 
 class SyntheticCaptions:
     """SynthAVS: A1/A2 from the scene description, with controlled noun drops and additions."""
+    q2_wording = "paper"   # Q2_VARIANTS key (captions.q2_variant)
 
     name = "synthetic"
     model_id = "synthavs-scene-description"
@@ -298,11 +325,18 @@ class SyntheticCaptions:
         others = [o["label"] for o in scene["objects"] if not o["sounding"]] + list(rng.choice(LABELS[1:], 2))
         nouns += [n for n in others if rng.random() < self.add and n not in nouns]
         a2 = ", ".join(n.replace("-", " ") for n in nouns) if nouns else "none"
-        return self.q1, a1, question2(a1), a2
+        return self.q1, a1, question2(a1, self.q2_wording), a2
 
 
 def make_captioner(cfg, data_root: str | Path):
-    c = cfg.captions
+    captioner = _captioner(cfg.captions, data_root)
+    captioner.q2_wording = cfg.captions.q2_variant
+    if isinstance(captioner, TwoTurnChat):
+        captioner.native_frames = cfg.captions.frames == "native"
+    return captioner
+
+
+def _captioner(c, data_root: str | Path):
     if c.backend == "synthetic":
         return SyntheticCaptions(data_root, drop_rate=c.synthetic.drop_rate, add_rate=c.synthetic.add_rate,
                                  seed=c.synthetic.seed, q1_variant=c.q1_variant)

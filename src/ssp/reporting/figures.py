@@ -34,11 +34,11 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
 
     rows = []
     for vid in videos:
-        t = min(frame_index, len(frames.read(vid)["frames"]) - 1)
-        f = frames.read(vid)["frames"][t]
+        t = min(frame_index, len(frames.read(vid, ("frames",))["frames"]) - 1)
+        f = frames.read(vid, ("frames",))["frames"][t]
         fl = flows.read(vid)["flow"].astype(np.float32)
         mo = flow_masks.read(vid)["flow_mask"][t]
-        s1 = torch.from_numpy(stage1.read(vid)["scores"][t]) if stage1 is not None else None
+        s1 = torch.from_numpy(stage1.read(vid, ("scores",))["scores"][t]) if stage1 is not None else None
         mpre = premask_for_test(torch.from_numpy(mo), s1, premask_test if s1 is not None or premask_test != "stage1"
                                 else "flow").numpy()
         pred = predictions.read(vid)
@@ -88,10 +88,11 @@ def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Pat
 
 
 def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_weight: float | None = None,
-                 note: str = "") -> Path:
+                 note: str = "", chosen_premask_test: str | None = None) -> Path:
     """A study's table as the paper plots it: mIoU and F against the post-mask weight lambda'_mask
     (``postmask_sweep``, Fig. 5; ``chosen_weight`` dashed), or per Q1 wording (``prompt_study``,
-    Fig. 7); one panel per split, a line or bar group per task and metric."""
+    Fig. 7), or per stand-in for M_GT at test (``premask_test_study``; the configured one starred);
+    one panel per split, a line or bar group per task and metric."""
     import re
     import textwrap
 
@@ -103,9 +104,10 @@ def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_w
     from ssp.variants import parse_variant
 
     df = pd.read_csv(table_csv, dtype=str).fillna("")
-    key = {"postmask_sweep": "postmask_weight", "prompt_study": "q1_variant"}[study]
+    key = {"postmask_sweep": "postmask_weight", "prompt_study": "q1_variant", "premask_test_study": "premask_test"}[study]
     df["x"] = [parse_variant(v)[1][key] for v in df["variant"]]
-    df = df.sort_values("x")
+    if study != "premask_test_study":   # that one keeps the study's order of stand-ins
+        df = df.sort_values(["x", "variant"], kind="stable")
     series = [c for c in df.columns if re.fullmatch(r"\S+ (val|test) (mIoU|F)", c)]
     splits = list(dict.fromkeys(c.split()[1] for c in series))
     fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 3.4), squeeze=False)
@@ -124,7 +126,9 @@ def study_figure(table_csv: str | Path, study: str, out: str | Path, *, chosen_w
                 ax.axvline(chosen_weight, color="grey", linestyle="--", linewidth=1)
             ax.set(xlabel="post-mask weight λ'_mask")
         else:
-            ax.set_xticks(np.arange(len(df)), [f"Q1 ({x})" for x in df["x"]])
+            names = [f"Q1 ({x}) {'att' if parse_variant(v)[0] == 'full_att' else 'VTA'}" if study == "prompt_study"
+                     else x + (" *" if x == chosen_premask_test else "") for x, v in zip(df["x"], df["variant"])]
+            ax.set_xticks(np.arange(len(df)), names)
             ax.set_ylim(0, 1.3 * max(ax.get_ylim()[1], 1))   # room for the legend above the bars
         ax.set(title=f"{split} split", ylabel="%")
         ax.legend(fontsize=8, loc="upper left", ncol=2)

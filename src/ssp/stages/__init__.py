@@ -23,7 +23,8 @@ class Stage:
     def run(self, cfg, manifest: str | Path, shard: str, out: str | Path, source: str | Path | None = None,
             log_file: str | Path | None = None) -> list:
         """Write one shard of this stage to ``out`` from the manifest (a CSV path) and, for a stage
-        with a ``source``, that stage's shard; returns the failures recorded in it."""
+        with a ``source``, that stage's shard; returns the failures recorded in it (the captions
+        stage, which may run in another interpreter, records them in its JSONL and returns None)."""
         module, name = self.function.split(":")
         fn = getattr(importlib.import_module(module), name)
         if self.name == "captions":   # in this process, or in captions.python's interpreter

@@ -1,4 +1,6 @@
-"""Captions stage over one shard: frames shard -> captions JSONL, resumable.
+"""Captions stage over one shard: frames -> captions JSONL, resumable. A captioning model sees
+each video's 1-fps frames at their own resolution, decoded from the source (``captions.frames:
+native``, as MiniCPM-o-2.6 takes video); the frames shard says which videos exist.
 
 Each line is one video: ``{video_id, status: ok, q1, a1, q2, a2, nouns, backend, model_id,
 settings}`` or ``{video_id, status: failed, stage, reason}``. Lines are appended to
@@ -23,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from ssp.io.media import MediaError, load_frame_files, sample_video_frames
 from ssp.io.store import Failure, ShardReader
 from ssp.prompts.captioners import parse_nouns, transformers_version
 from ssp.stages.preprocess import shard_rows
@@ -44,6 +47,17 @@ def _previous(partial: Path, key: dict) -> dict[str, dict]:
     return done
 
 
+def video_frames(row, frames: ShardReader, captioner):
+    """What the captioner sees of a video: its 1-fps frames at their own resolution, decoded from
+    the source (a captioning model with ``captions.frames: native``: the frames shard holds only
+    squares), or the frames shard's."""
+    if not getattr(captioner, "native_frames", False):
+        return frames.read(row.video_id, ("frames",))["frames"]
+    if row.source == "video":
+        return sample_video_frames(row.video_path, row.n_frames)[0]
+    return load_frame_files(row.frame_paths)
+
+
 def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
                  captioner) -> list[Failure]:
     out = Path(out)
@@ -58,16 +72,17 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
     partial.write_text("".join(line + "\n" for line in lines))
     failures = []
     with open(partial, "a") as fh:
-        for vid in tqdm(shard_rows(manifest, shard)["video_id"], desc=f"captions {shard}"):
+        for row in tqdm(list(shard_rows(manifest, shard).itertuples(index=False)), desc=f"captions {shard}"):
+            vid = row.video_id
             if vid in done:
                 continue
             try:
                 if vid not in frames:
                     raise LookupError(f"no entry in {frames.path.name} of the frames stage (skipped there)")
-                q1, a1, q2, a2 = captioner.caption(vid, frames.read(vid)["frames"])
+                q1, a1, q2, a2 = captioner.caption(vid, video_frames(row, frames, captioner))
                 rec = {"video_id": vid, "status": "ok", "q1": q1, "a1": a1, "q2": q2, "a2": a2,
                        "nouns": parse_nouns(a2), **key}
-            except (LookupError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            except (LookupError, FileNotFoundError, ValueError, RuntimeError, MediaError) as exc:
                 log.warning("captions: skipped %s: %s", vid, exc)
                 failures.append(Failure(vid, "captions", str(exc)))
                 rec = {"video_id": vid, "status": "failed", "stage": "captions", "reason": str(exc)}
@@ -89,6 +104,11 @@ def caption_failures(path: str | Path) -> list[Failure]:
     return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
 
 
+def package_root() -> Path:
+    """The folder holding the ``ssp`` package (``src/``): what another interpreter's PYTHONPATH needs."""
+    return Path(__file__).resolve().parents[2]
+
+
 def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,
                   log_file: str | Path | None = None) -> None:
     """One shard's captions (``run_captions``) with the captioner ``cfg`` names: in this process,
@@ -106,7 +126,7 @@ def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path
     config["captions"]["python"] = None
     job = {"config": config, "manifest": str(manifest), "shard": shard, "frames": str(frames_path),
            "out": str(out), "log": str(log_file) if log_file else None}
-    src = str(Path(__file__).resolve().parents[1])
+    src = str(package_root())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
     log.info("captions %s: running in %s", shard, exe)
     for h in logging.getLogger().handlers:

@@ -62,7 +62,7 @@ def run_flow(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: s
         for vid in tqdm(rows["video_id"], desc=f"flow {shard}"):
             if _missing_upstream(w, frames, vid, "flow"):
                 continue
-            f = frames.read(vid)["frames"]
+            f = frames.read(vid, ("frames",))["frames"]
             if not np.isfinite(f).all():
                 w.fail(vid, "flow", "frames contain non-finite values")
                 continue
@@ -100,7 +100,7 @@ def figure(videos: list[str], frames: ShardReader, flows: ShardReader, masks: Sh
     """One PNG: per video, rows frame / flow colour / Eq. 1 map / M_O, one column per frame."""
     blocks = []
     for vid in videos:
-        f = frames.read(vid)["frames"]
+        f = frames.read(vid, ("frames",))["frames"]
         fl = flows.read(vid)["flow"].astype(np.float32)
         m = masks.read(vid)
         T = len(f)
