@@ -53,7 +53,104 @@ def test_no_audio_stream_is_a_clear_error(media):
 def test_undecodable_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
-    with pytest.raises(MediaError, match="broken.mp4: cannot decode video"):
+    with pytest.raises(MediaError, match="broken.mp4: decord: cannot decode video"):
         decode_video_frames(bad, 5, 32)
     with pytest.raises(MediaError, match="broken.mp4"):
         decode_audio(bad)
+
+
+# ----------------------------------------------------------------------------- two decoders
+
+def _write(path, **kw):
+    """A clip made with PyAV (``tests/io/make_clips.py``), in a process of its own: decord, once
+    imported, brings FFmpeg libraries of its own, beside which PyAV's VP9 encoder fails to open."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    maker = Path(__file__).with_name("make_clips.py")
+    subprocess.run([sys.executable, str(maker), str(path), json.dumps(kw)], check=True, timeout=120)
+    return path
+
+
+@pytest.mark.parametrize("name", ["chaplin.mp4", "fire2.mp4", "no_audio.mp4", "big_buck_bunny_432_433.webm",
+                                  "video_with_failing_audio.mp4"])
+def test_both_decoders_give_the_same_frames(media, name):
+    """decord and PyAV apply the same 1-fps rule and padding to a file both can read."""
+    from ssp.io.media import _decord_frames, _pyav_frames
+
+    a, n_a = _decord_frames(media / name, 5)
+    b, n_b = _pyav_frames(media / name, 5)
+    assert n_a == n_b and len(a) == len(b) == 5
+    for x, y in zip(a, b):   # the same frames; colour conversion may round differently
+        assert x.shape == y.shape and np.abs(x.astype(int) - y.astype(int)).mean() < 2.0
+
+
+@pytest.mark.parametrize("name", ["chaplin.mp4", "fire2.mp4", "big_buck_bunny_432_433.webm"])
+def test_both_decoders_give_the_same_audio(media, name):
+    from ssp.io.media import _decord_audio, _pyav_audio
+
+    a, b = np.asarray(_decord_audio(media / name, 16000)).reshape(-1), _pyav_audio(media / name, 16000)
+    assert abs(len(a) - len(b)) < 0.02 * 16000
+    n = min(len(a), len(b)) // 1600 * 1600                # the same loudness, 0.1 s by 0.1 s (their
+    rms = [np.sqrt((x[:n].reshape(-1, 1600) ** 2).mean(1)) for x in (a, b)]   # resamplers' phases differ)
+    assert np.corrcoef(*rms)[0, 1] > 0.99 and np.abs(rms[0] - rms[1]).max() < 0.01
+
+
+def test_webm_without_duration_metadata_is_read_by_pyav(tmp_path):
+    """A VP9/Opus webm written through a non-seekable stream has no duration; decord cannot read
+    it, PyAV does, with AVSBench's 1-fps rule (second l: frame 10 l + 9 at 10 fps)."""
+    import decord
+
+    from ssp.io.media import read_audio, read_video
+
+    clip = _write(tmp_path / "recorded.webm", codec="libvpx-vp9", audio="libopus", seekable=False)
+    with pytest.raises(Exception, match="duration"):
+        decord.VideoReader(str(clip))
+    frames, n_valid, decoder = read_video(clip, 5)
+    assert decoder == "pyav" and n_valid == 3 and len(frames) == 5 and frames[0].shape == (48, 64, 3)
+    assert [round(float(f.mean()) / 8) for f in frames] == [9, 19, 29, 29, 29]   # the last one repeated
+    wav, _ = read_audio(clip)
+    assert abs(len(wav) / 16000 - 3) < 0.1
+
+
+def test_odd_pixel_format_is_read_by_pyav(tmp_path):
+    """A 1x1 yuv444p clip: decord's copy fails ("The size must exactly match"); PyAV reads it."""
+    from ssp.io.media import read_video
+
+    clip = _write(tmp_path / "odd.mp4", size=(1, 1), pix_fmt="yuv444p", seconds=2)
+    frames, n_valid, decoder = read_video(clip, 2)
+    assert decoder == "pyav" and n_valid == 2 and frames[0].shape == (1, 1, 3)
+
+
+def test_audio_shorter_than_the_video_is_read_and_padded(tmp_path):
+    from ssp.io.media import fit_audio, read_audio, read_video
+
+    clip = _write(tmp_path / "short_audio.mp4", audio="aac", seconds=3, audio_seconds=1)
+    assert read_video(clip, 3)[1] == 3
+    wav, _ = read_audio(clip)
+    out, n_valid = fit_audio(wav, 3, 16000)
+    assert out.shape == (48000,) and 0.8 * 16000 < n_valid < 1.3 * 16000 and not out[n_valid:].any()
+
+
+def test_audio_decord_cannot_open_is_read_by_pyav(media, monkeypatch):
+    import ssp.io.media as m
+
+    def refuse(path, rate):
+        raise m.MediaError(f"{path}: cannot decode audio (decord refuses)")
+
+    monkeypatch.setattr(m, "_decord_audio", refuse)
+    wav, decoder = m.read_audio(media / "chaplin.mp4")
+    assert decoder == "pyav" and abs(len(wav) / 16000 - 9.64) < 0.15 and wav.dtype == np.float32
+    with pytest.raises(m.MediaError, match="no audio stream"):
+        m.read_audio(media / "no_audio.mp4")
+
+
+def test_a_file_neither_decoder_reads_gives_both_reasons(tmp_path):
+    from ssp.io.media import read_video
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    with pytest.raises(MediaError, match=r"broken.mp4: decord: cannot decode video .*; PyAV: cannot decode video"):
+        read_video(bad, 5)

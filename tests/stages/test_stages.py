@@ -1,5 +1,6 @@
 """Stages over a whole shard: real clips through the folder-of-videos path, and each layout."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 from conftest import make_config
@@ -79,3 +80,29 @@ def test_object_layout_stages(tmp_path, object_s4_root, object_ms3_root):
         labels = ShardReader(tmp_path / f"{layout}.h5").read(vid)["labels"]
         assert set(np.unique(labels)) == {0, 1}
         assert run_audio(df, "00000", tmp_path / f"{layout}-a.h5", cfg) == []
+
+
+def test_frames_and_audio_shards_record_which_decoder_read_each_video(tmp_path, media):
+    """A webm without duration metadata (as browsers record) is read by PyAV, the others by
+    decord; each shard says which, and the run summary counts them."""
+    import json
+    import subprocess
+    import sys
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "chaplin.mp4").symlink_to(media / "chaplin.mp4")
+    maker = Path(__file__).parents[1] / "io" / "make_clips.py"
+    subprocess.run([sys.executable, str(maker), str(folder / "recorded.webm"),
+                    json.dumps({"codec": "libvpx-vp9", "audio": "libopus", "seekable": False})], check=True)
+    cfg = make_config(tmp_path, dataset={"layout": "videos", "root": str(folder)}, preprocess={"image_size": 32})
+    df = build_manifest(cfg)
+    out = tmp_path / "out"
+    assert run_frames(df, "00000", out / "frames.h5", cfg) == [] and run_audio(df, "00000", out / "audio.h5", cfg) == []
+    frames, audio = ShardReader(out / "frames.h5"), ShardReader(out / "audio.h5")
+    assert frames.attrs("recorded")["decoder"] == "pyav" and frames.attrs("chaplin")["decoder"] == "decord"
+    assert frames.read("recorded")["frames"].shape == (5, 32, 32, 3) and frames.attrs("recorded")["n_valid"] == 3
+    assert {audio.attrs(v)["decoder"] for v in ("recorded", "chaplin")} <= {"decord", "pyav"}
+    write_summary({"frames": [out / "frames.h5"], "audio": [out / "audio.h5"]}, len(df), out / "skipped.csv",
+                  out / "summary.md")
+    assert "| frames | 1 | 2 | 0 | decord: 1, pyav: 1 |" in (out / "summary.md").read_text()

@@ -140,7 +140,7 @@ def test_preprocess_env_rules_run_without_torch(tmp_path):
 
 
 def test_minicpmo_env_runs_the_captions_stage_without_what_it_lacks(tmp_path):
-    """envs/minicpmo.yaml has no decord and no matplotlib: the captions stage (here with the file
+    """envs/minicpmo.yaml has no matplotlib and no snakemake: the captions stage (here with the file
     backend) runs in a process that cannot import them, as `python -m ssp.stages.captions` does
     when captions.python names that environment's interpreter."""
     import json
@@ -166,7 +166,7 @@ def test_minicpmo_env_runs_the_captions_stage_without_what_it_lacks(tmp_path):
         "import importlib.abc, sys\n"
         "class NotInThisEnv(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in {'decord', 'matplotlib', 'snakemake', 'av'}:\n"
+        "        if name.split('.')[0] in {'matplotlib', 'snakemake'}:\n"
         "            raise ImportError(name + ' is not in envs/minicpmo.yaml')\n"
         "sys.meta_path.insert(0, NotInThisEnv())\n"
         "from ssp.cli import main\n"

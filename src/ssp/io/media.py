@@ -56,6 +56,31 @@ def resize_input(img: np.ndarray, size: int) -> np.ndarray:
 
 def sample_video_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
     """The T frames sampled at 1 fps from a video file, at the source resolution, and the valid count."""
+    frames, n_valid, _ = read_video(path, T)
+    return frames, n_valid
+
+
+def read_video(path: str | Path, T: int) -> tuple[list[np.ndarray], int, str]:
+    """The T frames of AVSBench's 1-fps rule at the source resolution, the valid count, and the
+    decoder that read them: decord first; what decord cannot read (a webm without duration
+    metadata, as browsers' MediaRecorder writes; odd pixel formats) PyAV, FFmpeg's libraries, with
+    the same rule. A file neither reads is a MediaError with both reasons."""
+    try:
+        return *_decord_frames(path, T), "decord"
+    except MediaError as first:
+        if "no frames" in str(first):
+            raise
+        try:
+            return *_pyav_frames(path, T), "pyav"
+        except MediaError as second:
+            raise MediaError(f"{path}: decord: {_reason(first, path)}; PyAV: {_reason(second, path)}") from None
+
+
+def _reason(exc: MediaError, path) -> str:
+    return str(exc).removeprefix(f"{path}: ")
+
+
+def _decord_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
     import decord
 
     try:
@@ -71,6 +96,46 @@ def sample_video_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int
         raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
     pos = {j: k for k, j in enumerate(sorted(set(idx)))}
     return [frames[pos[i]] for i in idx], n_valid
+
+
+def _pyav_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
+    """AVSBench's 1-fps rule on a stream read to its end: frame k is the k-th decoded frame (the
+    frame count need not be in the metadata), the rate the stream's average (or guessed) one."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: the file has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate:
+                raise MediaError(f"{path}: the video stream has no frame rate")
+            wanted = set(avsbench_frame_indices(float(rate), 10**9, T)[0])   # before clipping to the end
+            keep, last, n = {}, None, 0
+            for frame in container.decode(stream):
+                if n in wanted:
+                    keep[n] = _upright(frame)
+                last, n = frame, n + 1
+                if n > max(wanted):
+                    break
+    except MediaError:
+        raise
+    except Exception as exc:  # av.error.* carry FFmpeg's message
+        raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
+    if n == 0:
+        raise MediaError(f"{path}: the video stream has no frames")
+    idx, n_valid = avsbench_frame_indices(float(rate), n, T)
+    if idx[-1] not in keep:   # clipped to the last frame, which the loop saw last
+        keep[idx[-1]] = _upright(last)
+    return [keep[i] for i in idx], n_valid
+
+
+def _upright(frame) -> np.ndarray:
+    """A PyAV frame as RGB, turned by its display matrix (a phone's rotated clip), as decord turns it."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(getattr(frame, "rotation", 0) / 90) % 4   # counter-clockwise quarter turns
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray, int]:
@@ -127,22 +192,62 @@ def read_video_masks(mask_paths: list, mask_format: str, size: int, num_classes:
 
 def decode_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """[N] float32 mono waveform at ``sample_rate`` from a wav or a video's audio stream."""
-    import decord
+    return read_audio(path, sample_rate)[0]
 
+
+def read_audio(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray, str]:
+    """The mono waveform at ``sample_rate`` and the decoder that read it: decord's AudioReader
+    first; what it cannot open, PyAV (resampled by ``av.AudioResampler``). A file without an
+    audio stream, or that neither reads, is a MediaError (with both reasons)."""
     try:
-        ar = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
-        wav = ar[:].asnumpy()
-    except Exception as exc:
-        msg = _short(exc)
-        if "audio stream" in msg.lower():
-            raise MediaError(f"{path}: the file has no audio stream") from None
-        raise MediaError(f"{path}: cannot decode audio ({msg})") from None
+        wav, decoder = _decord_audio(path, sample_rate), "decord"
+    except MediaError as first:
+        if "no audio stream" in str(first):
+            raise
+        try:
+            wav, decoder = _pyav_audio(path, sample_rate), "pyav"
+        except MediaError as second:
+            if "no audio stream" in str(second):
+                raise
+            raise MediaError(f"{path}: decord: {_reason(first, path)}; PyAV: {_reason(second, path)}") from None
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     if wav.size == 0:
         raise MediaError(f"{path}: the audio stream is empty")
     if not np.isfinite(wav).all():
         raise MediaError(f"{path}: decoded audio contains NaN or inf")
-    return wav
+    return wav, decoder
+
+
+def _decord_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    import decord
+
+    try:
+        ar = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
+        return ar[:].asnumpy()
+    except Exception as exc:
+        msg = _short(exc)
+        if "audio stream" in msg.lower():
+            raise MediaError(f"{path}: the file has no audio stream") from None
+        raise MediaError(f"{path}: cannot decode audio ({msg})") from None
+
+
+def _pyav_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{path}: the file has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            parts = []
+            for frame in container.decode(container.streams.audio[0]):
+                parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+            parts += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]   # what it holds back
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"{path}: cannot decode audio ({_short(exc)})") from None
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def fit_audio(wav: np.ndarray, T: int, sample_rate: int) -> tuple[np.ndarray, int]:

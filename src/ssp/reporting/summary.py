@@ -29,6 +29,7 @@ def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict],
     counts, failures, notes = {}, [], set()
     for stage, paths in stage_shards.items():
         written = failed = 0
+        decoders: dict[str, int] = {}
         for p in paths:
             if str(p).endswith(".jsonl"):
                 from ssp.stages.captions import caption_failures, read_captions
@@ -37,12 +38,16 @@ def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict],
             else:
                 reader = ShardReader(p)
                 n_ok, fails = len(reader.videos()), reader.failures()
+                for vid in reader.videos():   # which decoder read each video (frames, audio)
+                    name = reader.attrs(vid).get("decoder")
+                    if name:
+                        decoders[str(name)] = decoders.get(str(name), 0) + 1
                 reader.close()
             written += n_ok
             failed += len(fails)
             notes |= _notes(stage, p)
             failures.extend(dict(asdict(f), shard=Path(p).name.split(".")[0]) for f in fails)
-        counts[stage] = {"shards": len(paths), "written": written, "failed": failed}
+        counts[stage] = {"shards": len(paths), "written": written, "failed": failed, "decoders": decoders}
     return counts, failures, sorted(notes)
 
 
@@ -87,8 +92,9 @@ def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_
         w.writeheader()
         w.writerows(failures)
     lines = [f"# {title}", "", f"Videos in the manifest: {n_videos}", "",
-             "| stage | shards | videos written | videos skipped |", "| --- | --- | --- | --- |"]
-    lines += [f"| {s} | {c['shards']} | {c['written']} | {c['failed']} |" for s, c in counts.items()]
+             "| stage | shards | videos written | videos skipped | read by |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {s} | {c['shards']} | {c['written']} | {c['failed']} | "
+              f"{', '.join(f'{d}: {k}' for d, k in sorted(c['decoders'].items()))} |" for s, c in counts.items()]
     if notes:
         lines += ["", "## Notes", ""] + [f"- **{n}**" for n in notes]
     lines += ["", f"## Skipped videos ({len(failures)})", ""]

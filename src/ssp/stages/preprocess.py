@@ -17,13 +17,13 @@ from ssp.config import Config
 from ssp.datasets.manifest import read_label2idx
 from ssp.io.media import (
     MediaError,
-    decode_audio,
     fit_audio,
     load_frame_files,
+    read_audio,
+    read_video,
     read_video_masks,
     resize_image,
     resize_input,
-    sample_video_frames,
 )
 from ssp.io.palette import NUM_CLASSES
 from ssp.io.store import ShardWriter, provenance
@@ -67,13 +67,13 @@ def run_frames(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config)
 
     def one(row):
         if row.source == "video":
-            raw, n_valid = sample_video_frames(row.video_path, row.n_frames)
+            raw, n_valid, decoder = read_video(row.video_path, row.n_frames)
         else:
-            raw, n_valid = load_frame_files(row.frame_paths), row.n_frames
+            raw, n_valid, decoder = load_frame_files(row.frame_paths), row.n_frames, "image files"
         arrays = {"frames": np.stack([resize_image(f, size) for f in raw])}
         if source:
             arrays["pixels"] = np.stack([resize_input(f, net) for f in raw])
-        return arrays, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset}
+        return arrays, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset, "decoder": decoder}
 
     params = {"image_size": size} | ({"input_frames": "source", "input_size": net} if source else {})
     return _run("frames", manifest, shard, out, cfg, params, one)
@@ -86,9 +86,10 @@ def run_audio(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) 
     def one(row):
         if row.source == "frames" and not Path(row.audio_path).is_file():
             raise MediaError(f"{row.audio_path}: audio file is missing")
-        wav, n_valid = fit_audio(decode_audio(row.audio_path, sr), row.n_frames, sr)
+        wav, decoder = read_audio(row.audio_path, sr)
+        wav, n_valid = fit_audio(wav, row.n_frames, sr)
         return {"wav": wav}, {"n_frames": row.n_frames, "n_valid_samples": n_valid,
-                              "sample_rate": sr, "subset": row.subset}
+                              "sample_rate": sr, "subset": row.subset, "decoder": decoder}
 
     return _run("audio", manifest, shard, out, cfg, {"sample_rate": sr}, one)
 
