@@ -127,7 +127,9 @@ def cmd_predict(args) -> int:
 
     cfg = config_mod.load(args.config)
     layout = RunLayout.of(cfg)
-    weights = Path(args.weights) if args.weights else layout.model(args.variant)
+    from ssp.variants import trained_as
+
+    weights = Path(args.weights) if args.weights else layout.model(trained_as(args.variant))
     out = Path(args.out) if args.out else layout.predictions(args.variant, args.split)
     run_prediction(cfg, args.variant, args.split, weights, out, captions_files=_run_captions(layout, args.variant),
                    stage1=args.stage1)

@@ -154,3 +154,23 @@ def test_a_file_neither_decoder_reads_gives_both_reasons(tmp_path):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(MediaError, match=r"broken.mp4: decord: cannot decode video .*; PyAV: cannot decode video"):
         read_video(bad, 5)
+
+
+def test_frames_by_timestamp_when_the_stream_has_no_frame_rate():
+    """Without a usable rate (a time base of 1k, as MediaRecorder's webm can report), second l's
+    frame is the first at or after l + 15/16 s, uneven timestamps included; past the end, the last."""
+    from ssp.io.media import _frames_by_time
+
+    class Frame:
+        rotation = 0
+
+        def __init__(self, time):
+            self.time = time
+
+        def to_ndarray(self, format):
+            return np.full((2, 2, 3), int(self.time * 10), np.uint8)
+
+    times = [0.0, 0.5, 0.9, 0.95, 1.3, 1.97, 2.2, 2.6]          # uneven, 2.6 s long
+    frames, n_valid, n = _frames_by_time((Frame(t) for t in times), 5)
+    assert n_valid == 2 and n == len(times)                     # seconds 0 and 1; 2.9375 s is past the end
+    assert [int(f[0, 0, 0]) for f in frames] == [9, 19, 26, 26, 26]

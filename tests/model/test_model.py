@@ -430,3 +430,43 @@ def test_a_caption_longer_than_max_text_len_is_cut_and_logged(tiny_run, caplog):
         item = ds[0]
     assert item["text_ids"].shape[1] == 16 and "A1 is longer than model.max_text_len (8 tokens)" in caplog.text
     assert "A2 is longer" not in caplog.text
+
+
+def test_text_encoder_cross_attention_honours_the_mask_over_its_keys():
+    """BLIP's text layers in transformers 5 drop the cross attention's mask; ours pass it on, so a
+    masked key (a padded caption position of VTA's first pass) changes nothing."""
+    from ssp.model.vta import _text_encoder, build_text_encoder
+
+    def moved_by_masked_keys(text):
+        d = text.config.hidden_size
+        x, keys = torch.randn(1, 3, d), torch.randn(1, 10, text.config.encoder_hidden_size)
+        mask = torch.ones(1, 10, dtype=torch.long)
+        mask[0, 3:7] = 0
+        other = keys.clone()
+        other[0, 3:7] = 100
+        with torch.no_grad():
+            a, b = (text(inputs_embeds=x.clone(), attention_mask=torch.ones(1, 3, dtype=torch.long),
+                         encoder_hidden_states=k, encoder_attention_mask=mask).last_hidden_state for k in (keys, other))
+        return float((a - b).abs().max())
+
+    torch.manual_seed(0)
+    assert moved_by_masked_keys(build_text_encoder("random", TINY_MODEL["text_config"]).eval()) == 0.0
+    assert moved_by_masked_keys(_text_encoder("random", TINY_MODEL["text_config"]).eval()) > 1e-3   # the library's
+
+
+def test_vta_gives_a_video_the_same_aligns_whatever_shares_its_batch():
+    """Captions are cut to the batch's longest (speed), but the visual tokens keep the positions
+    they have in the padded sequence: a video's Align does not depend on the other videos."""
+    from ssp.model.vta import VTA, build_clip_vision, build_text_encoder
+
+    vta = VTA(mode="vta", clip=build_clip_vision("random", TINY_MODEL["clip_config"]),
+              text_encoder=build_text_encoder("random", TINY_MODEL["text_config"]), feature_dim=16).eval()
+    frames = torch.rand(2, 3, 32, 32)
+    ids = torch.randint(1000, 2000, (2, 16))
+    mask = torch.zeros(2, 16, dtype=torch.long)
+    mask[0, :3], mask[1, :7] = 1, 1                              # A1 of 3 and of 7 tokens; A2 of 8 each
+    mask[:, 8:] = 1
+    with torch.no_grad():
+        alone = vta.aligns(frames[:1], ids[:1], mask[:1])
+        together = vta.aligns(frames, ids, mask)
+    assert all(torch.allclose(a[0], b[0], atol=1e-5) for a, b in zip(alone, together))

@@ -21,12 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def run_fingerprint(cfg: Config, variant_name: str, task: str, stepping_stone: bool, ds, captions=None,
-                    stage1: str | None = None) -> str:
+                    stage1: str | None = None, stage1_val: str | None = None) -> str:
     """What a checkpoint was trained with: the settings that change the weights, and the input
     files (path, size, modification time). A checkpoint resumes only a run with the same one."""
     files = sorted({str(st.stage_dir / f"{shard}.h5") for st in ds.stores.values() for shard in set(st.index.values())})
-    if stage1:
-        files.append(str(stage1))
+    files += [str(f) for f in (stage1, stage1_val) if f]   # the validation's stand-in too: it chooses the epoch
     stats = [(f, st.st_size, st.st_mtime_ns) for f in files if os.path.exists(f) for st in [os.stat(f)]]
     train_settings = changes_weights(dataclasses.asdict(cfg.train))
     doc = {"train": train_settings, "model": dataclasses.asdict(cfg.model), "variant": variant_name, "task": task,

@@ -192,7 +192,8 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     model = build_model(cfg, variant, binary=binary, stepping_stone=stepping_stone).to(device)
     ckpt = out / "checkpoint.pt"
     epoch0, skip, step = 0, 0, 0
-    fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train)
+    fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train,
+                                  stage1_val)
     state = read_checkpoint(ckpt) if ckpt.exists() else None   # read once: it holds the optimizer too
     if state is not None and state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or inputs (train/model settings, variant, or "

@@ -68,8 +68,6 @@ def read_video(path: str | Path, T: int) -> tuple[list[np.ndarray], int, str]:
     try:
         return *_decord_frames(path, T), "decord"
     except MediaError as first:
-        if "no frames" in str(first):
-            raise
         try:
             return *_pyav_frames(path, T), "pyav"
         except MediaError as second:
@@ -98,9 +96,14 @@ def _decord_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
     return [frames[pos[i]] for i in idx], n_valid
 
 
+MAX_FPS = 240   # a stream rate above this is a container's time base (MediaRecorder's 1k), not a frame rate
+
+
 def _pyav_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
-    """AVSBench's 1-fps rule on a stream read to its end: frame k is the k-th decoded frame (the
-    frame count need not be in the metadata), the rate the stream's average (or guessed) one."""
+    """AVSBench's 1-fps rule on a stream read until the frames it needs: with the stream's frame
+    rate, frame k is the k-th decoded frame (the count need not be in the metadata), as decord
+    counts; without a usable rate (none, or a time base such as 1000 fps), the frame of second l
+    is the first whose timestamp reaches l + 15/16 s, the same instant for a constant rate."""
     import av
 
     try:
@@ -108,27 +111,54 @@ def _pyav_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
             if not container.streams.video:
                 raise MediaError(f"{path}: the file has no video stream")
             stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            if not rate:
-                raise MediaError(f"{path}: the video stream has no frame rate")
-            wanted = set(avsbench_frame_indices(float(rate), 10**9, T)[0])   # before clipping to the end
-            keep, last, n = {}, None, 0
-            for frame in container.decode(stream):
-                if n in wanted:
-                    keep[n] = _upright(frame)
-                last, n = frame, n + 1
-                if n > max(wanted):
-                    break
+            rate = float(stream.average_rate or 0)
+            if 0 < rate <= MAX_FPS:
+                frames, n_valid, n = _frames_by_index(container.decode(stream), rate, T)
+            else:
+                frames, n_valid, n = _frames_by_time(container.decode(stream), T)
     except MediaError:
         raise
     except Exception as exc:  # av.error.* carry FFmpeg's message
         raise MediaError(f"{path}: cannot decode video ({_short(exc)})") from None
     if n == 0:
         raise MediaError(f"{path}: the video stream has no frames")
-    idx, n_valid = avsbench_frame_indices(float(rate), n, T)
+    return frames, n_valid
+
+
+def _frames_by_index(decoded, rate: float, T: int) -> tuple[list, int, int]:
+    """The 1-fps rule by frame index: (T frames, valid count, frames decoded)."""
+    wanted = set(avsbench_frame_indices(rate, 10**9, T)[0])   # before clipping to the end
+    keep, last, n = {}, None, 0
+    for frame in decoded:
+        if n in wanted:
+            keep[n] = _upright(frame)
+        last, n = frame, n + 1
+        if n > max(wanted):
+            break
+    if n == 0:
+        return [], 0, 0
+    idx, n_valid = avsbench_frame_indices(rate, n, T)
     if idx[-1] not in keep:   # clipped to the last frame, which the loop saw last
         keep[idx[-1]] = _upright(last)
-    return [keep[i] for i in idx], n_valid
+    return [keep[i] for i in idx], n_valid, n
+
+
+def _frames_by_time(decoded, T: int) -> tuple[list, int, int]:
+    """The 1-fps rule by timestamp: second l's frame is the first at or after l + 15/16 s; past
+    the end, the last frame (a short clip repeats it, as the index rule does), not counted valid."""
+    out, last, n = [None] * T, None, 0
+    for frame in decoded:
+        t = float(frame.time) if frame.time is not None else n / 25.0
+        for second in range(T):
+            if out[second] is None and t >= second + 15 / 16:
+                out[second] = _upright(frame)
+        last, n = frame, n + 1
+        if out[-1] is not None:
+            break
+    if n == 0:
+        return [], 0, 0
+    n_valid = sum(f is not None for f in out)
+    return [f if f is not None else _upright(last) for f in out], n_valid, n
 
 
 def _upright(frame) -> np.ndarray:

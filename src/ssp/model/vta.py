@@ -56,8 +56,41 @@ def build_clip_vision(source: str, config: dict, seed: int = 0):
     return load_complete(CLIPVisionModel, check_model_folder(source, "model.clip"), "model.clip")
 
 
+def honour_cross_attention_masks(text_model) -> None:
+    """Make the text model's cross attention use the mask it is given over its keys. In transformers
+    5 ``BlipTextLayer`` hands ``encoder_attention_mask`` to the cross attention as
+    ``attention_mask``, which ``BlipTextSelfAttention`` then replaces by its own, unset,
+    ``encoder_attention_mask``: the keys' padding would be attended to. VTA's second pass
+    (Algorithm 1, line 8) cross-attends to the first pass's output, whose caption positions are
+    padded, so each cross attention passes the mask on under both names."""
+    import functools
+
+    for layer in text_model.encoder.layer:
+        attention = getattr(layer, "crossattention", None)
+        if attention is None or getattr(attention.self, "_masks_keys", False):
+            continue
+        original = attention.self.forward
+
+        @functools.wraps(original)
+        def forward(hidden_states, attention_mask=None, encoder_hidden_states=None, _original=original, **kw):
+            if encoder_hidden_states is not None and kw.get("encoder_attention_mask") is None:
+                kw["encoder_attention_mask"] = attention_mask
+            return _original(hidden_states, attention_mask=attention_mask,
+                             encoder_hidden_states=encoder_hidden_states, **kw)
+
+        attention.self.forward = forward
+        attention.self._masks_keys = True
+
+
 def build_text_encoder(source: str, config: dict, seed: int = 0):
-    """BLIP's text model with cross attention (is_decoder layers, used bidirectionally)."""
+    """BLIP's text model with cross attention (is_decoder layers, used bidirectionally), whose cross
+    attention honours the mask over its keys (``honour_cross_attention_masks``)."""
+    model = _text_encoder(source, config, seed)
+    honour_cross_attention_masks(model)
+    return model
+
+
+def _text_encoder(source: str, config: dict, seed: int = 0):
     from transformers import BlipTextConfig, BlipTextModel
 
     from ssp.io.weights import WeightsError, check_model_folder, load_complete
@@ -128,7 +161,8 @@ class VTA(nn.Module):
 
     def align_one(self, z_v: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Lines 5-9 for one caption: Z_V [N, Lv, D]; ids / mask [N, La] -> Align [N, C]."""
-        keep = max(1, int(mask.sum(1).max()))              # padding past the longest caption dropped
+        length = ids.shape[1]                               # model.max_text_len: where Z_V's positions start
+        keep = max(1, int(mask.sum(1).max()))              # padding past the longest caption dropped (speed)
         ids, mask = ids[:, :keep], mask[:, :keep]
         z_a = self.mlp_t(self.text.embeddings.word_embeddings(ids))                         # line 5 [N, La, D]
         if self.mode == "att":
@@ -136,9 +170,12 @@ class VTA(nn.Module):
             return self.align(masked_mean(h, mask))
         vmask = torch.ones(z_v.shape[:2], dtype=mask.dtype, device=z_v.device)              # Attmask^V
         unify = torch.cat([mask, vmask], dim=1)                                             # line 6
+        # positions as in the padded sequence: Z_V's do not depend on which captions share the batch
+        positions = torch.cat([torch.arange(keep), length + torch.arange(z_v.shape[1])]).to(ids.device)
         first = self.text(inputs_embeds=torch.cat([z_a, z_v], dim=1), attention_mask=unify,   # line 7
+                          position_ids=positions.unsqueeze(0).expand(len(ids), -1),
                           encoder_hidden_states=z_v, encoder_attention_mask=vmask).last_hidden_state
-        second = self.text(inputs_embeds=z_a, attention_mask=mask,                          # line 8
+        second = self.text(inputs_embeds=z_a.clone(), attention_mask=mask,   # line 8 (BLIP adds positions in place)
                            encoder_hidden_states=first, encoder_attention_mask=unify).last_hidden_state
         return self.align(masked_mean(second, mask))                                        # line 9
 

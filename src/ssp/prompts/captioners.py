@@ -113,7 +113,8 @@ class TwoTurnChat:
 
     def _check_cut(self, video_id: str, which: str, answer: str) -> None:
         """Log an answer that reached max_new_tokens: generation stopped there, so it may be cut."""
-        tokenizer, limit = getattr(self, "tokenizer", None), getattr(self, "max_new_tokens", None)
+        tokenizer = getattr(self, "tokenizer", None) or getattr(getattr(self, "processor", None), "tokenizer", None)
+        limit = getattr(self, "max_new_tokens", None)
         if tokenizer is None or limit is None or not hasattr(tokenizer, "encode"):
             return
         if len(tokenizer.encode(answer, add_special_tokens=False)) >= limit:

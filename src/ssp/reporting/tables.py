@@ -92,8 +92,8 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
     fscores = sorted({r["fscore_protocol"] for r in results.values() if r.get("fscore_protocol")})
     text = ("\nmIoU and F-score in %" + "".join(f"; {SETTINGS[t]} mIoU protocol: {p}" for t, p in protocols.items() if p)
             + "".join(f"; F-score: {FSCORE_NAMES.get(f, f)}" for f in fscores)
-            + ". Test-time pre-mask: the stage-1 (baseline) prediction stands in for the ground truth, as "
-            "train.premask_test says."
+            + ". Test-time pre-mask: train.premask_test's stand-in for the ground truth (a -pt<choice> row: "
+            "that choice's)."
             + (" epoch: the training epoch each model is (train.select: its best validation epoch, or its "
                "last)." if with_epochs else "") + "\n")
     if ref:
