@@ -300,9 +300,9 @@ def test_validation_uses_the_stand_in_test_uses(tiny_run, caplog):
     model = build_model(cfg, VARIANTS["premask"], binary=True, tune="full")
     with_stage1 = validate(cfg, m, model, VARIANTS["premask"], True, "cpu", stage1=stage1)
     assert with_stage1["val_premask"] == "stage1"
-    import ssp.engine.loop
+    import ssp.io.logs
 
-    ssp.engine.loop._warn_once.cache_clear()                                 # said once per process
+    ssp.io.logs.warn_once.cache_clear()                                 # said once per process
     with caplog.at_level("WARNING", logger="ssp.engine.loop"):
         without = validate(cfg, m, model, VARIANTS["premask"], True, "cpu")
     assert without["val_premask"] == "flow" and "where test uses 'stage1'" in caplog.text

@@ -423,9 +423,9 @@ def test_a_caption_longer_than_max_text_len_is_cut_and_logged(tiny_run, caplog):
     long = {v: {"a1": "a man plays a piano " * 20, "a2": "piano"} for v in m["video_id"]}
     ds = VideoDataset(m.iloc[:1], cfg.run_dir, need_flow=False, need_text=True, captions=long,
                       tokenizer=load_tokenizer(TINY_MODEL["tokenizer"]), max_text_len=8)
-    import ssp.engine.data
+    import ssp.io.logs
 
-    ssp.engine.data._log_cut.cache_clear()                                  # said once per video and caption
+    ssp.io.logs.warn_once.cache_clear()                                  # said once per video and caption
     with caplog.at_level("WARNING", logger="ssp.engine.data"):
         item = ds[0]
     assert item["text_ids"].shape[1] == 16 and "A1 is longer than model.max_text_len (8 tokens)" in caplog.text

@@ -514,6 +514,6 @@ def test_an_answer_that_reaches_max_new_tokens_is_logged(caplog):
 def test_the_other_interpreter_is_given_the_package():
     """captions.python's interpreter has no install of this package: its PYTHONPATH is the folder
     holding ``ssp`` (src/), not the package itself (whose subpackages would shadow others)."""
-    from ssp.stages.captions import package_root
+    from ssp import package_root
 
     assert (package_root() / "ssp" / "stages" / "captions.py").is_file()

@@ -7,7 +7,6 @@ frame batch and remembers which video each frame came from.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -17,17 +16,13 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
-from ssp.io import shm
+from ssp.io import logs, shm
 from ssp.io.store import ShardedStore
 
 S4_SUBSETS = ("v1s", "s4")
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
-def _log_cut(video_id: str, which: str, max_len: int) -> None:
-    """A caption cut to model.max_text_len tokens, said once per video and caption."""
-    log.warning("%s: %s is longer than model.max_text_len (%d tokens) and was cut", video_id, which, max_len)
 
 
 class VideoDataset(Dataset):
@@ -74,7 +69,8 @@ class VideoDataset(Dataset):
     def _tokens(self, text: str, video_id: str = "", which: str = "") -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(text, max_length=self.max_len, truncation=True, padding="max_length")
         if enc["attention_mask"][-1] and len(self.tokenizer(text)["input_ids"]) > self.max_len:
-            _log_cut(video_id, which, self.max_len)
+            logs.warn_once(__name__, f"{video_id}: {which} is longer than model.max_text_len "
+                                     f"({self.max_len} tokens) and was cut")
         return np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"])
 
     def __getitem__(self, i: int) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ssp import env_with_package
 from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
 from ssp.layout import RunLayout, stage_dirs
@@ -55,10 +56,8 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
                "train", "--config", str(conf), "--variant", variant, "--out", str(out_dir),
                "--inputs", str(declared), *(["--stage1-val", str(stage1_val)] if stage1_val else []),
                *(["--max-steps", str(max_steps)] if max_steps else []), "--captions", *map(str, captions_files)]
-        src = str(Path(__file__).resolve().parents[2])   # the package, also where it is not installed (conda)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
         log.info("launching %s", " ".join(cmd))
-        subprocess.run(cmd, check=True, env=env)
+        subprocess.run(cmd, check=True, env=env_with_package())   # also where the package is not installed
         return out_dir / "model.pt"
     # "stage1" (semantic runs only) is the binary baseline whose predictions are the stepping
     # stones at test; in training the stones are the ground truth (0.5 on unlabeled frames).

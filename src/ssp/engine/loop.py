@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import functools
 import json
 import logging
 import os
@@ -46,6 +45,7 @@ from ssp.engine.data import collate, loader_collate
 from ssp.engine.inference import predict_video
 from ssp.engine.losses import video_losses
 from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
+from ssp.io import logs
 from ssp.model.ssp import SSPModel, fscore_map, sounding_share
 from ssp.variants import VARIANTS, Variant
 
@@ -285,15 +285,11 @@ def validation_premask(cfg: Config, variant: Variant, stage1) -> str:
     if not variant.premask:
         return "not used"
     if cfg.train.premask_test == "stage1" and stage1 is None:
-        _warn_once("validation: no stage-1 predictions of the val split, so the pre-mask's stand-in for M_GT is "
-                   "'flow', where test uses 'stage1'")
+        logs.warn_once(__name__, "validation: no stage-1 predictions of the val split, so the pre-mask's stand-in for M_GT is "
+                                 "'flow', where test uses 'stage1'")
         return "flow"
     return cfg.train.premask_test
 
-
-@functools.lru_cache(maxsize=None)
-def _warn_once(message: str) -> None:
-    log.warning("%s", message)
 
 
 def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Variant, binary: bool,

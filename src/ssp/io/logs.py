@@ -1,6 +1,7 @@
 """Logging set-up shared by the CLI and the Snakemake rule scripts."""
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -15,3 +16,9 @@ def setup(log_file: str | Path | None = None, level: int = logging.INFO, *, appe
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="a" if append else "w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+
+
+@functools.lru_cache(maxsize=None)
+def warn_once(logger: str, message: str) -> None:
+    """A warning said once per process (the same logger and message again say nothing)."""
+    logging.getLogger(logger).warning("%s", message)

@@ -128,12 +128,12 @@ def _pyav_frames(path: str | Path, T: int) -> tuple[list[np.ndarray], int]:
 def _frames_by_index(decoded, rate: float, T: int) -> tuple[list, int, int]:
     """The 1-fps rule by frame index: (T frames, valid count, frames decoded)."""
     wanted = set(avsbench_frame_indices(rate, 10**9, T)[0])   # before clipping to the end
-    keep, last, n = {}, None, 0
+    keep, last, n, final = {}, None, 0, max(wanted)
     for frame in decoded:
         if n in wanted:
             keep[n] = _upright(frame)
         last, n = frame, n + 1
-        if n > max(wanted):
+        if n > final:
             break
     if n == 0:
         return [], 0, 0

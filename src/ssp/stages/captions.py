@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from ssp import env_with_package
 from ssp.io.media import MediaError, load_frame_files, sample_video_frames
 from ssp.io.store import Failure, ShardReader
 from ssp.prompts.captioners import parse_nouns, transformers_version
@@ -104,11 +105,6 @@ def caption_failures(path: str | Path) -> list[Failure]:
     return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
 
 
-def package_root() -> Path:
-    """The folder holding the ``ssp`` package (``src/``): what another interpreter's PYTHONPATH needs."""
-    return Path(__file__).resolve().parents[2]
-
-
 def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,
                   log_file: str | Path | None = None) -> None:
     """One shard's captions (``run_captions``) with the captioner ``cfg`` names: in this process,
@@ -126,8 +122,7 @@ def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path
     config["captions"]["python"] = None
     job = {"config": config, "manifest": str(manifest), "shard": shard, "frames": str(frames_path),
            "out": str(out), "log": str(log_file) if log_file else None}
-    src = str(package_root())
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    env = env_with_package()
     log.info("captions %s: running in %s", shard, exe)
     for h in logging.getLogger().handlers:
         h.flush()
