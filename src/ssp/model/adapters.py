@@ -12,8 +12,13 @@ pretrained Mask2Former frozen and train small adapters inside it, in two phases:
   identity) and frozen. Phase 2 (from the first learning-rate decay, ``train.lr_decay_epoch``:
   AAVS switches at ``epochs // 2`` for AVS and ``epochs // 3`` for AVSS, which are 15 of 30 and
   20 of 60, the paper's first decays): the model restarts from the best validation epoch so far,
-  these adapters start from PyTorch's default initialization (AAVS builds a fresh model and loads
-  its phase-1 weights without them) and are trained too.
+  these adapters start as AAVS's fresh model has them (Mask2Former's ``_init_weights``: N(0, 0.02),
+  zero biases; AAVS builds a fresh model and loads its phase-1 weights without them) and are
+  trained too.
+
+Initialization, as AAVS's ``from_pretrained`` gives what its checkpoint lacks (``init_linears``):
+the avs adapters of the pixel decoder N(0, 0.02), those of the transformer decoder
+Xavier-uniform, zero biases.
 
 Trained in both phases: the avs adapters, the query position embeddings, the query content
 embeddings (binary tasks only: AAVS's AVSS script leaves them out), the class head, the audio

@@ -12,8 +12,9 @@ At test time M_GT is unknown and the config chooses what stands in for it
   * ``flow``: M_GT unknown everywhere, taken as 0.5, so M_Pre = (M_O + 0.5) / 2
     (0.75 where there is motion, 0.25 elsewhere);
   * ``none``: no pre-mask at test (M_Pre = 1).
-The same stand-ins serve training frames that have no ground truth (v1s train frames 1-4): the
-flow rule.
+Training frames without ground truth take the flow rule (v1s train frames 1-4 with
+``train.s4_train_frames: all``; AAVS's ``first`` repeats frame 0, which has it). Validation uses
+test's stand-in.
 
 Eq. 5: the post-mask label is M_Post = M_O ∩ M_GT.
 """
