@@ -1,6 +1,7 @@
 """Command line: every stage of the pipeline can be run by hand, outside Snakemake.
 
     python -m ssp check-config --config config.yaml
+    python -m ssp fetch-models --config configs/paper.yaml [--dry-run] [--verify] [--update]
     python -m ssp config-reference [--out docs/config-reference.md]
     python -m ssp synth      --config config.yaml [--out DIR]
     python -m ssp manifest   --config config.yaml [--out manifest.csv]
@@ -30,15 +31,42 @@ from ssp.stages import STAGES
 log = logging.getLogger("ssp")
 
 
+def _with_files(message: str, files) -> str:
+    """A message's fetch command with the config files of this command line."""
+    from ssp.io.hub import FETCH_COMMAND
+
+    return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {' '.join(files)}")
+
+
 def cmd_check_config(args) -> int:
-    cfg = config_mod.load(args.config)
-    config_mod.require_for_dag(cfg)
+    """Every problem of the config at once, one line each."""
+    cfg, problems = config_mod.check(config_mod.read(args.config))
+    if problems:
+        log.error("%s: %s", " + ".join(args.config), _with_files(config_mod.listing(problems), args.config))
+        return 2
     print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
     from ssp.prompts.captioners import minicpmo_environment_warning
 
     note = minicpmo_environment_warning(cfg, uses_conda=False)
     if note:
         log.warning("%s (With --use-conda the captions rules get envs/minicpmo.yaml, and this does not apply.)", note)
+    return 0
+
+
+def cmd_fetch_models(args) -> int:
+    """Download what the config names by hub id or URL, check it, write the lock (see ssp.io.hub)."""
+    from ssp.io import hub
+
+    raw = config_mod.with_defaults(config_mod.read(args.config))
+    try:
+        rows = hub.fetch(raw, dry_run=args.dry_run, verify=args.verify, update=args.update)
+    except hub.FetchError as exc:
+        log.error("%s", exc)
+        return 1
+    if not rows:
+        print("this config names no model by hub id or URL: nothing to fetch")
+        return 0
+    print(hub.report(rows, hub.lock_path(raw)))
     return 0
 
 
@@ -173,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
-    add("check-config", cmd_check_config, "validate a config file")
+    add("check-config", cmd_check_config, "validate a config: every problem at once, one line each")
+    p = add("fetch-models", cmd_fetch_models, "download the models the config names by hub id or URL into the "
+            "cache, check their hashes and write the lock file (the one command that needs the network)")
+    p.add_argument("--dry-run", action="store_true", help="list the files and their sizes; download nothing")
+    p.add_argument("--verify", action="store_true", help="hash the cached files again against the Hub's and the lock's")
+    p.add_argument("--update", action="store_true", help="resolve branches anew (the lock's commits otherwise)")
     p = sub.add_parser("config-reference", help="the configuration reference, from the schema (docs/config-reference.md)")
     p.add_argument("--out", help="file to write (default: standard output)")
     p.set_defaults(fn=cmd_config_reference)
@@ -197,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("predict", cmd_predict, "write a variant's predictions on a split")
     p.add_argument("--variant", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--weights", help="a trained model.pt (default: train/<variant>/model.pt of this run, "
-                   "or of predict.models_from)")
+    p.add_argument("--weights", help="a trained model.safetensors, or an older model.pt (default: "
+                   "train/<variant>/model.safetensors of this run, or of predict.models_from)")
     p.add_argument("--stage1", help="stage-1 predictions (.h5) standing in for the ground truth")
     p.add_argument("--out")
     p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")

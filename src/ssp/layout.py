@@ -10,7 +10,8 @@ path is written twice. Every method takes plain values or Snakemake wildcard pat
       manifest.csv
       <stage>/<shard>.h5                  frames, audio, masks, flow, flow_mask, vggish
       captions[_q1<x>]/<shard>.jsonl      the prompts (a prompt-study Q1 wording: captions_q1b)
-      train/<variant>/                    model.pt, best.pt, best.json, checkpoint.pt, metrics.csv
+      train/<variant>/                    model.safetensors + model.json, best.safetensors, best.json,
+                                          checkpoint.pt, metrics.csv
       predictions/<variant>/<split>.h5    and <split>_png/<video>/<t>.png
       metrics/<variant>/<task>_<split>.json
       report/                             summary.md, skipped.csv, table2.md, <study>.md/.csv
@@ -25,6 +26,9 @@ from pathlib import Path
 # The shard stages of a run, in the order the data flows (frames, audio and masks come from the
 # dataset; the others from an earlier stage's shards).
 SHARD_STAGES = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
+# a trained model: its weights (safetensors) and, beside them, its metadata (model.json)
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"   # an older run's (read with weights_only=True)
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,12 @@ class RunLayout:
         return self.run / "train" / variant
 
     def model(self, variant: str) -> Path:
-        """The trained ``model.pt`` that predicts: this run's, or predict.models_from's."""
-        return self.models / "train" / variant / "model.pt"
+        """The trained model that predicts: this run's, or predict.models_from's (whose older
+        ``model.pt`` is taken where it has no ``model.safetensors``)."""
+        folder = self.models / "train" / variant
+        if self.models != self.run and not (folder / MODEL_FILE).exists() and (folder / LEGACY_MODEL_FILE).exists():
+            return folder / LEGACY_MODEL_FILE
+        return folder / MODEL_FILE
 
     def training_log(self, variant: str) -> Path:
         """A variant's metrics.csv in the run whose models predict."""

@@ -15,16 +15,19 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, tiny_run_config
+from safetensors.torch import load_file
 
 from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
+from ssp.engine.checkpoint import read_checkpoint, read_trained
 from ssp.engine.jobs import load_captions
 from ssp.engine.loop import Preempted, train
 from ssp.layout import RunLayout
 
 
 def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    """The weights of a trained model or a resume checkpoint."""
+    return (read_trained(path) if Path(path).suffix == ".safetensors" else read_checkpoint(path))["model"]
 
 
 def _caps(cfg):
@@ -36,7 +39,7 @@ def test_resume_reaches_the_same_state(tiny_run, tmp_path):
     m = read_manifest(RunLayout.of(cfg).manifest)
     full = train(cfg, m, "full", tmp_path / "a", captions=_caps(cfg))
     train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg), max_steps=3)     # killed after 3 steps
-    assert not (tmp_path / "b" / "model.pt").exists()
+    assert not (tmp_path / "b" / "model.safetensors").exists()
     resumed = train(cfg, m, "full", tmp_path / "b", captions=_caps(cfg))
     a, b = _state(full), _state(resumed)
     assert a.keys() == b.keys()
@@ -99,15 +102,15 @@ def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
     # the traceback keeps train()'s frame alive: its DataLoader workers must be gone all the same,
     # or the interpreter waits for them at exit
     assert multiprocessing.active_children() == []
-    state = torch.load(tmp_path / "p" / "checkpoint.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "p" / "checkpoint.pt")
     assert state["global_step"] == 5 and state["epoch"] == 2 and state["step_in_epoch"] == 1
     cfg2 = tiny_run_config(tiny_run, epochs=state["epoch"] + 1)
     train(cfg2, m, "baseline", tmp_path / "p", captions={})
-    assert (tmp_path / "p" / "model.pt").exists()
+    assert (tmp_path / "p" / "model.safetensors").exists()
 
 
-def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatch):
-    """As AVSBench and AAVS keep their best validation checkpoint: model.pt is the epoch of the best
+def test_the_trained_model_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatch):
+    """As AVSBench and AAVS keep their best validation checkpoint: the trained model is the epoch of the best
     validation mIoU (the first, on ties); `select: last` chooses the last epoch without training
     again; a run stopped while validating an epoch validates it when resumed."""
     import dataclasses
@@ -124,9 +127,9 @@ def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatc
 
     monkeypatch.setattr(ssp.engine.loop, "validate", scripted)
     out = train(cfg, m, "baseline", tmp_path / "a", captions={})
-    saved = torch.load(out, weights_only=False)
+    saved = read_trained(out)
     assert saved["selected"] == {"by": "best validation mIoU", "epoch": 2, "val_miou": 0.5}
-    best = torch.load(tmp_path / "a" / "best.pt", weights_only=True)
+    best = load_file(str(tmp_path / "a" / "best.safetensors"))
     assert all(torch.equal(best[k], v) for k, v in saved["model"].items())
     last = _state(tmp_path / "a" / "checkpoint.pt")
     assert not all(torch.equal(last[k], v) for k, v in saved["model"].items())
@@ -134,7 +137,7 @@ def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatc
 
     last_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last"))
     out = train(last_cfg, m, "baseline", tmp_path / "a", captions={})     # the finished run: no training
-    saved = torch.load(out, weights_only=False)
+    saved = read_trained(out)
     assert saved["selected"] == {"by": "train.select: last", "epoch": 4}
     assert all(torch.equal(last[k], v) for k, v in saved["model"].items())
     assert len(pd.read_csv(tmp_path / "a" / "metrics.csv").query("name == 'loss'")) == steps
@@ -150,21 +153,21 @@ def test_model_pt_holds_the_best_validation_epoch(tiny_run, tmp_path, monkeypatc
     monkeypatch.setattr(ssp.engine.loop, "validate", stopped_in_epoch_3)
     with pytest.raises(Preempted):
         train(cfg, m, "baseline", tmp_path / "b", captions={})
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 3
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 3
     assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 2
     monkeypatch.setattr(ssp.engine.loop, "validate", scripted)
     scores = iter([0.5, 0.3])                   # epoch 3 (validated on resuming), epoch 4
     out = train(cfg, m, "baseline", tmp_path / "b", captions={})
-    assert torch.load(out, weights_only=False)["selected"]["epoch"] == 2
+    assert read_trained(out)["selected"]["epoch"] == 2
     assert json.loads((tmp_path / "b" / "best.json").read_text())["validated"] == 4
 
     # a finished run from before best.json: only what is validated from now on can be chosen, and
-    # model.pt says which epochs those were
+    # the trained model says which epochs those were
     (tmp_path / "b" / "best.json").unlink()
-    (tmp_path / "b" / "best.pt").unlink()
+    (tmp_path / "b" / "best.safetensors").unlink()
     scores = iter([0.1])
     out = train(cfg, m, "baseline", tmp_path / "b", captions={})
-    assert torch.load(out, weights_only=False)["selected"] == {"by": "best validation mIoU of epochs 4-4",
+    assert read_trained(out)["selected"] == {"by": "best validation mIoU of epochs 4-4",
                                                                "epoch": 4, "val_miou": 0.1}
 
 
@@ -193,8 +196,8 @@ def test_ddp_two_processes_equal_one(tiny_run, tmp_path):
 
     for name in outs:
         run(name, 1)
-    a = torch.load(outs["single"] / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(outs["ddp"] / "checkpoint.pt", weights_only=False)["model"]
+    a = read_checkpoint(outs["single"] / "checkpoint.pt")["model"]
+    b = read_checkpoint(outs["ddp"] / "checkpoint.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
     for name in outs:
@@ -232,7 +235,7 @@ def test_predictions_format(tiny_run, tmp_path):
     from ssp.engine.inference import load_trained
 
     other = dict(cfg.raw, model={**cfg.raw["model"], "hidden_dim": 64})
-    with pytest.raises(ValueError, match=r"base/model\.pt does not fit .*other model\.hidden_dim"):
+    with pytest.raises(ValueError, match=r"base/model\.safetensors does not fit .*other model\.hidden_dim"):
         load_trained(Config.from_dict(other), base, "cpu")
     with pytest.raises(ValueError, match=r"model for the binary task, where this run needs one for the semantic"):
         load_trained(cfg, base, "cpu", task="semantic")
@@ -260,7 +263,7 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None)
     assert stones and all(stones)   # every validation video, both epochs
     monkeypatch.undo()
-    state = torch.load(path, weights_only=False)
+    state = read_trained(path)
     assert state["task"] == "semantic" and state["stepping_stone"]
     assert state["model"]["m2f.class_predictor.weight"].shape[0] == 72   # 71 classes + no-object
     best = json.loads((tmp_path / "sem" / "best.json").read_text())

@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_run_config
 
 from ssp.datasets.manifest import read_manifest
+from ssp.engine.checkpoint import read_checkpoint, read_trained
 from ssp.engine.loop import build_model, train
 from ssp.layout import RunLayout
 from ssp.model import adapters
@@ -96,7 +97,7 @@ def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch,
     at_phase2 = {}
 
     def start(model, best, *args, **kwargs):
-        at_phase2["best"] = torch.load(best.weights, weights_only=True)
+        at_phase2["best"] = best.load()
         out = real_start(model, best, *args, **kwargs)
         at_phase2["model"] = {k: v.clone() for k, v in model.state_dict().items()}
         return out
@@ -112,8 +113,8 @@ def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch,
             assert (v.abs().sum() > 0) == k.endswith("weight") and at_phase2["best"][k].abs().sum() == 0, k
         else:
             assert torch.equal(v, at_phase2["best"][k]), k
-    ckpt = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    saved = torch.load(out, weights_only=False)
+    ckpt = read_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    saved = read_trained(out)
     assert ckpt["phase"] == 2 and saved["tune"] == "adapters" and saved["selected"]["epoch"] == 1
     last = ckpt["model"]
     # what neither phase trains is as built (the random init stands for the pretrained weights)
@@ -127,7 +128,7 @@ def test_two_phases_restart_from_the_best_epoch(tiny_run, tmp_path, monkeypatch,
     monkeypatch.undo()
     late = tiny_run_config(tiny_run, epochs=2, lr_decay_epoch=2, tune="adapters")   # no decay, no phase 2
     train(late, m, "baseline", tmp_path / "b", captions={})
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["phase"] == 1
+    assert read_checkpoint(tmp_path / "b" / "checkpoint.pt")["phase"] == 1
 
 
 def test_resume_across_the_phase_boundary(tiny_run, tmp_path):
@@ -135,13 +136,13 @@ def test_resume_across_the_phase_boundary(tiny_run, tmp_path):
     a run reaches the uninterrupted run's weights."""
     cfg = tiny_run_config(tiny_run, epochs=2, tune="adapters", grad_clip=0.05)
     m = read_manifest(RunLayout.of(cfg).manifest)
-    ref = torch.load(train(cfg, m, "baseline", tmp_path / "ref", captions={}), weights_only=False)
+    ref = read_trained(train(cfg, m, "baseline", tmp_path / "ref", captions={}))
     steps = len(pd.read_csv(tmp_path / "ref" / "metrics.csv").query("name == 'loss'")) // 2   # per epoch
     for stop in (steps, steps + 1):
         out = tmp_path / f"stop{stop}"
         train(cfg, m, "baseline", out, captions={}, max_steps=stop)
-        assert torch.load(out / "checkpoint.pt", weights_only=False)["phase"] == (1 if stop == steps else 2)
-        got = torch.load(train(cfg, m, "baseline", out, captions={}), weights_only=False)
+        assert read_checkpoint(out / "checkpoint.pt")["phase"] == (1 if stop == steps else 2)
+        got = read_trained(train(cfg, m, "baseline", out, captions={}))
         assert got["selected"] == ref["selected"]
         for k, v in ref["model"].items():
             torch.testing.assert_close(got["model"][k], v, rtol=0, atol=1e-6, msg=k)
@@ -167,7 +168,7 @@ def test_gradients_are_clipped(tiny_run, tmp_path, monkeypatch):
     assert norms[0] > 1e-2
 
 
-def test_predictions_build_the_network_model_pt_was_trained_with(tiny_run, tmp_path):
+def test_predictions_build_the_network_the_model_was_trained_with(tiny_run, tmp_path):
     from ssp.engine.inference import load_trained
 
     cfg = tiny_run_config(tiny_run, epochs=1, tune="adapters")
@@ -175,7 +176,7 @@ def test_predictions_build_the_network_model_pt_was_trained_with(tiny_run, tmp_p
     model = load_trained(tiny_run_config(tiny_run, tune="full"), out, "cpu").model
     assert adapters.has_adapters(model)
     assert torch.equal(model.state_dict()[next(k for k in model.state_dict() if "swin_adapt" in k)],
-                       torch.load(out, weights_only=False)["model"][next(k for k in model.state_dict()
+                       read_trained(out)["model"][next(k for k in model.state_dict()
                                                                           if "swin_adapt" in k)])
 
 
@@ -203,7 +204,7 @@ def test_ddp_enters_phase_2_as_one_process_does(tiny_run, tmp_path):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "AAVS phase 2" in proc.stderr
-        out[name] = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)
+        out[name] = read_checkpoint(tmp_path / name / "checkpoint.pt")
         losses = pd.read_csv(tmp_path / name / "metrics.csv").query("name == 'loss'")["value"]
         out[name]["losses"] = torch.tensor(pd.to_numeric(losses).to_numpy())
     assert out["single"]["phase"] == out["ddp"]["phase"] == 2 and len(out["ddp"]["losses"]) == 3

@@ -1,6 +1,7 @@
 """configs/: the paper's S4, MS3 and AVSS settings, merged over config.yaml as Snakemake merges them."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,6 +10,7 @@ from test_workflow import run, write_config
 
 from ssp.cli import main
 from ssp.config import Config, ConfigError, merge, require_for_dag
+from ssp.io import hub
 
 CONFIGS = ROOT / "configs"
 SETTINGS = ("s4", "ms3", "avss")
@@ -19,24 +21,39 @@ def _load(name: str) -> dict:
     return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
 
 
-def _pointed_at(node, tmp_path, root=None):
-    """configs/paper.yaml's /data and /models paths replaced by folders that hold what the checks
-    look for (a model folder: config.json and weights; VGGish: a file), and MiniCPM-o trusted."""
+def _pointed_at(paper: dict, tmp_path, root=None) -> dict:
+    """configs/paper.yaml as a user has it after fetching: its /data path replaced by a folder, each
+    model it names by hub id a snapshot in a Hugging Face cache (hub.cache) that holds what the
+    checks look for (config.json and weights), VGGish's URL a file there, and MiniCPM-o trusted."""
+    cache = tmp_path / "hf-cache"
+    return _point(paper, tmp_path, root, cache) | {"hub": {"cache": str(cache), "lock": str(tmp_path / "lock.json")}}
+
+
+def _point(node, tmp_path, root, cache, key=""):
     if isinstance(node, dict):
-        return {k: True if k == "trust_remote_code" else _pointed_at(v, tmp_path, root) for k, v in node.items()}
+        return {k: True if k == "trust_remote_code" else _point(v, tmp_path, root, cache, k) for k, v in node.items()}
     if isinstance(node, str) and node.startswith("/data/"):
         return str(root or tmp_path)
     if isinstance(node, str) and node.startswith("configs/"):      # relative to the checkout, where users run
         return str(ROOT / node)
-    if isinstance(node, str) and node.startswith("/models/"):
-        path = tmp_path / "models" / node.rsplit("/", 1)[1]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".pth":
-            path.write_bytes(b"")
-        else:
-            placeholder_model_folder(path)
-        return str(path)
+    model = hub.parse_hub(node)
+    if model is not None:
+        storage = cache / model.folder_name
+        commit = model.revision if len(model.revision) == 40 else "0" * 40
+        if commit != model.revision:
+            (storage / "refs").mkdir(parents=True, exist_ok=True)
+            (storage / "refs" / model.revision).write_text(commit)
+        placeholder_model_folder(storage / "snapshots" / commit)
+        if key == "tokenizer":   # BLIP's repository holds its vocabulary beside the model
+            (storage / "snapshots" / commit / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    elif hub.is_url(node):
+        (cache / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (cache / "checkpoints" / node.rsplit("/", 1)[1]).write_bytes(b"")
     return node
+
+
+def _snapshot(tmp_path, repo: str) -> Path:
+    return next((tmp_path / "hf-cache" / ("models--" + repo.replace("/", "--")) / "snapshots").iterdir())
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -65,7 +82,23 @@ def test_paper_settings_take_nothing_from_the_demo_config(tmp_path, setting):
 
 
 def test_paper_configs_as_shipped_stop_with_what_to_edit(tmp_path, monkeypatch, capsys):
-    """Unedited, the files name the first path to fix; MiniCPM-o's trust is the user's to give."""
+    """Unedited, the files name everything to do at once (the dataset's folder, each model to fetch
+    with the command, MiniCPM-o's trust, which is the user's to give); pointed at a dataset with
+    the models fetched, they are valid."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    shipped = [str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml")]
+    assert main(["check-config", "--config", *shipped]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert "9 problems:" in lines[0]
+    for needle in ("'dataset.root': folder '/data/AVSBench-semantic' does not exist",
+                   "'flow.perceiver.weights': hf:deepmind/optical-flow-perceiver@dd4bf607", "'vggish.weights': https://",
+                   "'captions.model': hf:openbmb/MiniCPM-o-2_6@4a25f999", "'captions.trust_remote_code' is false",
+                   "'model.mask2former': hf:facebook/mask2former-swin-base-ade-semantic@main is not fetched",
+                   "'model.clip': hf:openai/clip-vit-base-patch16@57c21647", "'model.text_encoder': hf:Salesforce",
+                   "'model.tokenizer': hf:Salesforce/blip-itm-base-coco@bed8ad38"):
+        assert sum(needle in line for line in lines) == 1, needle
+    assert all(f"python -m ssp fetch-models --config {' '.join(shipped)}" in line for line in lines if "not fetched" in line)
     with pytest.raises(ConfigError, match="'dataset.root': folder '/data/AVSBench-semantic' does not exist"):
         Config.from_dict(merge(_load("paper"), _load("s4")))
     pointed = _pointed_at(_load("paper"), tmp_path)
@@ -76,7 +109,7 @@ def test_paper_configs_as_shipped_stop_with_what_to_edit(tmp_path, monkeypatch, 
     paper = write_config(tmp_path / "paper.yaml", pointed)
     assert main(["check-config", "--config", str(paper), str(CONFIGS / "ms3.yaml")]) == 0
     assert "ms3.yaml: valid (dataset 'ms3'" in capsys.readouterr().out
-    (tmp_path / "models" / "clip-vit-base-patch16" / "model.safetensors").unlink()
+    (_snapshot(tmp_path, "openai/clip-vit-base-patch16") / "model.safetensors").unlink()
     assert main(["check-config", "--config", str(paper), str(CONFIGS / "ms3.yaml")]) == 2
 
 
@@ -102,12 +135,15 @@ def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):
 
 
 @pytest.mark.workflow
-def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
-    """configs/paper.yaml + s4.yaml run end to end with every model from a local folder in the form
-    users hold: Perceiver IO flow, a Mask2Former saved by transformers 4.x (as the published one
-    was), whole CLIP and BLIP retrieval models; AAVS's adapters through both phases. Tiny sizes,
-    an AVSBench-semantic layout written by the SynthAVS generator, captions from a file."""
+def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, monkeypatch):
+    """configs/paper.yaml + s4.yaml run end to end on models in the forms users hold: Perceiver IO
+    flow, whole CLIP and BLIP retrieval models named by hub id, fetched by `snakemake models` from
+    a hub (a fake one on 127.0.0.1) and read offline; a Mask2Former saved by transformers 4.x (as
+    the published one was) from a local folder; AAVS's adapters through both phases. Tiny sizes,
+    an AVSBench-semantic layout written by the SynthAVS generator, captions from a file. The
+    shards and the trained models record the commit of each model they come from."""
     import torch
+    from fake_hub import FakeHub
     from transformers import (
         BlipConfig,
         BlipForImageTextRetrieval,
@@ -140,16 +176,24 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
     here = write_config(tmp_path / "here.yaml", {
         "dataset": {"root": str(data)}, "shards": {"size": 8}, "preprocess": {"image_size": 48},
-        "flow": {"perceiver": {"weights": str(models / "flow"), "batch_size": 4}}, "vggish": {"weights": "random"},
+        "flow": {"perceiver": {"weights": "hf:tiny/flow", "batch_size": 4}}, "vggish": {"weights": "random"},
         "captions": {"backend": "file", "file": str(captions), "model": None},
         "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
-                  "clip": str(models / "clip"), "text_encoder": str(models / "blip"), "size": 32,
+                  "clip": f"hf:tiny/clip@{'c' * 40}", "text_encoder": "hf:tiny/blip@v1", "size": 32,
                   "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
                   "max_text_len": 8},
         "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
         "studies": {"reference": str(ROOT / _load("paper")["studies"]["reference"])},   # run from elsewhere
-        "resources": {"use_gpu": False}})
-    run(["--cores", "2", "--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)], tmp_path)
+        "resources": {"use_gpu": False},
+        "hub": {"cache": str(tmp_path / "hf-cache"), "lock": str(tmp_path / "models.lock.json")}})
+    configs = ["--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)]
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        server.add_folder("tiny/flow", models / "flow", "f" * 40)
+        server.add_folder("tiny/clip", models / "clip", "c" * 40, ref=None)
+        server.add_folder("tiny/blip", models / "blip", "b" * 40, ref="v1")
+        run(["models", "--cores", "1", *configs], tmp_path)
+    run(["--cores", "2", *configs], tmp_path)       # the hub is gone: every job reads the cache
     s4 = tmp_path / "results" / "s4"
     for variant in ("baseline", "full"):
         metrics = json.loads((s4 / "metrics" / variant / "s4_test.json").read_text())
@@ -159,8 +203,12 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path):
         assert "swin.layernorm" in log and "transformers declares may be absent" in log
     import h5py
 
-    with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the folder
+    with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the cache
         assert json.loads(h5.attrs["params"])["backend"] == "perceiver"
+        assert json.loads(h5.attrs["models"]) == {"flow.perceiver.weights": f"hf:tiny/flow@{'f' * 40}"}
+    trained = json.loads((s4 / "train" / "full" / "model.json").read_text())["models"]
+    assert trained["model.clip"] == f"hf:tiny/clip@{'c' * 40}" and trained["model.text_encoder"] == f"hf:tiny/blip@{'b' * 40}"
+    assert trained["model.mask2former"].endswith("transformers-4.44/mask2former")
     assert "AAVS's adapters of a frozen Mask2Former" in (s4 / "report" / "summary.md").read_text()
     table = (s4 / "report" / "table2.md").read_text()                  # the paper's figures beside ours
     assert "(ref.)" in table and "85.4" in table

@@ -23,6 +23,7 @@ CAPTIONS_PARAMS = params_of(
 
 rule captions:
     input:
+        fetched=fetched,  # models named by hub id: fetched (common.smk)
         manifest=L.manifest,
         frames=L.shard("frames", "{shard}"),
     output:

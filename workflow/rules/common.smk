@@ -9,12 +9,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from snakemake.logging import logger  # noqa: E402
 from ssp.config import (
-    Config,
     ConfigError,
+    check,
+    listing,
     output_settings,
-    require_for_dag,
 )  # noqa: E402
-from ssp.layout import RunLayout, captions_dir as captions_stage  # noqa: E402
+from ssp.io.hub import MODEL_KEYS, get_key, go_offline  # noqa: E402
+from ssp.layout import (
+    MODEL_FILE,
+    RunLayout,
+    captions_dir as captions_stage,
+)  # noqa: E402
 from ssp.prompts.captioners import minicpmo_environment_warning  # noqa: E402
 from ssp.reporting.summary import models_note, run_notes  # noqa: E402
 from ssp.reporting.tables import run_metric_files  # noqa: E402
@@ -26,14 +31,32 @@ from ssp.variants import (
     trained_as,
 )  # noqa: E402
 
+# every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
+# reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run
 try:
-    CFG = Config.from_dict(config)
-    require_for_dag(CFG)
+    CFG, PROBLEMS = check(config, models=False)
+    AFTER_FETCHING = [p for p in check(config)[1] if p not in PROBLEMS]
 except ConfigError as exc:
-    raise WorkflowError(f"config.yaml: {exc}")
+    raise WorkflowError(f"config: {exc}")
+if PROBLEMS:
+    raise WorkflowError("config: " + listing(PROBLEMS))
+go_offline()  # every job reads its models from the cache (rule models fetches)
+MODEL_SOURCES = {
+    k: get_key(CFG.raw, k) for k in MODEL_KEYS if get_key(CFG.raw, k) is not None
+}
 config.update(
     CFG.raw
 )  # defaults filled in, as snakemake.utils.validate(set_default=True) does
+
+
+def fetched(wildcards):
+    """An input of each model-reading job. When the DAG is built, each model the config names
+    by hub id or URL must be fetched (rule models), or the DAG stops naming them all and the command.
+    """
+    if AFTER_FETCHING:
+        raise WorkflowError("config: " + listing(AFTER_FETCHING))
+    return []
+
 
 L = RunLayout.of(CFG)  # every path of the run (src/ssp/layout.py)
 GPU = (
@@ -92,7 +115,7 @@ def stage_shards(wildcards):
 
 
 def model_file(wildcards):
-    """The model.pt that predicts: this run's, or predict.models_from's (a pre-mask test study
+    """The model.safetensors that predicts: this run's, or predict.models_from's (a pre-mask test study
     variant, full-ptempty, predicts with its preset's model)."""
     return L.model(trained_as(wildcards.variant))
 

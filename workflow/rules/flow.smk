@@ -3,6 +3,7 @@
 
 rule flow:
     input:
+        fetched=fetched,  # models named by hub id: fetched (common.smk)
         manifest=L.manifest,
         frames=L.shard("frames", "{shard}"),
     output:

@@ -7,9 +7,11 @@
 rule train:
     input:
         unpack(training_inputs),
+        fetched=fetched,  # models named by hub id: fetched (common.smk)
         stage1_val=stage1_val,
     output:
-        model=L.train_dir("{variant}") / "model.pt",
+        model=L.train_dir("{variant}") / MODEL_FILE,
+        meta=L.train_dir("{variant}") / "model.json",
         metrics=L.train_dir("{variant}") / "metrics.csv",
     log:
         L.log("train", "{variant}"),
@@ -32,6 +34,7 @@ rule train:
 rule predict:
     input:
         unpack(training_inputs),
+        fetched=fetched,  # models named by hub id: fetched (common.smk)
         model=model_file,
         stage1=stage1_of,
     output:

@@ -3,6 +3,7 @@
 
 rule vggish:
     input:
+        fetched=fetched,  # models named by hub id: fetched (common.smk)
         manifest=L.manifest,
         audio=L.shard("audio", "{shard}"),
     output:

@@ -11,6 +11,7 @@ the model is (``model_epoch``, ``model_by``: its best validation epoch, or its l
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +23,9 @@ from tqdm import tqdm
 
 from ssp.config import Config
 from ssp.engine.build import build_model, make_dataset, model_inputs, select, to_device
+from ssp.engine.checkpoint import read_trained
 from ssp.engine.data import collate
+from ssp.io.hub import MODEL_KEYS
 from ssp.io.store import ShardWriter, provenance
 from ssp.model.ssp import SSPModel, class_scores, sounding_share
 from ssp.variants import VARIANTS
@@ -45,13 +48,14 @@ class Trained(NamedTuple):
     model: torch.nn.Module
     variant: str
     binary: bool
-    selected: dict   # which epoch model.pt holds and why (empty for a model.pt that predates it)
+    selected: dict   # which epoch the model holds and why (empty for a model.pt that predates it)
 
 
 def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None = None) -> Trained:
-    """A trained ``model.pt`` (ours) on ``device``, built from ``cfg``'s model section; with ``task``,
-    it must have been trained for that task (binary or semantic)."""
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    """A trained model (``model.safetensors`` with its ``model.json``, or an older ``model.pt``,
+    read without unpickling: ``ssp.engine.checkpoint.read_trained``) on ``device``, built from
+    ``cfg``'s model section; with ``task``, it must have been trained for that task."""
+    state = read_trained(weights)
     if task is not None and state["task"] != task:
         raise ValueError(f"{weights}: a model for the {state['task']} task, where this run needs one for the "
                          f"{task} task (set train.task: {state['task']} to use it)")
@@ -82,6 +86,7 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
     attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
                        variant=variant_name, task="binary" if binary else "semantic", weights=str(weights),
                        premask_test=choice if VARIANTS[variant_name].premask else "not used",
+                       models=json.dumps(cfg.model_provenance([k for k in MODEL_KEYS if k.startswith("model.")])),
                        **{f"model_{k}": selected[k] for k in ("epoch", "by") if k in selected})
     with ShardWriter(out, attrs) as w:
         for vid, why in dropped:

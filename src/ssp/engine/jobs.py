@@ -17,7 +17,7 @@ import yaml
 from ssp import env_with_package
 from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
-from ssp.layout import RunLayout, stage_dirs
+from ssp.layout import MODEL_FILE, RunLayout, stage_dirs
 from ssp.stages.captions import read_captions
 from ssp.variants import parse_variant, with_overrides
 
@@ -58,7 +58,7 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
                *(["--max-steps", str(max_steps)] if max_steps else []), "--captions", *map(str, captions_files)]
         log.info("launching %s", " ".join(cmd))
         subprocess.run(cmd, check=True, env=env_with_package())   # also where the package is not installed
-        return out_dir / "model.pt"
+        return out_dir / MODEL_FILE
     # "stage1" (semantic runs only) is the binary baseline whose predictions are the stepping
     # stones at test; in training the stones are the ground truth (0.5 on unlabeled frames).
     is_stage1 = preset == "stage1"

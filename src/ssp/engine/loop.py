@@ -15,7 +15,8 @@
   (``ssp.model.adapters``): at the first decay (``lr_decay_epoch``) the run restarts from its best validation
   epoch with the Swin adapters trained too (``start_phase2``); checkpoints record the phase.
   ``train.grad_clip`` clips the gradients' norm before each step, as AAVS's scripts do.
-* ``model.pt`` holds the weights of the epoch with the best validation mIoU (``select: best_val``,
+* ``model.safetensors`` (with ``model.json``: variant, task, model section, epoch, the models it
+  started from) holds the weights of the epoch with the best validation mIoU (``select: best_val``,
   as AVSBench and AAVS keep their best validation checkpoint; ``BestEpoch``) or of the last epoch.
 * Logs: progress bars, ``metrics.csv`` and TensorBoard (when installed) in the output folder.
 """
@@ -40,12 +41,20 @@ from tqdm import tqdm
 
 from ssp.config import Config
 from ssp.engine.build import build_model, make_dataset, model_inputs, select, to_device, training_setup
-from ssp.engine.checkpoint import BestEpoch, read_checkpoint, restore_checkpoint, run_fingerprint, save_checkpoint
+from ssp.engine.checkpoint import (
+    BestEpoch,
+    read_checkpoint,
+    restore_checkpoint,
+    run_fingerprint,
+    save_checkpoint,
+    write_trained,
+)
 from ssp.engine.data import collate, loader_collate
 from ssp.engine.inference import predict_video
 from ssp.engine.losses import video_losses
 from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch, binary_miou_batch
 from ssp.io import logs
+from ssp.layout import MODEL_FILE
 from ssp.model.ssp import SSPModel, fscore_map, sounding_share
 from ssp.variants import VARIANTS, Variant
 
@@ -156,10 +165,10 @@ def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, b
     from ssp.model import adapters
 
     if world > 1:
-        torch.distributed.barrier()   # rank 0 has validated the last epoch and written best.pt
+        torch.distributed.barrier()   # rank 0 has validated the last epoch and written best.safetensors
     kept = best.kept()
     if rank == 0 and kept is not None:
-        model.load_state_dict(torch.load(best.weights, map_location="cpu", weights_only=True))
+        model.load_state_dict(best.load())
     log.info("epoch %d: %s, from the weights of %s", epoch + 1, adapters.PHASE2_NOTE,
              f"epoch {kept} (best validation mIoU so far)" if kept else "the last epoch (no validation figures)")
     log.info(adapters.enter_phase2(model, seed=t.seed * 1000 + epoch, binary=binary))
@@ -170,7 +179,8 @@ def start_phase2(model: SSPModel, best: "BestEpoch", t, device, epoch: int, *, b
 def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str | Path, *,
           captions: dict | None = None, stage1_train: str | None = None, stepping_stone: bool = False,
           max_steps: int | None = None, task: str | None = None, stage_dirs=None, stage1_val=None) -> Path:
-    """Train one variant; returns the path of the final weights (``model.pt``). ``stage_dirs``: each
+    """Train one variant; returns the path of the final weights (``model.safetensors``, with
+    ``model.json`` beside it). ``stage_dirs``: each
     stage's shard folder (``layout.stage_dirs`` of the rule's inputs; default: the run layout's).
     ``stage1_val``: the stage-1 predictions of the val split, which validation's pre-mask reads
     when ``train.premask_test`` is stage1, as test does."""
@@ -258,14 +268,15 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                                    stage_dirs=stage_dirs, stage1=stage1_val)
                 best.update(model, epoch + 1, val)
                 logger.epoch(epoch + 1, val)
+        final = out / MODEL_FILE
         if rank == 0:
-            final = out / "model.pt"
             weights, selected = best.final(model, t.epochs)
-            torch.save({"model": weights, "variant": variant_name, "task": task, "stepping_stone": stepping_stone,
-                        "tune": t.tune, "dropped": dropped, "model_config": cfg.raw["model"], "selected": selected}, final)
-            log.info("%s: model.pt holds the weights of epoch %d (%s)", variant_name, selected["epoch"], selected["by"])
-            return final
-        return out / "model.pt"
+            write_trained(final, weights, {"variant": variant_name, "task": task, "stepping_stone": stepping_stone,
+                                           "tune": t.tune, "dropped": dropped, "model_config": cfg.raw["model"],
+                                           "selected": selected, "models": cfg.model_provenance()})
+            log.info("%s: %s holds the weights of epoch %d (%s)", variant_name, final.name, selected["epoch"],
+                     selected["by"])
+        return final
     finally:
         signal.signal(signal.SIGTERM, old)
         logger.close()

@@ -1,4 +1,7 @@
-"""Local model folders: nothing is downloaded; a missing file is an error that says what to put where."""
+"""Local model folders: nothing is downloaded; a missing file is an error that says what to put where.
+
+A model named by hub id or URL reaches the loaders as its fetched folder or file
+(``ssp.io.hub.resolve_config``); one that reaches them as written was not fetched."""
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +32,11 @@ def check_model_folder(folder: str | None, key: str, what: str | None = None) ->
     what = what or HOLDS[key]
     if not folder:
         raise WeightsError(f"'{key}' is not set: put {what} (config.json and model.safetensors or "
-                           f"pytorch_model.bin) in a local folder and name that folder there")
+                           f"pytorch_model.bin) in a local folder and name that folder there, or name it by hub id")
+    if str(folder).startswith("hf:") or str(folder).startswith(("https://", "http://")):
+        from ssp.io.hub import FETCH_COMMAND
+
+        raise WeightsError(f"'{key}': {folder} is not fetched: run {FETCH_COMMAND} where the Hub can be reached")
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise WeightsError(f"'{key}': {path / 'config.json'} is missing; put {what} in {path}")

@@ -334,6 +334,8 @@ def make_captioner(cfg, data_root: str | Path):
     captioner.q2_wording = cfg.captions.q2_variant
     if isinstance(captioner, TwoTurnChat):
         captioner.native_frames = cfg.captions.frames == "native"
+    if "captions.model" in cfg.models and cfg.captions.backend in ("minicpm-o", "hf-vlm"):   # fetched by hub id
+        captioner.model_id = cfg.model_provenance(["captions.model"])["captions.model"]   # with its commit
     return captioner
 
 

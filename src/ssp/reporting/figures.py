@@ -60,7 +60,7 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
 
 def training_curves(metric_files: dict[str, str | Path], out: str | Path) -> Path:
     """Training loss per step and validation mIoU per epoch, one line per variant; a star on the
-    best validation epoch (best.json beside metrics.csv: model.pt's under ``select: best_val``)."""
+    best validation epoch (best.json beside metrics.csv: the trained model's under ``select: best_val``)."""
     import json
 
     import matplotlib

@@ -84,7 +84,7 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
                 row[f"{t} {s} {name}"] = f"{100 * r[key]:.2f}" if r else ""
                 if (t, s) in ref_columns:
                     row[f"{t} {s} {name} (ref.)"] = f"{p[key]:.2f}" if p else ""
-        if with_epochs:   # the training epoch model.pt holds (the same in every column, as one model)
+        if with_epochs:   # the training epoch the trained model holds (the same in every column, as one model)
             row["epoch"] = "/".join(sorted({str(r["model_epoch"]) for k, r in results.items()
                                             if k[0] == v and "model_epoch" in r}, key=int))
         rows.append(row)

@@ -6,6 +6,7 @@ flow-mask shard, per video: ``gray`` float16 [T, H, W] (Eq. 1 maps) and ``flow_m
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def run_flow(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: s
     rows = shard_rows(manifest, shard)
     chunk = max(16, 4 * getattr(est, "batch_size", 4))
     attrs = provenance("flow", cfg.section_hash("dataset", "preprocess", "shards", "flow"), est.params(),
-                       dataset=cfg.dataset.name, shard=shard)
+                       dataset=cfg.dataset.name, shard=shard, models=json.dumps(
+                           cfg.model_provenance(["flow.perceiver.weights"]) if cfg.flow.backend == "perceiver" else {}))
     with ShardWriter(out, attrs) as w:
         pending: list[tuple[str, np.ndarray]] = []
 

@@ -5,6 +5,7 @@ videos are invalid). Examples of all videos of the shard are embedded in shared 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def run_vggish(manifest: pd.DataFrame, shard: str, audio_path: str | Path, out: 
     rows = shard_rows(manifest, shard)
     attrs = provenance("vggish", cfg.section_hash("dataset", "preprocess", "shards", "vggish"),
                        {"weights": weights_id, "batch_size": vc.batch_size}, dataset=cfg.dataset.name,
-                       shard=shard, weights=weights_id, random_weights=weights_id.startswith("random"))
+                       shard=shard, weights=weights_id, random_weights=weights_id.startswith("random"),
+                       models=json.dumps(cfg.model_provenance(["vggish.weights"])))
     with ShardWriter(out, attrs) as w:
         todo = []
         for row in rows.itertuples(index=False):

