@@ -140,8 +140,8 @@ def _validated(raw: dict | None, *, models: bool = True) -> tuple[dict, dict, di
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     problems = [_describe(e) for e in errors]
     try:
-        local, resolved = hub.resolve_config(cfg)
-    except (ValueError, TypeError) as exc:   # a malformed hub id
+        local, resolved = hub.resolve_config(cfg)   # a malformed hub id is left as written, for its check
+    except hub.FetchError as exc:   # the lock file cannot be read
         return cfg, cfg, {}, problems + [str(exc)]
     for check in _STAGE_CHECKS:
         problems += _guarded(check, local, resolved, models)
@@ -571,6 +571,11 @@ def _network_problems(cfg: Config, models: bool) -> list[str]:
 
 
 def _tokenizer_problems(source: str) -> list[str]:
+    if source.startswith("hf:"):   # not resolved: malformed (a well-formed one not fetched is named above)
+        try:
+            hub.parse_hub(source, "model.tokenizer")
+        except ValueError as exc:
+            return [str(exc)]
     if source.startswith("package:"):
         import importlib.util
 

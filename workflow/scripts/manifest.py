@@ -11,6 +11,6 @@ from ssp.datasets.manifest import build_manifest, shards_of, write_manifest  # n
 from ssp.io import logs  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
-df = build_manifest(Config.from_dict(snakemake.config))  # noqa: F821
+df = build_manifest(Config.from_dict(snakemake.config, models=False))  # noqa: F821
 write_manifest(df, snakemake.output.manifest)  # noqa: F821
 logging.getLogger("ssp").info("manifest: %d videos, %d shards", len(df), len(shards_of(df)))

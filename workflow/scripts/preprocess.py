@@ -11,5 +11,5 @@ from ssp.stages import STAGES  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
 STAGES[snakemake.wildcards.stage].run(  # noqa: F821
-    Config.from_dict(snakemake.config), snakemake.input.manifest, snakemake.wildcards.shard,  # noqa: F821
+    Config.from_dict(snakemake.config, models=False), snakemake.input.manifest, snakemake.wildcards.shard,  # noqa: F821
     snakemake.output[0], None)  # noqa: F821

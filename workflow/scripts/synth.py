@@ -10,7 +10,7 @@ from ssp.datasets.synthavs import generate  # noqa: E402
 from ssp.io import logs  # noqa: E402
 
 logs.setup(snakemake.log[0])  # noqa: F821
-cfg = Config.from_dict(snakemake.config)  # noqa: F821
+cfg = Config.from_dict(snakemake.config, models=False)  # noqa: F821
 s = cfg.synthetic
 generate(Path(snakemake.output.metadata).parent, seed=s.seed,  # noqa: F821
          videos={"v1s": s.videos.v1s, "v1m": s.videos.v1m, "v2": s.videos.v2},

@@ -161,6 +161,8 @@ class Resolved:
     def provenance(self) -> str:
         if self.source.startswith("hf:"):
             return f"{self.source.split('@')[0]}@{self.commit}"
+        if self.commit is None:   # a file put there by hand, not by fetch-models
+            return f"{self.source} (not in the lock)"
         return f"{self.source} sha256:{self.commit}"
 
 
@@ -241,7 +243,7 @@ def provenance(raw: dict, resolved: dict[str, Resolved], keys=None) -> dict[str,
 # --------------------------------------------------------------------------- fetching
 
 WEIGHT_FORMATS = (("*.safetensors", "*.safetensors.index.json"), ("pytorch_model*.bin", "pytorch_model*.bin.index.json"))
-KEEP = ("*.json", "*.py", "*.txt", "*.model", "*.tiktoken")   # configs, tokenizers, remote code
+KEEP = ("*.json", "*.py", "*.txt", "*.model", "*.tiktoken", "*.jinja")   # configs, tokenizers, chat templates, code
 
 
 def select_files(names: list[str], kind: str) -> list[str]:
@@ -314,7 +316,7 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
     cache = hf_cache(raw)
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     entry = None if update else lock.get(model.source)
-    if entry and not (dry_run or verify):
+    if entry and not verify:
         r = resolve(model.source, keys[0], raw, lock)
         if _cached(entry, r.path) and (kind != "model" or _has_weights(entry)):
             return {"key": key, "source": model.source, "commit": entry["commit"], "files": len(entry["files"]),
@@ -363,6 +365,10 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
                              f"{expected}, got {got}): the download or the cached copy is corrupt, and was removed; "
                              "fetch again")
         files[name] = {"sha256": digest, "size": path.stat().st_size}
+    if folder is not None and model.revision != info.sha:   # as huggingface_hub records a branch or tag
+        ref = cache / model.folder_name / "refs" / model.revision
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(info.sha)
     locked = {"repo": model.repo, "revision": model.revision, "commit": info.sha, "files": files,
               "code": base["code"]}
     status = "verified" if entry else "fetched"
@@ -376,8 +382,10 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
     prefix = (_HASH_IN_NAME.search(name) or [None, None])[1] or None
     base = {"key": key, "source": url, "files": 1, "code": [], "folder": target}
     if dry_run:
-        return base | {"commit": None, "bytes": 0, "status": "cached" if target.is_file() else "would download",
-                       "list": [(name, target.stat().st_size if target.is_file() else 0)]}
+        if target.is_file():
+            return base | {"commit": None, "bytes": target.stat().st_size, "status": "cached"}
+        n = _remote_size(url)
+        return base | {"commit": None, "bytes": n, "status": "would download", "list": [(name, n)]}
     if target.is_file() and entry and not verify and target.stat().st_size == entry["size"]:
         return base | {"commit": entry["sha256"], "bytes": entry["size"], "status": "cached", "entry": entry}
     status = "verified"
@@ -402,6 +410,28 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
         log.warning("%s: %s carries no sha256 prefix in its name; its sha256 is recorded in the lock", key, name)
     locked = {"url": url, "file": name, "sha256": digest, "size": target.stat().st_size}
     return base | {"commit": digest, "bytes": locked["size"], "status": status, "entry": locked}
+
+
+def _remote_size(url: str) -> int:
+    """A file's size as its server gives it (HEAD, redirects followed); 0 where it says nothing."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as resp:
+            return int(resp.headers.get("Content-Length") or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def unused(raw: dict, key: str) -> str | None:
+    """Why a model key names nothing this config runs (its stage's backend reads no model), or None.
+    The network's keys are always fetched: `snakemake ablations` trains the text variants too."""
+    flow, captions = raw.get("flow") or {}, raw.get("captions") or {}
+    if key == "flow.perceiver.weights" and flow.get("backend", "perceiver") != "perceiver":
+        return f"flow.backend is {flow.get('backend')}"
+    if key == "captions.model" and captions.get("backend", "minicpm-o") not in ("minicpm-o", "hf-vlm"):
+        return f"captions.backend is {captions.get('backend')}"
+    return None
 
 
 def go_offline() -> None:
@@ -437,6 +467,10 @@ def fetch(raw: dict, *, dry_run: bool = False, verify: bool = False, update: boo
     by_source: dict[str, list[str]] = {}   # each source once, for every key that names it
     for key in MODEL_KEYS:
         value = get_key(raw, key)
+        why = unused(raw, key)
+        if why and (parse_hub_safe(value) or is_url(value)):
+            log.info("%s: %s not fetched: %s, which reads no model", key, value, why)
+            continue
         try:
             model = parse_hub(value, key)
         except ValueError as exc:
