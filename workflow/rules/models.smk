@@ -11,7 +11,5 @@ rule models:
     localrule: True
     conda:
         "../../envs/torch.yaml"
-    params:
-        sources={k: str(v) for k, v in MODEL_SOURCES.items()},
     script:
         "../scripts/fetch_models.py"

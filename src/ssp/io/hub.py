@@ -52,6 +52,11 @@ class FetchError(RuntimeError):
     """A model could not be fetched or failed its check; the message names the key and the file."""
 
 
+class Pending(str):
+    """A config problem that fetching the models resolves (or, for MiniCPM-o's code, trusting it
+    after reading what was fetched): not one for the command that fetches them."""
+
+
 @dataclass(frozen=True)
 class HubModel:
     repo: str
@@ -166,14 +171,19 @@ class Resolved:
         return f"{self.source} sha256:{self.commit}"
 
 
-def _not_fetched(key: str, source: str, where: Path, why: str) -> str:
-    return f"'{key}': {source} is not fetched ({why} in {where}): run {FETCH_COMMAND} where the Hub can be reached"
+def _not_fetched(key: str, source: str, where: Path, why: str) -> Pending:
+    return Pending(f"'{key}': {source} is not fetched ({why} in {where}): run {FETCH_COMMAND} where the Hub "
+                   "can be reached")
 
 
 def resolve(value: str, key: str, raw: dict, lock: dict | None = None) -> Resolved | None:
-    """A hub id or URL resolved offline to its cached folder or file; None for any other value."""
+    """A hub id or URL resolved offline to its cached folder or file; None for any other value.
+    A malformed hub id resolves to nothing, with its problem (no fetch can help it)."""
     lock = read_lock(lock_path(raw)) if lock is None else lock
-    model = parse_hub(value, key)
+    try:
+        model = parse_hub(value, key)
+    except ValueError as exc:
+        return Resolved(key, value, None, None, str(exc))
     if model is not None:
         cache = hf_cache(raw)
         entry = lock.get(model.source)
@@ -206,7 +216,7 @@ def resolve_config(full: dict) -> tuple[dict, dict[str, Resolved]]:
     stages read), and each such key's resolution (provenance, or what to fetch). Values that are
     not hub ids or URLs, and sources not fetched, are left as written."""
     sources = {k: get_key(full, k) for k in MODEL_KEYS}
-    sources = {k: v for k, v in sources.items() if parse_hub_safe(v) or is_url(v)}
+    sources = {k: v for k, v in sources.items() if isinstance(v, str) and (v.startswith("hf:") or is_url(v))}
     if not sources:
         return full, {}
     lock = read_lock(lock_path(full))
@@ -266,22 +276,21 @@ def select_files(names: list[str], kind: str) -> list[str]:
     return sorted(set(rest) | set(weights))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _hexdigest(h, path: Path) -> str:
+    """``h`` (a hashlib object) fed a file in blocks."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return _hexdigest(hashlib.sha256(), path)
 
 
 def _git_blob_sha1(path: Path) -> str:
     """A non-LFS file's git blob id, which the Hub lists for it."""
-    h = hashlib.sha1()
-    h.update(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return _hexdigest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
 
 
 def _drop(path: Path) -> None:

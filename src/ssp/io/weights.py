@@ -34,12 +34,8 @@ def check_model_folder(folder: str | None, key: str, what: str | None = None) ->
         raise WeightsError(f"'{key}' is not set: put {what} (config.json and model.safetensors or "
                            f"pytorch_model.bin) in a local folder and name that folder there, or name it by hub id")
     if str(folder).startswith("hf:") or str(folder).startswith(("https://", "http://")):
-        from ssp.io.hub import FETCH_COMMAND, parse_hub
+        from ssp.io.hub import FETCH_COMMAND
 
-        try:
-            parse_hub(str(folder), key)
-        except ValueError as exc:   # no command fetches it
-            raise WeightsError(str(exc)) from None
         raise WeightsError(f"'{key}': {folder} is not fetched: run {FETCH_COMMAND} where the Hub can be reached")
     path = Path(folder)
     if not (path / "config.json").is_file():
