@@ -1,4 +1,5 @@
 """The SSP model: shapes, Eq. 2, switches, loading from folders, overfitting one batch."""
+import math
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +78,49 @@ def test_targets_binary_and_semantic():
     assert classes[0].tolist() == [0, 17, 29] and classes[1].tolist() == [0]
 
 
-def test_binary_foreground_probability_agrees_with_the_semantic_argmax():
+def test_binary_foreground_logit_agrees_with_the_semantic_argmax():
     """AAVS scores binary masks by Mask2Former's semantic argmax over background and sounding; the
-    foreground probability our predictions carry is above 0.5 exactly there."""
-    from ssp.model.ssp import foreground_prob, semantic_probs
+    foreground probability the post-mask loss reads is above 0.5 (its logit above 0) exactly there."""
+    from ssp.model.ssp import foreground_logit, semantic_probs
 
     torch.manual_seed(0)
     cls, msk = torch.randn(3, 5, 3) * 3, torch.randn(3, 5, 16, 16) * 3
-    fg = foreground_prob(cls, msk, binary=True)
-    assert fg.shape == (3, 16, 16) and 0 <= fg.min() and fg.max() <= 1
-    assert torch.equal(fg > 0.5, semantic_probs(cls, msk).argmax(1) == 1)
-    assert 0.05 < (fg > 0.5).float().mean() < 0.95
+    z = foreground_logit(cls, msk)
+    assert z.shape == (3, 16, 16) and z.dtype == torch.float32
+    assert torch.equal(z > 0, semantic_probs(cls, msk).argmax(1) == 1)
+    assert 0.05 < (z > 0).float().mean() < 0.95
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_postmask_loss_equals_the_cross_entropy_on_probabilities(binary):
+    """L'_mask from the logit (legal under CUDA autocast) equals PyTorch's BCE on the clamped
+    probability (tests/references/postmask.py), values and gradients, the clamps included: against
+    the reference in float64 at every scale of the logits, up to where the probability reaches
+    1e-6 and 1 - 1e-6, and against the reference in float32 at moderate logits within that
+    reference's own rounding of 1 - p (the logit does not round it)."""
+    from references.postmask import postmask_frames as reference
+
+    from ssp.engine.losses import postmask_frames
+    from ssp.model.ssp import SSPOutput, foreground_logit
+
+    torch.manual_seed(0)
+    classes = 3 if binary else 6
+    for scale in (1.0, 4.0, 30.0):
+        cls = (torch.randn(4, 5, classes) * scale).requires_grad_()
+        msk = (torch.randn(4, 5, 8, 8) * scale).requires_grad_()
+        labels = torch.randint(0, classes - 1, (4, 32, 32))
+        flow = (torch.rand(4, 32, 32) > 0.5).to(torch.uint8)
+        ours = postmask_frames(SSPOutput([cls], [msk]), labels, flow)
+        assert ours.dtype == torch.float32
+        exact = reference(cls.double(), msk.double(), labels, flow)
+        torch.testing.assert_close(ours, exact.float(), rtol=1e-4, atol=1e-5)
+        if scale < 30:   # at 30 pixels sit on the clamps, where the gradient jumps to 0
+            for a, b in zip(torch.autograd.grad(ours.sum(), (cls, msk)), torch.autograd.grad(exact.sum(), (cls, msk))):
+                torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-6)
+        if scale == 1:   # float32's 1 - (1 - 1e-6) is 1.0013e-6: the reference's own rounding at the clamp
+            torch.testing.assert_close(ours, reference(cls, msk, labels, flow), rtol=2e-3, atol=1e-5)
+    bound = math.log((1 - 1e-6) / 1e-6)   # the last scale reaches the clamps
+    assert (foreground_logit(cls, msk).abs() >= bound - 1e-3).any()
 
 
 def _encoder_input(model, batch, kw):

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from ssp.model.premask import postmask_label
-from ssp.model.ssp import SSPOutput, foreground_prob
+from ssp.model.ssp import SSPOutput, foreground_logit
 
 
 def _slice(out: SSPOutput, idx: torch.Tensor) -> SSPOutput:
@@ -32,14 +32,21 @@ def point_seed(seed: int, step: int, video_id: str) -> int:
     return (seed * 1_000_003 + step * 7919 + zlib.crc32(video_id.encode())) % (2**63)
 
 
-def postmask_frames(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor, binary: bool) -> torch.Tensor:
-    """L'_mask of each frame: [N], the BCE between the predicted foreground probability and
-    M_Post = M_O ∩ M_GT (area-resized to the mask logits), averaged over the frame's pixels."""
+def postmask_frames(out: SSPOutput, labels: torch.Tensor, flow_mask: torch.Tensor) -> torch.Tensor:
+    """L'_mask of each frame (Eq. 5): [N], the binary cross-entropy between the predicted
+    foreground probability (the foreground's share of the semantic scores, clamped to
+    [1e-6, 1 - 1e-6]: ``foreground_logit``) and M_Post = M_O ∩ M_GT (area-resized to the mask
+    logits), averaged over the frame's pixels.
+
+    It is taken on the probability's logit (``foreground_logit``) with
+    ``binary_cross_entropy_with_logits``, in float32: the same value as the cross-entropy on the
+    probability, and legal and stable under bf16 autocast, where CUDA autocast refuses
+    ``binary_cross_entropy``."""
     cls, msk = out.final
-    fg = foreground_prob(cls.float(), msk.float(), binary).clamp(1e-6, 1 - 1e-6)
+    z = foreground_logit(cls, msk)                                                  # [N, h, w] float32
     target = postmask_label(flow_mask, labels > 0).unsqueeze(1)
-    target = F.interpolate(target, size=fg.shape[-2:], mode="area").squeeze(1)
-    return F.binary_cross_entropy(fg, target, reduction="none").flatten(1).mean(1)
+    target = F.interpolate(target, size=z.shape[-2:], mode="area").squeeze(1)
+    return F.binary_cross_entropy_with_logits(z, target, reduction="none").flatten(1).mean(1)
 
 
 def network_targets(labels: torch.Tensor, size: int) -> torch.Tensor:
@@ -98,7 +105,7 @@ def video_losses(model, out: SSPOutput, batch: dict, *, binary: bool, postmask_w
     names = ["class", "mask", "dice"]
     table = torch.stack([torch.stack([t[n] for n in names]) for t in per_video])      # [V, 3]
     if use_postmask:
-        per_frame = postmask_frames(part, labels, batch["flow_mask"][frames], binary)
+        per_frame = postmask_frames(part, labels, batch["flow_mask"][frames])
         index = torch.as_tensor(video_of_frame, device=dev)
         sums = torch.zeros(len(kept), dtype=per_frame.dtype, device=dev).index_add(0, index, per_frame)
         counts = torch.as_tensor([len(r) for r in rows], dtype=per_frame.dtype, device=dev)

@@ -5,6 +5,7 @@ Table 2's rows are named presets of the three switches (``ssp.variants.VARIANTS`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,15 +76,15 @@ class SSPModel(nn.Module):
             raise ValueError("a pre-mask was given to a variant without pre-mask")
         pix = self.m2f.model.pixel_level_module(pixel_values=self.encode_input(frames, premask, pixels))
         mask_features = pix.decoder_last_hidden_state                          # [N, C, h, w]
+        if self.vta is not None:
+            mask_features = self.vta(mask_features, frames, text_ids, text_mask)  # Eq. 3
         tags = None
-        if self.stone is not None:
+        if self.stone is not None:   # after Eq. 3, whose Normalize would subtract it (one value per pixel)
             if stone is None:
                 raise ValueError("this model needs a stepping-stone mask")
             mask_features = mask_features + F.interpolate(stone.unsqueeze(1).float(), size=mask_features.shape[-2:],
                                                           mode="bilinear", align_corners=False)
             tags = [self.stone(stone, f.shape[-2:]) for f in pix.decoder_hidden_states]
-        if self.vta is not None:
-            mask_features = self.vta(mask_features, frames, text_ids, text_mask)  # Eq. 3
         dec = transformer_forward(self.m2f.model.transformer_module, pix.decoder_hidden_states, mask_features,
                                   self.audio(audio), tags, stone if self.stone is not None else None)
         classes = [self.m2f.class_predictor(h.transpose(0, 1)) for h in dec.intermediate_hidden_states]
@@ -95,13 +96,34 @@ def semantic_probs(class_logits: torch.Tensor, mask_logits: torch.Tensor) -> tor
     return torch.einsum("nqc,nqhw->nchw", class_logits.softmax(-1)[..., :-1], mask_logits.sigmoid())
 
 
-def foreground_prob(class_logits: torch.Tensor, mask_logits: torch.Tensor, binary: bool) -> torch.Tensor:
-    """[N, h, w] foreground probability. Binary (AAVS's classes background 0 and sounding 1): the
-    sounding class's share of the two semantic scores, above 0.5 exactly where the semantic
-    argmax picks it (AAVS scores its mIoU by that argmax). Semantic: every class but background 0."""
-    probs = semantic_probs(class_logits, mask_logits)
-    fg = probs[:, 1] / (probs[:, 0] + probs[:, 1]).clamp_min(1e-6) if binary else probs[:, 1:].sum(1)
-    return fg.clamp(0, 1)
+def foreground_logit(class_logits: torch.Tensor, mask_logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """[N, Q, C+1], [N, Q, h, w] -> [N, h, w] the logit of the foreground probability p, in float32,
+    clamped to [logit(eps), logit(1 - eps)]. p is the foreground's share of Mask2Former's semantic
+    scores (``semantic_probs``): s_fg / (s_0 + s_fg), with s_0 background's score and s_fg the sum
+    of every other class's (binary: AAVS's sounding class; the share is above 0.5 exactly where
+    the semantic argmax picks it), the denominator floored at ``eps``. (The sum of the class scores
+    alone is no probability: Q queries each add up to one, so at initialization it exceeds 1
+    everywhere, where a clamp would leave the post-mask loss no gradient.)
+
+    Computed in log space from the logits (log-softmax, log-sigmoid, logsumexp over the queries:
+    no matrix product), so that under bf16 autocast every op runs in float32 and the post-mask
+    loss can take ``binary_cross_entropy_with_logits``, which CUDA autocast accepts (it refuses
+    ``binary_cross_entropy`` on probabilities)."""
+    log_cls = class_logits.float().log_softmax(-1)                                  # [N, Q, C+1]
+    log_msk = F.logsigmoid(mask_logits.float())                                     # [N, Q, h, w]
+    per_query = torch.stack([log_cls[..., 0], torch.logsumexp(log_cls[..., 1:-1], dim=-1)], dim=2)   # [N, Q, 2]
+    log_s = torch.logsumexp(per_query[..., None, None] + log_msk[:, :, None], dim=1)  # [N, 2, h, w]: s_0, s_fg
+    z = log_s[:, 1] - log_s[:, 0]                                                   # logit(s_fg / (s_0 + s_fg))
+    floored = torch.logaddexp(log_s[:, 0], log_s[:, 1]) < math.log(eps)             # there p = s_fg / eps
+    z = torch.where(floored, _logit_of_log(log_s[:, 1] - math.log(eps), eps), z)
+    bound = math.log1p(-eps) - math.log(eps)
+    return z.clamp(-bound, bound)
+
+
+def _logit_of_log(log_p: torch.Tensor, eps: float) -> torch.Tensor:
+    """logit(p) from log p, p clamped to [eps, 1 - eps]: log p - log(1 - p)."""
+    log_p = log_p.clamp(math.log(eps), math.log1p(-eps))
+    return log_p - torch.log(-torch.expm1(log_p))
 
 
 def class_scores(class_logits: torch.Tensor, mask_logits: torch.Tensor, size: int, out_size: int) -> torch.Tensor:

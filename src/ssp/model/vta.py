@@ -22,7 +22,10 @@ Eq. 3:  F' = Norm(F + Align_1 + Align_2), added at every pixel of the decoder's 
 features F (the pixel decoder's mask features).
 
 'att' (Fig. 6) replaces the two BERT passes by one plain multi-head cross attention from each
-caption's tokens to Z_V, with the same pooling and head.
+caption's tokens to Z_V with a residual connection (each token plus what it attends to, as a
+transformer's cross-attention sublayer and CCNet's criss-cross attention, the paper's [13], add
+their input back: without it the caption would only weight an average of visual tokens), then
+the same pooling and head.
 """
 from __future__ import annotations
 
@@ -165,9 +168,9 @@ class VTA(nn.Module):
         keep = max(1, int(mask.sum(1).max()))              # padding past the longest caption dropped (speed)
         ids, mask = ids[:, :keep], mask[:, :keep]
         z_a = self.mlp_t(self.text.embeddings.word_embeddings(ids))                         # line 5 [N, La, D]
-        if self.mode == "att":
-            h, _ = self.cross(z_a, z_v, z_v, key_padding_mask=None)
-            return self.align(masked_mean(h, mask))
+        if self.mode == "att":   # the caption's tokens plus what they attend to in Z_V (a residual cross attention)
+            attended, _ = self.cross(z_a, z_v, z_v, need_weights=False)
+            return self.align(masked_mean(z_a + attended, mask))
         vmask = torch.ones(z_v.shape[:2], dtype=mask.dtype, device=z_v.device)              # Attmask^V
         unify = torch.cat([mask, vmask], dim=1)                                             # line 6
         # positions as in the padded sequence: Z_V's do not depend on which captions share the batch
