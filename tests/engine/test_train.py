@@ -1,9 +1,11 @@
 """The trainer: resume equivalence, DDP equivalence, preemption, predictions and metrics logs."""
+import contextlib
 import dataclasses
 import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -171,37 +173,51 @@ def test_the_trained_model_holds_the_best_validation_epoch(tiny_run, tmp_path, m
                                                                "epoch": 4, "val_miou": 0.1}
 
 
-def test_ddp_two_processes_equal_one(tiny_run, tmp_path):
+def test_ddp_two_processes_equal_one(tiny_run, tmp_path, monkeypatch):
     """2 processes x 1 video (gloo) give the same per-step loss and update as 1 process x 2 videos.
+    The DDP runs are the training job's own relaunch (``train.gpus: 2``), two of them started at
+    once while a third process holds port 29500, as jobs share a node: they do not collide
+    (``torchrun --standalone``; torch releases since early 2026 also pick a free port on one
+    node without it, the 2.7 of envs/torch.yaml does not).
 
     Weights are compared after one step: after that, Adam's near-sign updates of parameters
     whose gradient is ~0 let float noise grow, so later steps are compared through the loss.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ssp.engine.jobs import run_training
+
     cfg = tiny_run_config(tiny_run, epochs=1, batch_size=2)
     raw_ddp = yaml.safe_load(yaml.safe_dump(cfg.raw))
-    raw_ddp["train"]["batch_size"] = 1
-    outs = {"single": tmp_path / "single", "ddp": tmp_path / "ddp"}
-    confs = {"single": (cfg.raw, 1), "ddp": (raw_ddp, 2)}
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    raw_ddp["train"].update(batch_size=1, gpus=2)
+    ddp = Config.from_dict(raw_ddp)
+    outs = {name: tmp_path / name for name in ("single", "ddp", "ddp2")}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-    def run(name, steps):
-        raw, nproc = confs[name]
-        conf = tmp_path / f"{name}.yaml"
-        conf.write_text(yaml.safe_dump(raw))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "ssp", "train", "--config", str(conf), "--variant", "baseline", "--out", str(outs[name]),
+    def single(steps):
+        conf = tmp_path / "single.yaml"
+        conf.write_text(yaml.safe_dump(cfg.raw))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "ssp",
+               "train", "--config", str(conf), "--variant", "baseline", "--out", str(outs["single"]),
                "--max-steps", str(steps)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+                              timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for name in outs:
-        run(name, 1)
+    single(1)
+    with contextlib.ExitStack() as held, ThreadPoolExecutor(2) as pool:   # two relaunches at once
+        try:   # and a third job holding torchrun's static port (what an older torch takes without --standalone)
+            held.enter_context(socket.create_server(("127.0.0.1", 29500)))
+        except OSError:
+            pass
+        list(pool.map(lambda name: run_training(ddp, "baseline", outs[name], max_steps=1), ("ddp", "ddp2")))
     a = read_checkpoint(outs["single"] / "checkpoint.pt")["model"]
-    b = read_checkpoint(outs["ddp"] / "checkpoint.pt")["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
-    for name in outs:
-        run(name, 2)   # resumes from the step-1 checkpoint
+    for name in ("ddp", "ddp2"):
+        b = read_checkpoint(outs[name] / "checkpoint.pt")["model"]
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
+    single(2)   # resumes from the step-1 checkpoint
+    run_training(ddp, "baseline", outs["ddp"], max_steps=2)
     la, lb = (pd.read_csv(outs[n] / "metrics.csv") for n in ("single", "ddp"))
     la, lb = (x[x["name"] == "loss"]["value"].to_numpy() for x in (la, lb))
     assert len(la) == len(lb) == 2
@@ -223,6 +239,17 @@ def test_predictions_format(tiny_run, tmp_path):
         assert vids
         s = h5[vids[0]]["scores"][()]
         assert s.dtype == "float32" and s.shape[1:] == (48, 48) and 0 <= s.min() and s.max() <= 1
+    with h5py.File(tmp_path / "base.h5") as h5:   # binary masks: the argmax, as AAVS saves its stage-1 masks
+        vid = next(iter(h5))
+        masks, scores = h5[vid]["masks"][()], h5[vid]["scores"][()]
+    assert masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1} and (masks == (scores > 0.5)).all()
+    from ssp.engine.build import make_dataset, select
+    from ssp.variants import VARIANTS
+
+    ds, _ = make_dataset(cfg, select(m, cfg, "test"), VARIANTS["full"], stage1=tmp_path / "base.h5",
+                         captions=_caps(cfg))
+    item = ds[list(ds.rows["video_id"]).index(vid)]
+    assert np.array_equal(item["stage1"], masks)   # the stones and the pre-mask's stand-in at test
     from PIL import Image
 
     from ssp.engine.inference import write_pngs
@@ -328,7 +355,7 @@ def test_several_gpus_relaunch_under_torchrun_with_what_the_rule_declared(tmp_pa
     run_training(cfg, "full", tmp_path / "out", captions_files=["c.jsonl"], max_steps=3, inputs=inputs,
                  stage1_val=tmp_path / "val.h5")
     cmd = seen["cmd"]
-    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc_per_node=2" in cmd
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in cmd
     assert cmd[cmd.index("--max-steps") + 1] == "3" and cmd[cmd.index("--stage1-val") + 1] == str(tmp_path / "val.h5")
     declared = json.loads(Path(cmd[cmd.index("--inputs") + 1]).read_text())
     assert declared == {"manifest": inputs["manifest"], "frames": inputs["frames"]}

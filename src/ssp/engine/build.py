@@ -137,7 +137,8 @@ def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage
 
 def training_setup(model: SSPModel, t, device: torch.device, *, world: int = 1, local: int = 0):
     """(forward module, optimizer, autocast settings) for ``train`` settings ``t``: DDP over several
-    processes, channels-last weights, ``torch.compile``, fused AdamW and bf16 autocast on CUDA."""
+    processes, channels-last weights, ``torch.compile``, fused AdamW on CUDA and the autocast
+    ``train.precision`` asks for (``autocast_settings``)."""
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     fwd = model
@@ -148,6 +149,11 @@ def training_setup(model: SSPModel, t, device: torch.device, *, world: int = 1, 
         fwd = torch.compile(fwd)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=t.lr, weight_decay=t.weight_decay,
                             fused=device.type == "cuda")
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16,
-                    enabled=device.type == "cuda" and t.precision in ("auto", "bf16"))
-    return fwd, opt, autocast
+    return fwd, opt, autocast_settings(t.precision, device)
+
+
+def autocast_settings(precision: str, device: torch.device) -> dict:
+    """``torch.autocast`` keywords for ``train.precision``: ``bf16``, bf16 autocast on any device (a
+    CPU's too); ``auto``, bf16 on CUDA and float32 elsewhere; ``fp32``, none (AAVS's)."""
+    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return dict(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

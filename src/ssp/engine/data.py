@@ -17,7 +17,7 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from ssp.io import logs, shm
-from ssp.io.store import ShardedStore
+from ssp.io.store import ShardedStore, ShardReader, binary_masks
 
 S4_SUBSETS = ("v1s", "s4")
 log = logging.getLogger(__name__)
@@ -46,8 +46,6 @@ class VideoDataset(Dataset):
             raise ValueError("text prompts need captions and a tokenizer")
         self.stage1 = None
         if stage1 is not None:
-            from ssp.io.store import ShardReader
-
             self.stage1 = ShardReader(stage1)
 
     def __len__(self) -> int:
@@ -89,7 +87,7 @@ class VideoDataset(Dataset):
         if "flow_mask" in self.stores:   # not its gray maps (the flow figure's), twice its size
             item["flow_mask"] = self.stores["flow_mask"].read(vid, ("flow_mask",))["flow_mask"]
         if self.stage1 is not None:
-            item["stage1"] = self.stage1.read(vid, ("scores",))["scores"]
+            item["stage1"] = binary_masks(self.stage1, vid)   # 0 or 1, as AAVS's saved stage-1 masks
         if self.s4_first_frame and self._is_s4_train(i):
             for key in ("frames", "pixels", "labels", "has_mask", "flow_mask", "stage1"):   # not the audio
                 if key in item:

@@ -2,9 +2,11 @@
 
 One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
   binary tasks:   ``scores`` float32 [T, H, W], the sounding class's share of the two class
-                  scores, in [0, 1] (above 0.5 where AAVS's argmax picks sounding), and
+                  scores, in [0, 1] (above 0.5 where AAVS's argmax picks sounding),
                   ``class_scores`` float16 [T, 2, H, W], background and sounding (AAVS's F-score
-                  thresholds sigmoid(2 s_sounding - s_background))
+                  thresholds sigmoid(2 s_sounding - s_background)), and ``masks`` uint8 [T, H, W],
+                  their argmax, 0 or 1 (a tie is background): a stage-1 model's masks are the
+                  stepping stones and the pre-mask's stand-in at test, binary as AAVS saves them
   semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
 File attributes name the model, the task, the test-time pre-mask choice and which training epoch
 the model is (``model_epoch``, ``model_by``: its best validation epoch, or its last).
@@ -95,9 +97,10 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
             batch = to_device(collate([ds[i]]), device)
             with torch.no_grad():
                 res = predict_video(model, batch, binary, choice, out_size=size)
-            if binary:   # the sounding share (mIoU) and both class scores (AAVS's F-score map)
+            if binary:   # the sounding share (mIoU), both class scores (AAVS's F-score map), the argmax mask
                 w.add(ds.rows.at[i, "video_id"], {"scores": sounding_share(res).cpu().numpy().astype(np.float32),
-                                                  "class_scores": res.cpu().numpy().astype(np.float16)})
+                                                  "class_scores": res.cpu().numpy().astype(np.float16),
+                                                  "masks": res.argmax(1).cpu().numpy().astype(np.uint8)})
             else:
                 w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})
     log.info("predictions of %s on %s: %d videos -> %s", variant_name, split, len(w.written), out)

@@ -1,7 +1,8 @@
 """Entry points shared by the CLI and the rules: one training job, one prediction job.
 
-With ``train.gpus > 1`` the training job re-launches itself under ``torchrun`` (one process per
-GPU, DistributedDataParallel) inside the same job allocation.
+With ``train.gpus > 1`` the training job re-launches itself under ``torchrun --standalone`` (one
+process per GPU, DistributedDataParallel) inside the same job allocation; its rendezvous takes a
+free local port, so several such jobs share a node.
 """
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
         conf.write_text(yaml.safe_dump(cfg.raw))
         declared = out_dir / "inputs.json"
         declared.write_text(json.dumps({"manifest": str(manifest), **{k: list(map(str, v)) for k, v in inputs.items()}}))
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.train.gpus}", "-m", "ssp",
+        # --standalone: a rendezvous on a free local port, so that two jobs on one node do not collide
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.gpus}",
+               "-m", "ssp",
                "train", "--config", str(conf), "--variant", variant, "--out", str(out_dir),
                "--inputs", str(declared), *(["--stage1-val", str(stage1_val)] if stage1_val else []),
                *(["--max-steps", str(max_steps)] if max_steps else []), "--captions", *map(str, captions_files)]

@@ -7,7 +7,7 @@
   then exits with 143); ``train`` resumes from it automatically, so a run killed after k steps
   and resumed reaches the same state as an uninterrupted one. A checkpoint written for other
   settings or inputs (``run_fingerprint``) is not resumed: that run starts over.
-* bf16 autocast on CUDA (``precision: auto``), fused AdamW on CUDA, optional channels-last
+* bf16 autocast as ``train.precision`` asks (``auto``: on CUDA), fused AdamW on CUDA, optional channels-last
   memory format and ``torch.compile`` (``channels_last``, ``compile``); DistributedDataParallel
   under ``torchrun``. ``benchmarks/train_throughput.py`` times ``train_step`` with these
   settings against the AAVS recipe (fp32, one video per step).

@@ -159,6 +159,16 @@ class ShardReader:
         return {"path": self.path, "_h5": None, "_fd": None, "_pid": None}
 
 
+def binary_masks(reader: ShardReader, video_id: str) -> np.ndarray:
+    """A binary predictions file's masks of one video, uint8 [T, H, W] in {0, 1}: its ``masks`` (the
+    argmax of the two class scores, as AAVS saves its stage-1 predictions), or, in a file written
+    without them, ``scores`` > 0.5 (the same pixels: the sounding share is above 0.5 exactly where
+    the argmax picks sounding)."""
+    if "masks" in reader.h5[video_id]:
+        return reader.read(video_id, ("masks",))["masks"]
+    return (reader.read(video_id, ("scores",))["scores"] > 0.5).astype(np.uint8)
+
+
 class ShardedStore:
     """One stage's shards, addressed by video id through the manifest's shard index."""
 

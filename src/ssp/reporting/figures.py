@@ -8,7 +8,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from ssp.flow.mask import flow_to_color
-from ssp.io.store import ShardReader
+from ssp.io.store import ShardReader, binary_masks
 from ssp.model.premask import premask_for_test
 
 COLUMNS = ("frame", "flow", "M_O", "M_Pre", "prediction", "truth")
@@ -38,7 +38,7 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
         f = frames.read(vid, ("frames",))["frames"][t]
         fl = flows.read(vid)["flow"].astype(np.float32)
         mo = flow_masks.read(vid)["flow_mask"][t]
-        s1 = torch.from_numpy(stage1.read(vid, ("scores",))["scores"][t]) if stage1 is not None else None
+        s1 = torch.from_numpy(binary_masks(stage1, vid)[t]) if stage1 is not None else None
         mpre = premask_for_test(torch.from_numpy(mo), s1, premask_test if s1 is not None or premask_test != "stage1"
                                 else "flow").numpy()
         pred = predictions.read(vid)
