@@ -130,35 +130,39 @@ def _captions(paper_path):
     return load_captions(sorted((paper_path.dirs / "captions").glob("*.jsonl")))
 
 
-def _run_setting(paper_path, setting: str, out, **train) -> dict:
-    """Stage 1 (S4/MS3: the baseline) trained and its masks predicted on val and test, then every
-    variant trained and predicting test with them; returns variant -> its test predictions."""
+def _run_setting(paper_path, setting: str, out, *, masks: dict | None = None, **train) -> dict:
+    """Stage 1 (S4/MS3: the baseline) trained and, unless ``masks`` (its val and test masks) are
+    given, its masks predicted on val and test; then every variant trained, and without ``masks``
+    predicting test with them. Returns the stage-1 masks and variant -> its test predictions."""
     from ssp.engine.inference import predict
     from ssp.engine.loop import train as train_model
 
     cfg = paper_path.config(setting, **train)
     rows = _setting_videos(paper_path.manifest, cfg)
     semantic = cfg.train.task == "semantic"
-    caps = _captions(paper_path)
-    common = dict(stage_dirs=paper_path.dirs, captions=caps)
+    common = dict(stage_dirs=paper_path.dirs, captions=_captions(paper_path))
     stage1 = train_model(cfg, rows, "baseline", out / "stage1", task="binary", **common)
-    masks = {s: out / f"stage1_{s}.h5" for s in ("val", "test")}
-    for split, path in masks.items():
-        predict(cfg, rows, stage1, split, path, task="binary", **common)
-    predictions = {}
+    predicting = masks is None
+    if predicting:
+        masks = {s: out / f"stage1_{s}.h5" for s in ("val", "test")}
+        for split, path in masks.items():
+            predict(cfg, rows, stage1, split, path, task="binary", **common)
+    predictions = {"stage1": masks}
     for name in VARIANTS:
         weights = stage1 if name == "baseline" and not semantic else train_model(
             cfg, rows, name, out / name, stepping_stone=semantic, stage1_val=masks["val"], **common)
-        predictions[name] = out / f"{name}_test.h5"
-        predict(cfg, rows, weights, "test", predictions[name], stage1=masks["test"], **common)
+        if predicting:
+            predictions[name] = out / f"{name}_test.h5"
+            predict(cfg, rows, weights, "test", predictions[name], stage1=masks["test"], **common)
     return predictions
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_every_variant_trains_and_predicts_on_the_paper_path_with_no_op_cuda_autocast_refuses(
         paper_path, setting, tmp_path, caplog):
-    """Both of AAVS's phases of every variant, and its predictions, in fp32 (the paper configs'
-    precision) and under CPU bf16 autocast; finite predictions; no op that CUDA autocast refuses."""
+    """Both of AAVS's phases of every variant and its predictions in fp32 (the paper configs'
+    precision), and the training again under CPU bf16 autocast; finite predictions; no op that
+    CUDA autocast refuses."""
     from ssp.model.adapters import PHASE2_NOTE
 
     caplog.set_level(logging.INFO, logger="ssp")
@@ -171,12 +175,13 @@ def test_every_variant_trains_and_predicts_on_the_paper_path_with_no_op_cuda_aut
     trainings = len(VARIANTS) + (setting == "avss")                    # stage 1 apart in AVSS
     assert sum(r.getMessage().startswith(f"epoch 2: {PHASE2_NOTE}") for r in caplog.records) == trainings
     key = "labels" if setting == "avss" else "scores"
+    masks = predictions.pop("stage1")
     for name, path in predictions.items():
         with h5py.File(path) as h5:
             [vid] = list(h5)
             assert np.isfinite(h5[vid][key][()].astype(np.float32)).all(), name
-    with AutocastAudit() as audit:   # the same path under CPU bf16 autocast
-        _run_setting(paper_path, setting, tmp_path / "bf16", precision="bf16")
+    with AutocastAudit() as audit:   # the same training under CPU bf16 autocast (predictions run in fp32)
+        _run_setting(paper_path, setting, tmp_path / "bf16", masks=masks, precision="bf16")
     assert audit.refused == {}, f"ops CUDA autocast refuses: {audit.refused}"
     assert audit.ops["aten::binary_cross_entropy_with_logits"] > 0 and audit.bf16 > 0
 
