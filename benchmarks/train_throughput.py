@@ -256,7 +256,7 @@ def main() -> int:
     if args.data == "synthetic":
         ds = SyntheticVideos(max(8, 2 * max(args.batch)), args.frames, cfg.preprocess.image_size)
     else:
-        ds, _ = make_dataset(cfg, select(read_manifest(RunLayout.of(cfg).manifest), cfg, "train"), VARIANTS["baseline"])
+        ds, _ = make_dataset(cfg, select(read_manifest(RunLayout.of(cfg).manifest), cfg, "train"), VARIANTS["baseline"], binary=True)
     settings = {"aavs": dict(recipe="aavs", batch=1, bf16=False, channels_last=False, compile=False, tune=args.tune)}
     for n in args.batch:
         settings[f"ours-bs{n}"] = dict(recipe="ours", batch=n, bf16=cuda, channels_last=False, compile=False,

@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")
     p.add_argument("--task", choices=["s4", "ms3", "avss"], required=True)
     p.add_argument("--root", required=True, help="dataset root (AVSBench-semantic or -object layout)")
-    p.add_argument("--predictions", required=True, help="predictions HDF5 (see README)")
+    p.add_argument("--predictions", required=True, help="predictions HDF5 (format: docs/outputs.md)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--allow-missing", action="store_true", help="score only the videos that have predictions")

@@ -89,7 +89,8 @@ def reference_markdown() -> str:
             if "enum" in sub:
                 kind = " / ".join(f"`{v}`" for v in sub["enum"] if v is not None)
             reruns = "no" if sub.get("x-speed-only") else "selection" if sub.get("x-selection-only") else "yes"
-            default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+            default = f"`{json.dumps(sub['default'])}`" if "default" in sub else \
+                f"as `{sub['x-inherits']}`" if "x-inherits" in sub else ""
             lines.append(f"| `{name}` | {cell(kind)} | {cell(default)} | {reruns} | {cell(sub.get('description', ''))} |")
 
     walk(schema(), "")
@@ -419,6 +420,8 @@ class TrainConfig:
     lr_decay: float
     weight_decay: float
     batch_size: int
+    shuffle: bool
+    stage1: dict   # semantic runs: the train settings the binary stage-1 model takes instead (absent: the run's)
     num_workers: int
     seed: int
     precision: str

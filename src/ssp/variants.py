@@ -71,6 +71,14 @@ def with_overrides(cfg, extra: dict):
     return cfg
 
 
+def stage1_settings(cfg):
+    """The config the binary stage-1 model of a semantic run trains with: ``train.stage1``'s keys
+    in place of the run's ``train`` ones (AAVS trains it with its AVS script's schedule)."""
+    if not cfg.train.stage1:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **cfg.train.stage1))
+
+
 def study_variants(cfg) -> dict[str, list[str]]:
     """Each table's variants: ``table2`` (``train.variants``), ``ablations`` (every Table 2 row),
     ``postmask_sweep`` (Fig. 5: the full model with each lambda'_mask of ``studies.postmask_weights``)

@@ -29,7 +29,7 @@ def _with(cfg, section: str, **values):
 def _video(cfg, subset: str, split: str, variant="baseline"):
     rows = select(read_manifest(RunLayout.of(cfg).manifest), cfg, split)
     rows = rows[rows["subset"] == subset].reset_index(drop=True)
-    ds, _ = make_dataset(cfg, rows, VARIANTS[variant])
+    ds, _ = make_dataset(cfg, rows, VARIANTS[variant], binary=True)
     return ds
 
 
@@ -267,7 +267,8 @@ def test_aavs_fscore_is_scored_on_sigmoid_of_2_s1_minus_s0(tmp_path, semantic_ro
     from ssp.io.media import read_video_masks
 
     row_dir = semantic_root / "v1m" / "vidB_1" / "labels_rgb"
-    truth = np.stack([read_video_masks([str(row_dir / f"{t}.png")], "rgb", 224, 71)[0][0] for t in range(5)]) > 0
+    truth = np.stack([read_video_masks([str(row_dir / f"{t}.png")], "rgb", 224, 71, binary=True)[0][0]
+                      for t in range(5)]) > 0                               # AAVS's binary ground truth
     rng = np.random.default_rng(0)
     scores = rng.random((5, 2, 224, 224)).astype(np.float16)
     scores[:, 1] += truth.astype(np.float16) * 0.5
@@ -333,3 +334,74 @@ def test_loss_targets_are_the_224_masks_at_the_input_size_nearest():
     got = network_targets(torch.as_tensor(labels), 384).numpy()
     expected = np.stack([np.asarray(Image.fromarray(m).resize((384, 384), Image.NEAREST)) for m in labels])
     assert np.array_equal(got, expected)
+
+
+# ----------------------------------------------------------------------------- AVSS's two stages
+
+def test_avss_stage1_trains_as_aavs_avs_script(tmp_path, monkeypatch):
+    """configs/avss.yaml: the binary stage-1 model takes AAVS's AVS script's schedule (``avs/train.py``
+    86-97, ``avs/config.py`` 27: 60 epochs, the restart at epochs // 2 = 30, clipping to 0.01,
+    shuffled), stage 2 its AVSS script's (``avss/train.py`` 89, 100: restart at 20, no clipping;
+    ``avss/dataset.py`` 91-94: unshuffled)."""
+    import yaml
+    from conftest import ROOT
+
+    import ssp.engine.loop
+    from ssp.config import Config, merge
+    from ssp.engine.jobs import run_training
+
+    avss = yaml.safe_load((ROOT / "configs" / "avss.yaml").read_text())
+    raw = merge(tiny_run_config(tmp_path).raw, {"train": avss["train"]})
+    cfg = Config.from_dict(raw)
+    seen = {}
+    monkeypatch.setattr(ssp.engine.loop, "train", lambda cfg, manifest, variant, out, **kw: seen.setdefault(variant, cfg.train))
+    monkeypatch.setattr(ssp.engine.jobs, "read_manifest", lambda path: None)
+    run_training(cfg, "stage1", tmp_path / "s1")
+    run_training(cfg, "full", tmp_path / "full")
+    one, two = seen["baseline"], seen["full"]
+    assert (one.epochs, one.lr_decay_epoch, one.grad_clip, one.shuffle) == (60, 30, 0.01, True)
+    assert (two.epochs, two.lr_decay_epoch, two.grad_clip, two.shuffle) == (60, 20, None, False)
+
+
+def test_unshuffled_order_is_v1s_v1m_v2_each_in_the_datasets_order():
+    """``train.shuffle: false``: AAVS's ConcatDataset([v1s, v1m, v2]) read in order (``avss/dataset.py`` 91-94)."""
+    import pandas as pd
+
+    from ssp.engine.loop import fixed_order
+
+    rows = pd.DataFrame({"video_id": list("abcdef"), "subset": ["v2", "v1m", "v1s", "v2", "v1s", "v1m"]})
+    assert [rows["video_id"][i] for i in fixed_order(rows)] == ["c", "e", "b", "f", "a", "d"]
+
+
+
+def test_ground_truth_at_224_as_aavs_reads_it(tmp_path):
+    """A source-size colour mask (320 x 180, AVSBench-semantic's labels_rgb) against AAVS's readers
+    written out: binary (``avs/dataset.py`` 180-184) cv2.imread, cv2.resize to 224 (bilinear),
+    BGR to grey, > 0; semantic (``avss/dataset.py`` 43, 46-62) PIL RGB, resized by PIL's nearest,
+    then the palette matched colour by colour (argmax; an unknown colour is background)."""
+    import cv2
+    from PIL import Image
+
+    from ssp.io.media import read_mask
+    from ssp.io.palette import colorize, palette
+
+    labels = np.zeros((180, 320), np.uint8)
+    labels[20:97, 33:150] = 5
+    labels[60:170, 140:301] = 12
+    labels[150:179, 3:40] = 70
+    rgb = colorize(labels)
+    rgb[0, 0] = (1, 2, 3)                                                         # a colour of no class
+    path = tmp_path / "0.png"
+    Image.fromarray(rgb).save(path)
+
+    bgr = cv2.resize(cv2.imread(str(path)), (224, 224))
+    binary = (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) > 0).astype(np.uint8)
+    small = np.asarray(Image.open(path).convert("RGB").resize((224, 224), Image.NEAREST))
+    colours = palette()[:71]
+    semantic = np.stack([np.all(np.equal(small, c), axis=-1) for c in colours], -1).astype(np.float32).argmax(-1)
+
+    assert np.array_equal(read_mask(str(path), "rgb", 224, 71, binary=True), binary)
+    assert np.array_equal(read_mask(str(path), "rgb", 224, 71), semantic.astype(np.uint8))
+    # the other readings differ on this mask: not AAVS's by accident
+    nearest = cv2.resize(labels, (224, 224), interpolation=cv2.INTER_NEAREST)
+    assert not np.array_equal(nearest, semantic) and not np.array_equal(nearest > 0, binary.astype(bool))

@@ -213,7 +213,8 @@ def _batch(paper_path, cfg, name: str):
     from ssp.engine.data import collate
 
     rows = _setting_videos(paper_path.manifest, cfg)
-    ds, _ = make_dataset(cfg, rows[rows["split"] == "train"], VARIANTS[name], captions=_captions(paper_path),
+    ds, _ = make_dataset(cfg, rows[rows["split"] == "train"], VARIANTS[name], binary=cfg.train.task == "binary",
+                         captions=_captions(paper_path),
                          stage_dirs=paper_path.dirs)
     return to_device(collate([ds[0], ds[1]]), "cpu")
 

@@ -246,7 +246,7 @@ def test_predictions_format(tiny_run, tmp_path):
     from ssp.engine.build import make_dataset, select
     from ssp.variants import VARIANTS
 
-    ds, _ = make_dataset(cfg, select(m, cfg, "test"), VARIANTS["full"], stage1=tmp_path / "base.h5",
+    ds, _ = make_dataset(cfg, select(m, cfg, "test"), VARIANTS["full"], binary=True, stage1=tmp_path / "base.h5",
                          captions=_caps(cfg))
     item = ds[list(ds.rows["video_id"]).index(vid)]
     assert np.array_equal(item["stage1"], masks)   # the stones and the pre-mask's stand-in at test
@@ -269,26 +269,36 @@ def test_predictions_format(tiny_run, tmp_path):
 
 
 def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path, monkeypatch):
-    """Stage 2 keeps its best validation epoch by AVSS mIoU, with the ground truth's foreground as
-    the stones: the figure `ssp evaluate` gives that epoch's predictions from such stones."""
+    """Stage 2 keeps its best validation epoch by AVSS mIoU, validated as AAVS's evaluation does,
+    with the stage-1 masks of the val split as the stones: the figure `ssp evaluate` gives that
+    epoch's predictions from the same stones. Without them, validation takes the ground truth's
+    foreground and says so."""
     import ssp.engine.loop
-    from ssp.engine.inference import predict
+    from ssp.engine.inference import load_trained, predict
     from ssp.engine.jobs import run_training
-    from ssp.engine.loop import make_dataset, select
+    from ssp.engine.loop import make_dataset, select, validate
     from ssp.evaluation.scoring import evaluate
     from ssp.io.store import ShardWriter
     from ssp.variants import VARIANTS
 
     cfg = tiny_run_config(tiny_run, epochs=2, task="semantic", subsets=["v1s", "v1m", "v2"])
+    m = read_manifest(RunLayout.of(cfg).manifest)
+    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"], binary=False)
+    with ShardWriter(tmp_path / "stones.h5", {}) as w:   # stage-1 masks of the val split: here, the truth's
+        for i in range(len(ds)):
+            item = ds[i]
+            assert item["has_mask"].all()
+            w.add(item["video_id"], {"masks": (item["labels"] > 0).astype(np.uint8)})
     stones, real = [], ssp.engine.loop.predict_video
 
     def predict_video(model, batch, *args, **kwargs):
-        stones.append(torch.equal(batch["stones"], (batch["labels"] > 0).float()))
+        stones.append("stones" not in batch and torch.equal(batch["stage1"].float(), (batch["labels"] > 0).float()))
         return real(model, batch, *args, **kwargs)
 
     monkeypatch.setattr(ssp.engine.loop, "predict_video", predict_video)
-    path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None)
-    assert stones and all(stones)   # every validation video, both epochs
+    path = run_training(cfg, "baseline", tmp_path / "sem", captions_files=[], max_steps=None,
+                        stage1_val=tmp_path / "stones.h5")
+    assert stones and all(stones)   # every validation video, both epochs: the stage-1 masks as stones
     monkeypatch.undo()
     state = read_trained(path)
     assert state["task"] == "semantic" and state["stepping_stone"]
@@ -296,17 +306,12 @@ def test_semantic_stage2_trains_and_validates_as_avss_scores(tiny_run, tmp_path,
     best = json.loads((tmp_path / "sem" / "best.json").read_text())
     assert state["selected"] == {"by": "best validation mIoU", "epoch": best["epoch"], "val_miou": best["val_miou"]}
     val = pd.read_csv(tmp_path / "sem" / "metrics.csv").query("kind == 'val'")
-    assert set(val.query("name == 'val_stones'")["value"]) == {"ground truth"}
-    m = read_manifest(RunLayout.of(cfg).manifest)
-    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
-    with ShardWriter(tmp_path / "stones.h5", {}) as w:
-        for i in range(len(ds)):
-            item = ds[i]
-            assert item["has_mask"].all()
-            w.add(item["video_id"], {"scores": (item["labels"] > 0).astype(np.float32)})
+    assert set(val.query("name == 'val_stones'")["value"]) == {"stage1"}
     predict(cfg, m, path, "val", tmp_path / "val.h5", stage1=tmp_path / "stones.h5")
     scored = evaluate("avss", cfg.dataset_root, tmp_path / "val.h5", split="val")
     assert scored["miou"] == pytest.approx(best["val_miou"], abs=1e-9)
+    model = load_trained(cfg, path, "cpu").model
+    assert validate(cfg, m, model, VARIANTS["baseline"], False, "cpu")["val_stones"] == "ground truth"
     # the metrics say which epoch of training they score, for the tables
     assert (scored["model_epoch"], scored["model_by"]) == (best["epoch"], "best validation mIoU")
 
@@ -321,7 +326,7 @@ def test_validation_uses_the_stand_in_test_uses(tiny_run, caplog):
 
     cfg = tiny_run_config(tiny_run)
     m = read_manifest(RunLayout.of(cfg).manifest)
-    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"])
+    ds, _ = make_dataset(cfg, select(m, cfg, "val"), VARIANTS["baseline"], binary=True)
     stage1 = tiny_run / "stage1_val.h5"
     with ShardWriter(stage1, {}) as w:
         for i in range(len(ds)):

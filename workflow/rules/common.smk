@@ -206,14 +206,14 @@ def stage1_of(wildcards, split=None):
 
 
 def stage1_val(wildcards):
-    """What the pre-mask's validation reads for M_GT: the stage-1 predictions of the val split, as
-    test reads those of the test split (AVSS's validation stones stay the ground truth's).
+    """What validation reads of the stage-1 model, as test does on the test split: its val
+    predictions, for AVSS's stepping stones and for a pre-mask whose stand-in for M_GT they are.
     """
     preset = parse_variant(wildcards.variant)[0]
-    if (
-        preset == "stage1"
-        or not VARIANTS[preset].premask
-        or CFG.train.premask_test != "stage1"
+    if preset == "stage1":
+        return []
+    if CFG.train.task != "semantic" and (
+        not VARIANTS[preset].premask or CFG.train.premask_test != "stage1"
     ):
         return []
     return stage1_of(wildcards, "val")

@@ -15,7 +15,7 @@ Manifest columns (one row per video):
   labels      JSON list of class names named by the metadata (may be empty)
   shard       shard name, assigned by ``assign_shards``
 
-The layouts are described in ../shared/AVSBENCH.md and the README. Readers only build paths
+The layouts are described in ../shared/AVSBENCH.md and docs/datasets.md. Readers only build paths
 by the layout's rules; missing files are reported by the stage that opens them.
 """
 from __future__ import annotations

@@ -110,10 +110,11 @@ def select(manifest: pd.DataFrame, cfg: Config, split: str) -> pd.DataFrame:
     return manifest[(manifest["split"] == split) & manifest["subset"].isin(subsets)].reset_index(drop=True)
 
 
-def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage1=None, captions=None,
+def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, binary: bool, stage1=None, captions=None,
                  stage_dirs=None) -> tuple:
     """(dataset, dropped videos with reasons) of ``manifest``'s rows, read from ``stage_dirs`` (each
-    stage's shard folder, as the rule declares them; default: the run layout's)."""
+    stage's shard folder, as the rule declares them; default: the run layout's), with a binary
+    task's ground truth (``binary``) or a semantic one's."""
     dirs = stage_dirs if stage_dirs is not None else RunLayout.of(cfg).run
     stages = ["frames", "masks", "vggish"] + (["flow_mask"] if (variant.premask or variant.postmask) else [])
     rows, dropped = available_videos(manifest, dirs, stages)
@@ -131,7 +132,7 @@ def make_dataset(cfg: Config, manifest: pd.DataFrame, variant: Variant, *, stage
                       need_text=variant.text != "none", captions=captions, stage1=stage1, tokenizer=tokenizer,
                       max_text_len=cfg.model.max_text_len,
                       s4_first_frame=cfg.train.s4_train_frames == "first",
-                      pixels=cfg.preprocess.input_frames == "source")
+                      pixels=cfg.preprocess.input_frames == "source", binary=binary)
     return ds, dropped
 
 

@@ -2,7 +2,8 @@
 
 The same loss as transformers' ``Mask2FormerLoss`` (through ``get_loss_dict``), term for term:
 Hungarian matching of queries to ground-truth masks on ``num_points`` random points (cost:
-class 2 x -p(class), mask 5 x pairwise BCE, dice 5 x pairwise dice), then on the matched pairs the
+class ``matcher_class_cost`` (1, as AAVS's) x -p(class), mask 5 x pairwise BCE, dice 5 x
+pairwise dice), then on the matched pairs the
 point-sampled BCE and dice (points chosen by uncertainty: 3x oversampling, 75 % most uncertain,
 the rest random), each summed over masks and divided by the video's number of masks, and the
 class cross-entropy with no-object weight, for the final prediction and each auxiliary one.

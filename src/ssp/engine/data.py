@@ -28,14 +28,17 @@ log = logging.getLogger(__name__)
 class VideoDataset(Dataset):
     def __init__(self, manifest: pd.DataFrame, dirs: str | Path | Mapping[str, str | Path], *, need_flow: bool,
                  need_text: bool, captions: dict[str, dict] | None = None, stage1: str | Path | None = None,
-                 tokenizer=None, max_text_len: int = 32, s4_first_frame: bool = False, pixels: bool = False):
+                 tokenizer=None, max_text_len: int = 32, s4_first_frame: bool = False, pixels: bool = False,
+                 binary: bool = False):
         """``dirs``: each stage's shard folder (``layout.stage_dirs`` of a rule's inputs), or a run
         folder holding them all. ``s4_first_frame``: an S4 training video is its first frame T times,
         each copy with its own second of audio, all supervised by the first frame's mask, as AAVS's
         v1s training set is (``_idx = 0`` for the v1s train split, ``avs/dataset.py`` 143-145,
         174-186; S4 train videos have ground truth on the first frame only). ``pixels``: read the
-        frames' network copy too (``preprocess.input_frames: source``)."""
-        self.s4_first_frame, self.pixels = s4_first_frame, pixels
+        frames' network copy too (``preprocess.input_frames: source``). ``binary``: the ground truth of
+        a binary task, the masks shards' ``foreground`` (AAVS's AVS reader), as ``labels``; else
+        their ``labels`` (class indices)."""
+        self.s4_first_frame, self.pixels, self.binary = s4_first_frame, pixels, binary
         folder = stage_folders(dirs)
         self.rows = manifest.reset_index(drop=True)
         self.stores = {s: ShardedStore.from_manifest(folder(s), manifest) for s in ("frames", "masks", "vggish")}
@@ -60,6 +63,22 @@ class VideoDataset(Dataset):
                            "was written with preprocess.input_frames: stored; re-run the frames stage, or set "
                            "input_frames: stored") from None
 
+    def _truth(self, vid: str) -> dict:
+        """``labels`` (the task's ground truth) and ``has_mask`` of a video."""
+        store = self.stores["masks"]
+        if not self.binary:
+            return store.read(vid, ("labels", "has_mask"))
+        try:
+            read = store.read(vid, ("foreground", "has_mask"))
+        except KeyError:   # a shard written before the masks stage stored it
+            logs.warn_once(__name__, f"{store.reader(store.index[vid]).path} holds no 'foreground' (AAVS's binary "
+                                     "ground truth): its labels > 0 stand in; re-run the masks stage "
+                                     "(snakemake --forcerun preprocess) for AAVS's reading")
+            read = store.read(vid, ("labels", "has_mask"))
+            read["labels"] = (read["labels"] > 0).astype(np.uint8)
+            return read
+        return {"labels": read["foreground"], "has_mask": read["has_mask"]}
+
     def _is_s4_train(self, i: int) -> bool:
         row = self.rows.iloc[i]
         return row.get("split") == "train" and row.get("subset") in S4_SUBSETS
@@ -77,7 +96,7 @@ class VideoDataset(Dataset):
         frames = read["frames"]
         if self.pixels:
             read["pixels"] = self._pixels(vid)
-        masks = self.stores["masks"].read(vid, ("labels", "has_mask"))
+        masks = self._truth(vid)
         T = len(frames)
         item = {"video_id": vid, "subset": self.rows.at[i, "subset"] if "subset" in self.rows else "",
                 "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],

@@ -3,8 +3,9 @@
 One HDF5 file per (variant, split), one group per video id, at the ground truth's size:
   binary tasks:   ``scores`` float32 [T, H, W], the sounding class's share of the two class
                   scores, in [0, 1] (above 0.5 where AAVS's argmax picks sounding),
-                  ``class_scores`` float16 [T, 2, H, W], background and sounding (AAVS's F-score
-                  thresholds sigmoid(2 s_sounding - s_background)), and ``masks`` uint8 [T, H, W],
+                  ``class_scores`` float32 [T, 2, H, W], background and sounding (AAVS's F-score
+                  thresholds sigmoid(2 s_sounding - s_background): the precision validation
+                  scores it in, so test and validation F agree to the last digit), and ``masks`` uint8 [T, H, W],
                   their argmax, 0 or 1 (a tie is background): a stage-1 model's masks are the
                   stepping stones and the pre-mask's stand-in at test, binary as AAVS saves them
   semantic task:  ``labels`` uint8 [T, H, W], class index 0..70 (0 = background)
@@ -82,7 +83,7 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, variant_name, binary, selected = load_trained(cfg, weights, device, task=task)
     choice = premask_test or cfg.train.premask_test
-    ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], stage1=stage1,
+    ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], binary=binary, stage1=stage1,
                                captions=captions, stage_dirs=stage_dirs)
     size = size or cfg.preprocess.image_size
     attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
@@ -99,7 +100,7 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
                 res = predict_video(model, batch, binary, choice, out_size=size)
             if binary:   # the sounding share (mIoU), both class scores (AAVS's F-score map), the argmax mask
                 w.add(ds.rows.at[i, "video_id"], {"scores": sounding_share(res).cpu().numpy().astype(np.float32),
-                                                  "class_scores": res.cpu().numpy().astype(np.float16),
+                                                  "class_scores": res.cpu().numpy().astype(np.float32),
                                                   "masks": res.argmax(1).cpu().numpy().astype(np.uint8)})
             else:
                 w.add(ds.rows.at[i, "video_id"], {"labels": res.argmax(1).cpu().numpy().astype(np.uint8)})

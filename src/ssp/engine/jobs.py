@@ -20,7 +20,7 @@ from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
 from ssp.layout import MODEL_FILE, RunLayout, stage_dirs
 from ssp.stages.captions import read_captions
-from ssp.variants import parse_variant, with_overrides
+from ssp.variants import parse_variant, stage1_settings, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
 
     out_dir = Path(out_dir)
     preset, extra = parse_variant(variant)
-    cfg = with_overrides(cfg, extra)
+    cfg = stage1_settings(cfg) if preset == "stage1" else with_overrides(cfg, extra)
     semantic = cfg.train.task == "semantic"
     inputs = dict(inputs or {})
     manifest = inputs.pop("manifest", None) or RunLayout.of(cfg).manifest

@@ -79,6 +79,18 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
 
 
+SUBSET_ORDER = ("v1s", "v1m", "v2")
+
+
+def fixed_order(rows: pd.DataFrame) -> list[int]:
+    """``train.shuffle: false``: the training videos subset after subset (v1s, v1m, v2, then any
+    other), each in the manifest's order (the dataset's own), as AAVS's AVSS script concatenates
+    its three datasets and loads them unshuffled (``avss/dataset.py`` 91-94)."""
+    rank = {s: k for k, s in enumerate(SUBSET_ORDER)}
+    subsets = rows["subset"] if "subset" in rows else pd.Series([""] * len(rows))
+    return sorted(range(len(rows)), key=lambda i: rank.get(subsets.iloc[i], len(rank)))
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 WORKER_SIGTERM_GRACE_S = 30
@@ -195,8 +207,8 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
     random.seed(t.seed)
-    ds, dropped = make_dataset(cfg, select(manifest, cfg, "train"), variant, stage1=stage1_train, captions=captions,
-                               stage_dirs=stage_dirs)
+    ds, dropped = make_dataset(cfg, select(manifest, cfg, "train"), variant, binary=binary, stage1=stage1_train,
+                               captions=captions, stage_dirs=stage_dirs)
     if len(ds) == 0:
         raise ValueError(f"no training videos for subsets {list(t.subsets)}")
     model = build_model(cfg, variant, binary=binary, stepping_stone=stepping_stone).to(device)
@@ -234,7 +246,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
                 phase = 2
                 ddp_model, opt, sched = start_phase2(model, best, t, device, epoch, binary=binary, rank=rank,
                                                      world=world, local=local)
-            order = epoch_order(len(ds), t.seed, epoch)
+            order = epoch_order(len(ds), t.seed, epoch) if t.shuffle else fixed_order(ds.rows)
             batches = [order[k:k + gb] for k in range(0, len(order), gb)]
             if world > 1:  # every process must step the same number of times
                 batches = [bt for bt in batches if len(bt) == gb]
@@ -306,19 +318,26 @@ def validation_premask(cfg: Config, variant: Variant, stage1) -> str:
 def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Variant, binary: bool,
              device, *, captions=None, stage1=None, split: str = "val", stage_dirs=None) -> dict:
     """Scores on the split, one video per batch as AVSBench tests: binary mIoU and F-score, or
-    (semantic stage 2) AVSS mIoU and F over the split's frames, with the ground truth's foreground
-    as the stepping stones. The pre-mask's stand-in for M_GT is test's (``validation_premask``;
-    ``stage1``: the stage-1 predictions of the split)."""
+    (semantic stage 2) AVSS mIoU and F over the split's frames. It reads what test reads
+    (``stage1``: the stage-1 predictions of the split): the pre-mask's stand-in for M_GT
+    (``validation_premask``) and, in stage 2, the stage-1 masks as the stepping stones, as AAVS's
+    evaluation loads them (``avss/avs_model.py`` 34: the saved masks whenever the model is in eval
+    mode); without them (a run started by hand), the ground truth's foreground, said in the log
+    and in metrics.csv (``val_stones``)."""
     rows = select(manifest, cfg, split)
     if rows.empty:
         return {}
     choice = validation_premask(cfg, variant, stage1)
-    ds, _ = make_dataset(cfg, rows, variant, stage1=stage1, captions=captions, stage_dirs=stage_dirs)
+    stones = "stage1" if stage1 is not None else "ground truth"
+    if not binary and stage1 is None:
+        logs.warn_once(__name__, "validation: no stage-1 predictions of the val split, so the stepping stones are "
+                                 "the ground truth's foreground, where test uses the stage-1 masks")
+    ds, _ = make_dataset(cfg, rows, variant, binary=binary, stage1=stage1, captions=captions, stage_dirs=stage_dirs)
     ious, fs, classes = [], [], SemanticAccumulator(cfg.model.num_classes)
     for i in range(len(ds)):
         batch = to_device(collate([ds[i]]), device)
         keep = batch["has_mask"]
-        if not binary:   # stones: the ground truth's foreground (0.5, uncertain, on unlabeled frames)
+        if not binary and stage1 is None:   # stones: the ground truth's foreground (0.5 on unlabeled frames)
             fg = (batch["labels"] > 0).float()
             batch["stones"] = torch.where(keep[:, None, None], fg, torch.full_like(fg, 0.5))
         scores = predict_video(model, batch, binary, choice, out_size=batch["labels"].shape[-1])
@@ -335,7 +354,7 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
                 "val_fscore_protocol": cfg.evaluate.fscore, "val_videos": len(ds)}
     res = classes.result()
     return {"val_miou": res["miou"], "val_fscore": res["fscore"], "val_premask": choice,
-            "val_stones": "ground truth", "val_videos": len(ds)}
+            "val_stones": stones, "val_videos": len(ds)}
 
 
 class MetricLog:

@@ -58,9 +58,9 @@ def ground_truth_manifest(task: str, root: str | Path, split: str):
 
 
 def _truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """[T, size, size] ground truth of a video and which frames have it."""
-    labels, has = read_video_masks(row.mask_paths, row.mask_format, size, NUM_CLASSES)
-    return ((labels > 0).astype(np.uint8) if binary else labels), has
+    """[T, size, size] ground truth of a video, as AAVS reads it ({0, 1} by its AVS reader for binary
+    tasks, class indices by its AVSS reader), and which frames have it."""
+    return read_video_masks(row.mask_paths, row.mask_format, size, NUM_CLASSES, binary=binary)
 
 
 def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = "test",

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ssp.io.palette import binary_from_rgb, rgb_to_labels
+from ssp.io.palette import rgb_to_labels
 
 
 class MediaError(RuntimeError):
@@ -36,13 +36,6 @@ def resize_image(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape[:2] == (size, size):
         return img
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
-def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """[H, W] class indices -> [size, size] (nearest neighbour, classes are never mixed)."""
-    if labels.shape[:2] == (size, size):
-        return labels
-    return cv2.resize(labels, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def resize_input(img: np.ndarray, size: int) -> np.ndarray:
@@ -193,29 +186,47 @@ def read_frame_files(paths: list[str], size: int) -> np.ndarray:
     return np.stack([resize_image(f, size) for f in load_frame_files(paths)])
 
 
-def read_mask(path: str, mask_format: str, size: int, num_classes: int) -> np.ndarray:
-    """[size, size] uint8 class indices (rgb palette) or {0, 1} (binary grey masks)."""
+def read_mask(path: str, mask_format: str, size: int, num_classes: int, *, binary: bool = False) -> np.ndarray:
+    """[size, size] uint8 ground truth read as AAVS reads it. ``binary``: {0, 1} by its AVS reader
+    (``aavs_foreground``). Otherwise a colour (``rgb``) mask gives class indices by its AVSS reader
+    (``avss/dataset.py`` 56-62: the RGB image resized to ``size`` by PIL's nearest, then matched
+    to the palette, an unknown colour background); a grey AVSBench-object mask, {0, 1} as binary."""
+    rgb = _mask_rgb(path)
+    if binary or mask_format != "rgb":
+        return aavs_foreground(rgb, size)
+    if rgb.shape[:2] != (size, size):
+        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.NEAREST))
+    return rgb_to_labels(rgb, num_classes)
+
+
+def aavs_foreground(rgb: np.ndarray, size: int) -> np.ndarray:
+    """[H, W, 3] mask image -> [size, size] uint8 {0, 1} as AAVS's AVS reader makes its binary
+    ground truth (``avs/dataset.py`` 180-184): the image as OpenCV reads it (BGR), resized by
+    ``cv2.resize`` (bilinear, its default), converted to grey, then > 0."""
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    if bgr.shape[:2] != (size, size):
+        bgr = cv2.resize(bgr, (size, size))
+    return (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) > 0).astype(np.uint8)
+
+
+def _mask_rgb(path: str) -> np.ndarray:
     if not Path(path).is_file():
         raise MediaError(f"{path}: mask file is missing")
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB"))
     except OSError as exc:
         raise MediaError(f"{path}: cannot read mask ({_short(exc)})") from None
-    if mask_format == "rgb":
-        labels = rgb_to_labels(arr, num_classes)
-    else:  # AVSBench-object grey masks: foreground = any non-zero pixel
-        labels = binary_from_rgb(arr)
-    return resize_labels(labels, size)
 
 
-def read_video_masks(mask_paths: list, mask_format: str, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A video's ground truth: [T, size, size] uint8 labels and has_mask [T] (None = no mask)."""
+def read_video_masks(mask_paths: list, mask_format: str, size: int, num_classes: int, *,
+                     binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A video's ground truth (``read_mask``): [T, size, size] uint8 and has_mask [T] (None = no mask)."""
     labels = np.zeros((len(mask_paths), size, size), np.uint8)
     has = np.zeros(len(mask_paths), bool)
     for t, p in enumerate(mask_paths):
         if p is not None:
-            labels[t] = read_mask(p, mask_format, size, num_classes)
+            labels[t] = read_mask(p, mask_format, size, num_classes, binary=binary)
             has[t] = True
     return labels, has
 

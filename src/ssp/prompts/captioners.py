@@ -129,7 +129,7 @@ MINICPMO_ENV_MESSAGE = (
     "WHISPER_ATTENTION_CLASSES); this environment has transformers {version}. Run the captions stage in "
     "its own environment: `snakemake --use-conda` does so (envs/minicpmo.yaml); without conda, "
     "`make minicpmo-env` makes .venv-minicpmo and 'captions.python: .venv-minicpmo/bin/python' runs "
-    "the stage there (README: Text prompts).")
+    "the stage there (docs/install.md, 'The MiniCPM-o environment').")
 
 
 def transformers_version() -> str | None:

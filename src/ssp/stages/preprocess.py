@@ -101,12 +101,17 @@ def num_classes_of(cfg: Config) -> int:
 
 
 def run_masks(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
-    """Ground truth [T, S, S] uint8 (class index, or {0, 1} for binary layouts) + has_mask [T]."""
+    """Ground truth as AAVS reads it (``ssp.io.media.read_mask``), both ways, each [T, S, S] uint8:
+    ``labels`` (class indices by its AVSS reader, or {0, 1} for binary layouts), what semantic
+    tasks train and score on, and ``foreground`` ({0, 1} by its AVS reader), what binary tasks do;
+    plus has_mask [T]."""
     size = cfg.preprocess.image_size
     n_cls = num_classes_of(cfg)
 
     def one(row):
         labels, has = read_video_masks(row.mask_paths, row.mask_format, size, n_cls)
-        return {"labels": labels, "has_mask": has}, {"mask_format": row.mask_format, "num_classes": n_cls}
+        foreground, _ = read_video_masks(row.mask_paths, row.mask_format, size, n_cls, binary=True)
+        return ({"labels": labels, "foreground": foreground, "has_mask": has},
+                {"mask_format": row.mask_format, "num_classes": n_cls})
 
     return _run("masks", manifest, shard, out, cfg, {"image_size": size, "num_classes": n_cls}, one)
