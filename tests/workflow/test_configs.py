@@ -78,6 +78,7 @@ def test_paper_settings_take_nothing_from_the_demo_config(tmp_path, setting):
                 "avss": ("semantic", ("v1s", "v1m", "v2"), 60, 20)}[setting]
     t = alone.train
     assert (t.task, t.subsets, t.epochs, t.lr_decay_epoch) == expected
+    assert (t.seed, t.precision, t.shuffle) == (3407, "fp32", setting != "avss")   # AAVS's seed and fp32
     assert alone.dataset.subsets == t.subsets and alone.dataset.name == setting
 
 
@@ -132,6 +133,11 @@ def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):
     jobs = {p[0]: int(p[1]) for p in map(str.split, out.splitlines()) if len(p) == 2 and p[1].isdigit()}
     assert jobs["train"] == 3 and jobs["evaluate"] == 2 and jobs["table1"] == 1   # stage1, baseline, full
     assert jobs["flow"] == jobs["captions"] == jobs["vggish"] == 1
+    # every stage-2 training validates on the stage-1 masks of the val split (AAVS's stones in eval mode)
+    plan = run(["table1", "-n", "--configfile", str(paper), str(avss)], tmp_path).stdout
+    blocks = [b for b in plan.split("\nrule ") if b.startswith("train:")]
+    stage2 = [b for b in blocks if "variant=stage1" not in b]
+    assert len(stage2) == 2 and all("results/avss/predictions/stage1/val.h5" in b for b in stage2), plan[-3000:]
 
 
 @pytest.mark.workflow
