@@ -1,6 +1,7 @@
 """Captions: the two-turn prompts, every backend, resuming, and A2 parsing."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,9 +166,10 @@ class TinyChatConfig(PretrainedConfig):
     model_type = "tinychat"
 
     def __init__(self, vocab=64, hidden=16, init_vision=True, init_audio=True, init_tts=True,
-                 initializer_range=0.5, **kwargs):
+                 initializer_range=0.5, plant="", **kwargs):
         super().__init__(**kwargs)
         self.vocab, self.hidden, self.initializer_range = vocab, hidden, initializer_range
+        self.plant = plant   # a text the first answer carries (a special token, as the real code's can)
         self.init_vision, self.init_audio, self.init_tts = init_vision, init_audio, init_tts
 """
 _TINY_MODEL = """
@@ -202,6 +204,11 @@ class TinyChat(PreTrainedModel):
     def chat(self, msgs, tokenizer, sampling=True, max_new_tokens=8, use_image_id=True, max_slice_nums=None):
         self.last_call = (msgs, sampling, use_image_id, max_slice_nums)
         text = " ".join(c for m in msgs for c in m["content"] if isinstance(c, str))
+        # what MiniCPM-o's processor does with such tokens in a prompt's text
+        for tag in ("image", "slice"):
+            if text.count("<" + tag + ">") != text.count("</" + tag + ">"):
+                raise RuntimeError("the number of <" + tag + "> and </" + tag + "> tags in the prompt do not match")
+        assert "<|audio_start|>" not in text and "<|spk_bos|>" not in text
         images = [c for m in msgs for c in m["content"] if not isinstance(c, str)]
         ids = torch.tensor(tokenizer(text)["input_ids"]) % self.config.vocab
         h = self.embed(ids).mean(0)
@@ -213,7 +220,8 @@ class TinyChat(PreTrainedModel):
             t = int(self.head(torch.tanh(h)).argmax())
             out.append(2000 + t)                   # word pieces of BERT's vocabulary
             h = h + self.embed.weight[t]
-        return tokenizer.decode(out)
+        answer = tokenizer.decode(out)             # special tokens not skipped, as MiniCPM-o's code decodes
+        return answer + " " + self.config.plant if len(msgs) == 1 and self.config.plant else answer
 """
 
 
@@ -250,8 +258,13 @@ def _tiny_minicpmo(folder, *, extra_import=""):
             (folder / "model.safetensors").write_bytes(b"")
     finally:
         sys.path.remove(str(folder.parent))
-    BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt.__file__), "model")).save_pretrained(folder)
+    tok = BertTokenizerFast.from_pretrained(os.path.join(os.path.dirname(gt.__file__), "model"))
+    tok.add_special_tokens({"additional_special_tokens": MINICPMO_SPECIAL})   # MiniCPM-o's, among others
+    tok.save_pretrained(folder)
     return folder
+
+
+MINICPMO_SPECIAL = ["<image>", "</image>", "<slice>", "</slice>", "<|audio_start|>", "<|spk_bos|>"]
 
 
 @pytest.fixture(scope="module")
@@ -517,3 +530,60 @@ def test_the_other_interpreter_is_given_the_package():
     from ssp import package_root
 
     assert (package_root() / "ssp" / "stages" / "captions.py").is_file()
+
+
+def test_special_tokens_are_taken_out_of_the_answers_and_the_stage_goes_on(tmp_path, tiny_minicpmo, monkeypatch):
+    """MiniCPM-o's code decodes its answers without skipping special tokens. Each of them planted in
+    A1 is taken out before A1 is stored and put into Q2, and the record says so; left in, the
+    model's own code refuses Q2's turn (RuntimeError for an unmatched image or slice tag,
+    AssertionError for an audio token) and each video is recorded failed, the stage going on."""
+    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu")
+    assert set(MINICPMO_SPECIAL) <= set(cap.special_tokens())
+    frames = np.full((2, 24, 32, 3), 90, np.uint8)
+    for token in MINICPMO_SPECIAL:
+        cap.model.config.plant = f"a dog {token} barks"
+        q1, a1, q2, a2 = cap.caption("v", frames)
+        assert not any(t in a1 or t in q2 or t in a2 for t in MINICPMO_SPECIAL), (token, a1, q2)
+        assert "a dog barks" in a1 and cap.last_removed == {"a1": [token]}
+    ids = ["v1", "v2", "v3"]
+    _frames_shard(tmp_path / "frames.h5", ids)
+    cap.native_frames = False
+    cap.model.config.plant = "<image> <|spk_bos|>"
+    failures = run_captions(_manifest(ids), "00000", tmp_path / "frames.h5", tmp_path / "c.jsonl", cap)
+    recs = read_captions(tmp_path / "c.jsonl")
+    assert not failures and set(recs) == set(ids)
+    assert all(r["special_tokens_removed"] == {"a1": ["<image>", "<|spk_bos|>"]} for r in recs.values())
+    for plant, error in (("<image>", "RuntimeError"), ("<|audio_start|>", "AssertionError")):
+        cap.model.config.plant = plant
+        monkeypatch.setattr(MiniCPMo, "special_tokens", lambda self: [])     # as if nothing were taken out
+        out = tmp_path / f"left_in_{error}.jsonl"
+        failures = run_captions(_manifest(ids), "00000", tmp_path / "frames.h5", out, cap)
+        monkeypatch.undo()
+        assert [f.video_id for f in failures] == ids and out.exists()       # every video recorded, the shard done
+        reasons = [json.loads(line)["reason"] for line in out.read_text().splitlines()]
+        assert all(r.startswith(error) or "tags in the prompt" in r for r in reasons), reasons
+
+
+def test_the_captioner_gets_only_the_frames_the_clip_has(tmp_path, tiny_minicpmo):
+    """A 2-second clip is padded to T = 5 frames for the network; MiniCPM-o is asked with its 2
+    frames (decoded from the clip), and from the frames shard with the 2 the frames stage read."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "io"))
+    from make_clips import write_clip
+
+    from ssp.io.media import read_video
+
+    clip = write_clip(tmp_path / "short.mp4", seconds=2, fps=10)
+    raw, n_valid, _ = read_video(clip, 5)
+    assert (len(raw), n_valid) == (5, 2)
+    with ShardWriter(tmp_path / "frames.h5", {}) as w:
+        w.add("short", {"frames": np.stack([f[:32, :32] for f in raw])}, {"n_valid": n_valid})
+    manifest = pd.DataFrame({"video_id": ["short"], "shard": ["00000"], "source": ["video"],
+                             "video_path": [str(clip)], "n_frames": [5], "frame_paths": [[]]})
+    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=3, device="cpu")
+    for native in (True, False):
+        cap.native_frames = native
+        run_captions(manifest, "00000", tmp_path / "frames.h5", tmp_path / f"c{native}.jsonl", cap)
+        first_turn = cap.model.last_call[0][0]["content"]
+        assert len([c for c in first_turn if not isinstance(c, str)]) == 2, native

@@ -177,3 +177,55 @@ def test_minicpmo_env_runs_the_captions_stage_without_what_it_lacks(tmp_path):
     from ssp.stages.captions import read_captions
 
     assert sorted(read_captions(run / "captions" / "00000.jsonl")) == sorted(ids)
+
+
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64",
+             "manylinux1_x86_64", "linux_x86_64")
+
+
+def pip_pins() -> dict[str, dict[str, str]]:
+    """file -> name -> version of every pip pin of every environment file: the requirements files and
+    the pip sections of the conda environments (their conda packages come from conda-forge)."""
+    files = {}
+    for path in sorted(ENVS.glob("*requirements*.txt")):
+        lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+        files[path.name] = dict(ln.split("==") for ln in lines if ln)
+    for path in sorted(ENVS.glob("*.yaml")):
+        files[path.name] = {k: v for dep in yaml.safe_load(path.read_text())["dependencies"] if isinstance(dep, dict)
+                            for k, v in (p.split("==") for p in dep["pip"])}
+    return files
+
+
+def test_every_pinned_pip_package_installs_from_a_wheel():
+    """Each pip pin of each environment file has a wheel for the Python 3.11 the files target
+    (make minicpmo-env builds no package from source: a source-only pin needs compilers and
+    libraries a fresh machine lacks). `pip index versions --only-binary=:all:` lists the versions
+    with such a wheel, one query per package and nothing downloaded; skipped where the package
+    index cannot be reached."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted: dict[str, set[str]] = {}
+    for pins_of_file in pip_pins().values():
+        for name, version in pins_of_file.items():
+            wanted.setdefault(name, set()).add(version)
+    platform = [a for p in PLATFORMS for a in ("--platform", p)]
+
+    def versions(name: str) -> tuple[str, subprocess.CompletedProcess]:
+        cmd = [sys.executable, "-m", "pip", "index", "versions", name, "--only-binary=:all:",
+               "--python-version", "3.11", "--implementation", "cp", *platform]
+        return name, subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = dict(pool.map(versions, sorted(wanted)))
+    unreachable = [n for n, p in answers.items() if p.returncode and "No matching distribution" not in p.stderr]
+    if len(unreachable) == len(answers):
+        pytest.skip(f"the package index cannot be reached: {answers[unreachable[0]].stderr.strip()[-300:]}")
+    missing = {}
+    for name, proc in answers.items():
+        listed = re.search(r"Available versions: (.*)", proc.stdout)
+        have = {v.strip() for v in listed.group(1).split(",")} if listed else set()
+        if wanted[name] - have:
+            missing[name] = sorted(wanted[name] - have)
+    assert not missing, f"pinned versions with no wheel for Python 3.11 on linux x86_64: {missing}"

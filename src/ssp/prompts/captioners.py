@@ -73,12 +73,22 @@ def parse_nouns(answer: str) -> list[str]:
     return nouns
 
 
+def strip_special_tokens(text: str, tokens: list[str]) -> tuple[str, list[str]]:
+    """``text`` without any of ``tokens`` (longest first), its spaces tidied; and those found, in
+    the order they first occur."""
+    found = sorted((t for t in tokens if t in text), key=text.index)
+    for t in sorted(found, key=len, reverse=True):
+        text = text.replace(t, " ")
+    return (re.sub(r"\s+", " ", text).strip() if found else text.strip()), found
+
+
 # --------------------------------------------------------------------------- backends
 
 class TwoTurnChat:
     """Q1 with the frames, then Q2 (with A1 inserted) as the next turn of the same conversation."""
     q2_wording = "paper"   # Q2_VARIANTS key (captions.q2_variant)
     native_frames = True   # the source's frames at their own size (captions.frames: native)
+    last_removed: dict = {}   # the last caption's special tokens taken out, per answer ("a1", "a2")
 
     name = "chat"
 
@@ -104,16 +114,40 @@ class TwoTurnChat:
         from PIL import Image
 
         images = [Image.fromarray(np.asarray(f, dtype=np.uint8)).convert("RGB") for f in frames]
-        a1 = self.ask(images, [], self.q1).strip()
-        self._check_cut(video_id, "A1", a1)
+        self.last_removed = {}
+        a1 = self._answer(video_id, "A1", self.ask(images, [], self.q1))
         q2 = question2(a1, self.q2_wording)
-        a2 = self.ask(images, [(self.q1, a1)], q2).strip()
-        self._check_cut(video_id, "A2", a2)
+        a2 = self._answer(video_id, "A2", self.ask(images, [(self.q1, a1)], q2))
         return self.q1, a1, q2, a2
+
+    def _answer(self, video_id: str, which: str, answer: str) -> str:
+        """An answer as it is stored and put into the next turn: the tokenizer's special tokens taken
+        out (a model's code may decode without skipping them, and an ``<image>`` or an audio token
+        in A1 would break Q2's turn), noted in ``last_removed``; logged when it may be cut."""
+        self._check_cut(video_id, which, answer)
+        text, removed = strip_special_tokens(answer, self.special_tokens())
+        if removed:
+            self.last_removed[which.lower()] = removed
+            log.warning("captions: %s: special tokens taken out of %s: %s", video_id, which, " ".join(removed))
+        return text
+
+    def special_tokens(self) -> list[str]:
+        """The tokenizer's special tokens (its named ones and every added token marked special)."""
+        tok = self._tokenizer()
+        if tok is None:
+            return []
+        names = set(getattr(tok, "all_special_tokens", []) or [])
+        for added in (getattr(tok, "added_tokens_decoder", None) or {}).values():
+            if getattr(added, "special", False):
+                names.add(str(added.content))
+        return sorted((n for n in names if n), key=len, reverse=True)
+
+    def _tokenizer(self):
+        return getattr(self, "tokenizer", None) or getattr(getattr(self, "processor", None), "tokenizer", None)
 
     def _check_cut(self, video_id: str, which: str, answer: str) -> None:
         """Log an answer that reached max_new_tokens: generation stopped there, so it may be cut."""
-        tokenizer = getattr(self, "tokenizer", None) or getattr(getattr(self, "processor", None), "tokenizer", None)
+        tokenizer = self._tokenizer()
         limit = getattr(self, "max_new_tokens", None)
         if tokenizer is None or limit is None or not hasattr(tokenizer, "encode"):
             return

@@ -49,13 +49,17 @@ def _previous(partial: Path, key: dict) -> dict[str, dict]:
 
 
 def video_frames(row, frames: ShardReader, captioner):
-    """What the captioner sees of a video: its 1-fps frames at their own resolution, decoded from
-    the source (a captioning model with ``captions.frames: native``: the frames shard holds only
-    squares), or the frames shard's."""
+    """What the captioner sees of a video: the 1-fps frames the clip has (a clip shorter than T
+    seconds is padded to T for the network by repeating its last frame; the captioner gets no
+    copies), at their own resolution, decoded from the source (a captioning model with
+    ``captions.frames: native``: the frames shard holds only squares), or the frames shard's."""
     if not getattr(captioner, "native_frames", False):
-        return frames.read(row.video_id, ("frames",))["frames"]
+        n_valid = frames.attrs(row.video_id).get("n_valid")        # the frames stage records it
+        shard = frames.read(row.video_id, ("frames",))["frames"]
+        return shard[:max(int(n_valid), 1)] if n_valid is not None else shard
     if row.source == "video":
-        return sample_video_frames(row.video_path, row.n_frames)[0]
+        decoded, n_valid = sample_video_frames(row.video_path, row.n_frames)
+        return decoded[:max(n_valid, 1)]
     return load_frame_files(row.frame_paths)
 
 
@@ -83,15 +87,27 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
                 q1, a1, q2, a2 = captioner.caption(vid, video_frames(row, frames, captioner))
                 rec = {"video_id": vid, "status": "ok", "q1": q1, "a1": a1, "q2": q2, "a2": a2,
                        "nouns": parse_nouns(a2), **key}
-            except (LookupError, FileNotFoundError, ValueError, RuntimeError, MediaError) as exc:
-                log.warning("captions: skipped %s: %s", vid, exc)
-                failures.append(Failure(vid, "captions", str(exc)))
-                rec = {"video_id": vid, "status": "failed", "stage": "captions", "reason": str(exc)}
+                removed = getattr(captioner, "last_removed", None)
+                if removed:
+                    rec["special_tokens_removed"] = removed
+            except Exception as exc:   # one video's failure, whatever the model's code raised, ends no stage
+                reason = _reason(exc)
+                log.warning("captions: skipped %s: %s", vid, reason)
+                failures.append(Failure(vid, "captions", reason))
+                rec = {"video_id": vid, "status": "failed", "stage": "captions", "reason": reason}
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
     os.replace(partial, out)
     return failures
+
+
+def _reason(exc: Exception) -> str:
+    """A failure's reason: the message, with the exception's type where the message alone says
+    little (a model's AssertionError often has none)."""
+    known = (LookupError, FileNotFoundError, ValueError, RuntimeError, MediaError)
+    text = str(exc).strip()
+    return text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text or 'no message'}"
 
 
 def read_captions(path: str | Path) -> dict[str, dict]:
