@@ -56,3 +56,47 @@ def test_a_resume_checkpoint_with_code_is_not_resumed(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": {}, "rng": _RunsCode(marker)}, path)
     assert read_checkpoint(path) is None and not marker.exists()
+
+
+_WRITER = """
+import sys, torch
+from ssp.engine.checkpoint import save_checkpoint
+
+model = torch.nn.Linear(256, 256)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+with torch.no_grad():
+    model.weight.fill_(float(sys.argv[2]))
+for step in range(int(sys.argv[3])):
+    save_checkpoint(__import__("pathlib").Path(sys.argv[1]), model, opt, sched, 0, step, step)
+"""
+
+
+def test_two_runs_writing_one_checkpoint_never_tear_it(tmp_path):
+    """Two runs training into the same results folder (from two working directories, which
+    Snakemake's lock does not see): every checkpoint read between their writes is one of the two,
+    whole."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "checkpoint.pt"
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(v), "25"]) for v in (1, 2)]
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)   # raises on a torn file
+            seen.add(float(state["model"]["weight"][0, 0]))
+    assert [p.wait() for p in procs] == [0, 0]
+    assert seen <= {1.0, 2.0} and float(torch.load(path, weights_only=True)["model"]["weight"][0, 0]) in (1.0, 2.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]          # no temporary file left
+
+
+def test_an_unreadable_checkpoint_is_set_aside_and_the_run_starts_over(tmp_path, caplog):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": {"w": torch.ones(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:3000])                                 # cut short
+    with caplog.at_level("WARNING"):
+        assert read_checkpoint(path) is None
+    aside = [p.name for p in tmp_path.iterdir()]
+    assert not path.exists() and len(aside) == 1 and aside[0].startswith("checkpoint.pt.unreadable-")
+    assert "checkpoint.pt cannot be read" in caplog.text and aside[0] in caplog.text

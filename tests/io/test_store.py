@@ -59,7 +59,7 @@ def test_killed_writer_leaves_no_complete_file(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert not path.exists()
     leftovers = [p.name for p in tmp_path.iterdir()]
-    assert leftovers and all(".tmp-" in n for n in leftovers)
+    assert leftovers and all(n.endswith(".tmp") for n in leftovers)
     with pytest.raises(OSError):  # and a reader refuses anything incomplete
         ShardReader(tmp_path / leftovers[0]).h5
 
@@ -145,3 +145,42 @@ def test_offset_reads_equal_h5py_for_every_layout_and_dtype(tmp_path):
             np.testing.assert_array_equal(got[k], want, err_msg=k)
         assert h5["v/u8"].id.get_offset() is not None and h5["v/gzip"].id.get_offset() is None
     reader.close()
+
+
+def test_a_damaged_shard_is_caught_by_its_checksums_and_named(tmp_path):
+    """4 KiB zeroed inside the data of a shard, or the file cut short: the read stops with the
+    file and how to make it again, never returns other bytes."""
+    from ssp.io.store import ShardError
+
+    path = tmp_path / "00000.h5"
+    with ShardWriter(path, {}) as w:
+        for vid in ("a", "b"):
+            w.add(vid, {"frames": np.random.default_rng(0).integers(1, 255, (4, 64, 64, 3), dtype=np.uint8),
+                        "audio": np.linspace(-1, 1, 16000, dtype=np.float32)})
+    good = path.read_bytes()
+    offset = h5py.File(path, "r")["b/frames"].id.get_offset()
+    data = bytearray(good)
+    data[offset + 8192: offset + 8192 + 4096] = bytes(4096)
+    path.write_bytes(bytes(data))
+    r = ShardReader(path)
+    assert r.read("a")["frames"].shape == (4, 64, 64, 3)                  # the other video is intact
+    with pytest.raises(ShardError, match=r"00000.h5: b/frames does not match its CRC-32 .*delete it and run "
+                                         r"snakemake again"):
+        r.read("b")
+    r.close()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ShardError, match=r"00000.h5 (cannot be opened as HDF5|: .*cut short|.*cannot be read)"):
+        ShardReader(path).read("b")
+
+
+def test_every_numeric_array_carries_its_crc(tmp_path):
+    from ssp.io.store import crc32
+
+    path = tmp_path / "00000.h5"
+    arrays = {"m": np.eye(3, dtype=bool), "x": np.arange(6, dtype=np.float64).reshape(2, 3)[:, ::2]}
+    with ShardWriter(path, {}) as w:
+        w.add("v", arrays)
+    with h5py.File(path, "r") as h5:
+        sums = json.loads(h5["v"].attrs["crc32"])
+    assert sums == {k: crc32(v) for k, v in arrays.items()}
+    assert all(np.array_equal(ShardReader(path).read("v")[k], v) for k, v in arrays.items())

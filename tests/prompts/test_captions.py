@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import trusted_code
 
 from ssp.io.store import ShardWriter
 from ssp.prompts.captioners import (
@@ -276,7 +277,8 @@ def test_minicpm_o_loads_its_own_code_and_weights_from_the_folder(tmp_path, tiny
     from safetensors.torch import load_file
 
     with caplog.at_level("WARNING", logger="ssp.prompts.captioners"):
-        cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu")
+        cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu",
+                   **trusted_code(tiny_minicpmo, tmp_path))
     assert "trust_remote_code=True" in caplog.text
     model = cap.model
     assert type(model).__name__ == "TinyChat" and not model.training
@@ -308,12 +310,12 @@ def test_minicpm_o_folder_missing_a_weight_is_an_error(tmp_path, tiny_minicpmo):
     del weights["vision.weight"]
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError, match=r"no weights for 1 parameter.*vision\.weight.*MiniCPM-o-2_6"):
-        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu", **trusted_code(folder, tmp_path))
     for f in [*folder.glob("tokenizer*"), *folder.glob("vocab*"), *folder.glob("special_tokens*")]:
         f.unlink()
     save_file(load_file(tiny_minicpmo / "model.safetensors"), folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(WeightsError, match="no tokenizer loads from"):
-        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu", **trusted_code(folder, tmp_path))
 
 
 def test_minicpm_o_code_for_another_transformers_says_which_environment(tmp_path):
@@ -321,7 +323,7 @@ def test_minicpm_o_code_for_another_transformers_says_which_environment(tmp_path
     folder = _tiny_minicpmo(tmp_path / "tinychat_old", extra_import="from transformers import NameThatWasRemoved")
     with pytest.raises(RuntimeError, match=r"NameThatWasRemoved.*transformers 4\.44\.2.*envs/minicpmo\.yaml"
                        r".*captions\.python: \.venv-minicpmo/bin/python"):
-        MiniCPMo(str(folder), trust_remote_code=True, device="cpu")
+        MiniCPMo(str(folder), trust_remote_code=True, device="cpu", **trusted_code(folder, tmp_path))
 
 
 def test_hf_vlm_folder_missing_a_weight_is_an_error(tmp_path, tiny_vlm):
@@ -537,7 +539,8 @@ def test_special_tokens_are_taken_out_of_the_answers_and_the_stage_goes_on(tmp_p
     A1 is taken out before A1 is stored and put into Q2, and the record says so; left in, the
     model's own code refuses Q2's turn (RuntimeError for an unmatched image or slice tag,
     AssertionError for an audio token) and each video is recorded failed, the stage going on."""
-    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu")
+    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=5, device="cpu",
+                   **trusted_code(tiny_minicpmo, tmp_path))
     assert set(MINICPMO_SPECIAL) <= set(cap.special_tokens())
     frames = np.full((2, 24, 32, 3), 90, np.uint8)
     for token in MINICPMO_SPECIAL:
@@ -581,9 +584,51 @@ def test_the_captioner_gets_only_the_frames_the_clip_has(tmp_path, tiny_minicpmo
         w.add("short", {"frames": np.stack([f[:32, :32] for f in raw])}, {"n_valid": n_valid})
     manifest = pd.DataFrame({"video_id": ["short"], "shard": ["00000"], "source": ["video"],
                              "video_path": [str(clip)], "n_frames": [5], "frame_paths": [[]]})
-    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=3, device="cpu")
+    cap = MiniCPMo(str(tiny_minicpmo), trust_remote_code=True, max_new_tokens=3, device="cpu",
+                   **trusted_code(tiny_minicpmo, tmp_path))
     for native in (True, False):
         cap.native_frames = native
         run_captions(manifest, "00000", tmp_path / "frames.h5", tmp_path / f"c{native}.jsonl", cap)
         first_turn = cap.model.last_call[0][0]["content"]
         assert len([c for c in first_turn if not isinstance(c, str)]) == 2, native
+
+
+def test_a_damaged_frames_shard_stops_the_stage_and_a_cut_caption_line_is_named(tmp_path):
+    import h5py
+
+    from ssp.io.store import ShardError
+
+    ids = ["a", "b"]
+    frames = tmp_path / "frames.h5"
+    _frames_shard(frames, ids)
+    with h5py.File(frames, "r") as h5:
+        offset = h5["b/frames"].id.get_offset()
+    data = bytearray(frames.read_bytes())
+    data[offset + 100: offset + 200] = bytes(100)
+    frames.write_bytes(bytes(data))
+    out = tmp_path / "c.jsonl"
+    with pytest.raises(ShardError, match="frames.h5: b/frames does not match its CRC-32"):   # not a failed video
+        run_captions(_manifest(ids), "00000", frames, out, _Counting())
+    assert not out.exists()
+    _frames_shard(frames, ids)
+    run_captions(_manifest(ids), "00000", frames, out, _Counting())
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2] + "\n")
+    with pytest.raises(ValueError, match=r"c.jsonl, line 2: not a caption record .*delete it and run snakemake again"):
+        read_captions(out)
+
+
+def test_a_second_writer_of_one_shards_captions_is_refused(tmp_path):
+    """Two runs on one results folder from two working directories (Snakemake's lock sees neither):
+    the second captioning of a shard stops, naming the file, instead of interleaving lines."""
+    import fcntl
+
+    ids = ["a"]
+    _frames_shard(tmp_path / "frames.h5", ids)
+    out = tmp_path / "c.jsonl"
+    with open(tmp_path / "c.jsonl.partial", "a") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(RuntimeError, match=r"c.jsonl.partial is being written by another process"):
+            run_captions(_manifest(ids), "00000", tmp_path / "frames.h5", out, _Counting())
+    run_captions(_manifest(ids), "00000", tmp_path / "frames.h5", out, _Counting())
+    assert set(read_captions(out)) == {"a"}

@@ -9,6 +9,7 @@ an older run's ``model.pt`` are read with ``torch.load(..., weights_only=True)``
 any pickle that would build other objects or run code."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -16,6 +17,7 @@ import logging
 import os
 import pickle
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ssp.config import Config, changes_weights
+from ssp.io.files import atomic_path, write_text
 from ssp.model.ssp import SSPModel
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,8 @@ def save_checkpoint(path: Path, model, opt, sched, epoch: int, step_in_epoch: in
     state = {"model": inner.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
              "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step, "fingerprint": fingerprint,
              "phase": phase, "rng": _rng_states()}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _rng_states() -> dict:
@@ -64,15 +66,28 @@ def _rng_states() -> dict:
                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
 
 
-def read_checkpoint(path: Path) -> dict | None:
-    """A resume checkpoint, loaded with ``weights_only=True``; None (with a warning) for one that
-    cannot be loaded so (written by an older version, with numpy's RNG state pickled): the run
-    then trains from the start."""
+def read_checkpoint(path: Path, *, set_aside: bool = True) -> dict | None:
+    """A resume checkpoint, loaded with ``weights_only=True``; None, with a warning naming the file
+    and the reason, for one that cannot be read: one written by an older version (numpy's RNG state
+    pickled), or a damaged one (a cut or corrupt file), which is also moved aside to
+    ``<name>.unreadable-<time>`` (``set_aside``: by DDP's rank 0 only) so that no retry trips on it
+    again. The run then trains from the start (the checkpoint is the run's only resumable state)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         log.warning("%s cannot be read without unpickling arbitrary objects (%s); training from the start",
                     path, str(exc).strip().splitlines()[0][:160])
+        return None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:   # torch's zip reader on a torn file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if not set_aside:
+            log.warning("checkpoint %s cannot be read (%s); training from the start", path, reason)
+            return None
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        with contextlib.suppress(FileNotFoundError):   # another rank's or run's move came first
+            os.replace(path, aside)
+        log.warning("checkpoint %s cannot be read (%s): moved to %s, and training starts from the beginning",
+                    path, reason, aside.name)
         return None
 
 
@@ -123,15 +138,12 @@ class BestEpoch:
         miou = val.get("val_miou")
         if miou is not None and (self.best["val_miou"] is None or miou > self.best["val_miou"]):   # kept
             # under `select: last` too, so that a change of `select` chooses again without training
-            tmp = self.weights.with_name(self.weights.name + ".tmp")
-            save_file(_plain_tensors(model.state_dict()), str(tmp))
-            os.replace(tmp, self.weights)
+            with atomic_path(self.weights) as tmp:
+                save_file(_plain_tensors(model.state_dict()), str(tmp))
             self.best.update(epoch=epoch, val_miou=miou)
         self.best["validated"] = epoch
         self.best.setdefault("since", epoch)   # the first epoch validated
-        tmp = self.record.with_name(self.record.name + ".tmp")
-        tmp.write_text(json.dumps(self.best))
-        os.replace(tmp, self.record)
+        write_text(self.record, json.dumps(self.best))
 
     def final(self, model: SSPModel, epochs: int) -> tuple[dict, dict]:
         """The weights for the trained model and how they were chosen (``model``: the last epoch's, unwrapped)."""
@@ -167,12 +179,9 @@ def write_trained(path: Path, weights: dict, meta: dict) -> None:
     started from) as JSON beside it. Each file is written whole or not at all."""
     path = Path(path)
     meta_file = metadata_path(path)
-    tmp = meta_file.with_name(meta_file.name + ".tmp")
-    tmp.write_text(json.dumps({"format": TRAINED_FORMAT, **meta}, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, meta_file)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(_plain_tensors(weights), str(tmp), metadata={"format": "pt", "ssp": TRAINED_FORMAT})
-    os.replace(tmp, path)
+    write_text(meta_file, json.dumps({"format": TRAINED_FORMAT, **meta}, indent=1, sort_keys=True, default=str))
+    with atomic_path(path) as tmp:
+        save_file(_plain_tensors(weights), str(tmp), metadata={"format": "pt", "ssp": TRAINED_FORMAT})
 
 
 TRAINED_FORMAT = "ssp-trained-1"

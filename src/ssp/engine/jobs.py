@@ -18,6 +18,7 @@ import yaml
 from ssp import env_with_package
 from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
+from ssp.io.files import write_text
 from ssp.layout import MODEL_FILE, RunLayout, stage_dirs
 from ssp.stages.captions import read_captions
 from ssp.variants import parse_variant, stage1_settings, with_overrides
@@ -50,9 +51,9 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
     if cfg.train.gpus > 1 and int(os.environ.get("WORLD_SIZE", 1)) == 1:
         out_dir.mkdir(parents=True, exist_ok=True)
         conf = out_dir / "config.yaml"
-        conf.write_text(yaml.safe_dump(cfg.raw))
+        write_text(conf, yaml.safe_dump(cfg.raw))
         declared = out_dir / "inputs.json"
-        declared.write_text(json.dumps({"manifest": str(manifest), **{k: list(map(str, v)) for k, v in inputs.items()}}))
+        write_text(declared, json.dumps({"manifest": str(manifest), **{k: list(map(str, v)) for k, v in inputs.items()}}))
         # --standalone: a rendezvous on a free local port, so that two jobs on one node do not collide
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.gpus}",
                "-m", "ssp",

@@ -216,7 +216,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     epoch0, skip, step = 0, 0, 0
     fingerprint = run_fingerprint(cfg, variant_name, task, stepping_stone, ds, captions, stage1_train,
                                   stage1_val)
-    state = read_checkpoint(ckpt) if ckpt.exists() else None   # read once: it holds the optimizer too
+    state = read_checkpoint(ckpt, set_aside=rank == 0) if ckpt.exists() else None   # read once: it holds the optimizer
     if state is not None and state.get("fingerprint") != fingerprint:
         log.warning("%s was written with other settings or inputs (train/model settings, variant, or "
                     "input shards changed since); training %s from the start", ckpt, variant_name)

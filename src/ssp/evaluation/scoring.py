@@ -31,6 +31,7 @@ import numpy as np
 from ssp.config import Config
 from ssp.datasets.manifest import build_manifest
 from ssp.evaluation.metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
+from ssp.io.files import write_text
 from ssp.io.media import read_video_masks
 from ssp.io.palette import NUM_CLASSES
 
@@ -176,6 +177,4 @@ def _semantic(rows, h5) -> dict:
 
 
 def write(result: dict, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_text(out, json.dumps(result, indent=1))

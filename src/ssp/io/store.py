@@ -1,19 +1,24 @@
 """Sharded HDF5 store: one file per (stage, shard), one group per video.
 
-Writing: ``ShardWriter`` writes to ``<name>.tmp-<pid>`` and renames to the final name only
-when the ``with`` block ends without an exception, so an interrupted write never leaves a
-file that a later run takes as complete. Failed videos are recorded (video, stage, reason)
-in the shard's ``failures`` attribute, next to provenance attributes.
+Writing: ``ShardWriter`` writes to a temporary name unique to the writer and renames it to the
+final name only when the ``with`` block ends without an exception (``ssp.io.files``), so an
+interrupted write never leaves a file that a later run takes as complete. Failed videos are
+recorded (video, stage, reason) in the shard's ``failures`` attribute, next to provenance
+attributes. Every numeric array carries its CRC-32 (the group's ``crc32`` attribute, by name).
 
 Reading: ``ShardReader`` / ``ShardedStore`` open files lazily and re-open after a fork, so
-they are safe to create in the main process and use in DataLoader workers.
+they are safe to create in the main process and use in DataLoader workers. Each array read is
+checked against its CRC-32; a damaged, cut or unreadable shard raises ``ShardError`` with its
+path and how to make it again.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import tempfile
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +27,22 @@ import h5py
 import numpy as np
 
 from ssp import __version__
+from ssp.io.files import _fsync
+
+REDO = "delete it and run snakemake again, which makes it and what reads it anew"
+
+
+class ShardError(OSError):
+    """A shard that cannot be read as written (damaged, cut short, not complete); names the file."""
+
+
+def crc32(arr: np.ndarray) -> int:
+    """An array's CRC-32 over its bytes in C order (damage to the file shows as a different value)."""
+    return zlib.crc32(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
+def _checked(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "biuf"
 
 
 @dataclass(frozen=True)
@@ -52,7 +73,7 @@ class ShardWriter:
 
     def __init__(self, path: str | Path, attrs: dict):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self.tmp: Path | None = None
         self.attrs = attrs
         self.failures: list[Failure] = []
         self.written: list[str] = []
@@ -60,6 +81,9 @@ class ShardWriter:
 
     def __enter__(self) -> "ShardWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
         self.h5 = h5py.File(self.tmp, "w")
         for k, v in self.attrs.items():
             self.h5.attrs[k] = v
@@ -68,10 +92,15 @@ class ShardWriter:
     def add(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict | None = None,
             compression: str | None = None) -> None:
         g = self.h5.create_group(video_id)
+        sums = {}
         for name, arr in arrays.items():
+            arr = np.asarray(arr)
             g.create_dataset(name, data=arr, compression=compression)
+            if _checked(arr):
+                sums[name] = crc32(arr)
         for k, v in (attrs or {}).items():
             g.attrs[k] = v
+        g.attrs["crc32"] = json.dumps(sums)
         self.written.append(video_id)
 
     def fail(self, video_id: str, stage: str, reason: str) -> None:
@@ -84,6 +113,8 @@ class ShardWriter:
                 self.h5.attrs["videos"] = json.dumps(self.written)
                 self.h5.attrs["complete"] = True
             self.h5.close()
+            if exc_type is None:
+                _fsync(self.tmp)
         finally:
             if exc_type is None:
                 os.replace(self.tmp, self.path)
@@ -109,10 +140,15 @@ class ShardReader:
     @property
     def h5(self) -> h5py.File:
         if self._h5 is None or self._pid != os.getpid():
-            h5 = h5py.File(self.path, "r")
+            try:
+                h5 = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise
+            except OSError as exc:   # cut short, or its superblock damaged
+                raise ShardError(f"{self.path} cannot be opened as HDF5 ({_first_line(exc)}): {REDO}") from None
             if not h5.attrs.get("complete", False):   # refused at every access, not only the first
                 h5.close()
-                raise OSError(f"{self.path} is not a complete shard")
+                raise ShardError(f"{self.path} is not a complete shard: {REDO}")
             self._h5, self._fd, self._pid = h5, os.open(self.path, os.O_RDONLY), os.getpid()
         return self._h5
 
@@ -120,10 +156,24 @@ class ShardReader:
         return video_id in self.h5
 
     def read(self, video_id: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """The video's arrays (only ``keys``, when given: nothing else is read from disk)."""
-        if keys is None:
-            keys = list(self.h5[video_id])
-        return {k: self._dataset(f"{video_id}/{k}") for k in keys}
+        """The video's arrays (only ``keys``, when given: nothing else is read from disk), each
+        checked against the CRC-32 written with it (shards written before CRCs were: unchecked)."""
+        try:
+            group = self.h5[video_id]
+            sums = json.loads(group.attrs.get("crc32", "{}"))
+            if keys is None:
+                keys = list(group)
+            out = {k: self._dataset(f"{video_id}/{k}") for k in keys}
+        except (KeyError, ShardError):
+            raise
+        except (OSError, RuntimeError, ValueError) as exc:   # HDF5's own errors on damaged metadata
+            raise ShardError(f"{self.path}: video {video_id!r} cannot be read ({_first_line(exc)}): "
+                             f"the shard is damaged; {REDO}") from None
+        for k, arr in out.items():
+            if k in sums and crc32(np.asarray(arr)) != sums[k]:
+                raise ShardError(f"{self.path}: {video_id}/{k} does not match its CRC-32 (the file is damaged): "
+                                 f"{REDO}")
+        return out
 
     def _dataset(self, name: str) -> np.ndarray:
         """One dataset's array. The shards are written uncompressed, so a dataset's bytes lie in
@@ -136,7 +186,7 @@ class ShardReader:
             return h5py.Dataset(d)[()]
         out = np.empty(d.shape, dtype)
         if os.preadv(self._fd, [out.reshape(-1).view(np.uint8)], offset) != out.nbytes:
-            raise OSError(f"{self.path}: dataset {name} is cut short (a truncated shard?)")
+            raise ShardError(f"{self.path}: dataset {name} is cut short (a truncated shard): {REDO}")
         return out if out.ndim else out[()]     # a scalar, as h5py gives it
 
     def attrs(self, video_id: str | None = None) -> dict:
@@ -157,6 +207,10 @@ class ShardReader:
 
     def __getstate__(self):  # pickled into DataLoader workers without an open handle
         return {"path": self.path, "_h5": None, "_fd": None, "_pid": None}
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def binary_masks(reader: ShardReader, video_id: str) -> np.ndarray:

@@ -8,6 +8,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from ssp.flow.mask import flow_to_color
+from ssp.io.files import atomic_path
 from ssp.io.store import ShardReader, binary_masks
 from ssp.model.premask import premask_for_test
 
@@ -53,8 +54,8 @@ def qualitative(videos: list[str], *, frames: ShardReader, flows: ShardReader, f
         draw.text((k * size + 2, 2), name, fill="black")
     sheet = np.concatenate([np.asarray(header)] + rows, 0)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(out)
+    with atomic_path(out, sync=False) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
     return out
 
 
@@ -144,7 +145,7 @@ def _save(fig, out: str | Path) -> Path:
     """A matplotlib figure to ``out`` at 100 dpi, then closed."""
     import matplotlib.pyplot as plt
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with atomic_path(out, sync=False) as tmp:
+        fig.savefig(tmp, dpi=100, format=Path(out).suffix.lstrip(".") or "png")
     plt.close(fig)
     return Path(out)

@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+from ssp.io.files import atomic_path, write_text
 from ssp.layout import RunLayout
 from ssp.variants import VARIANTS, parse_variant
 
@@ -47,15 +48,13 @@ def _write(rows: list[dict], md_path, csv_path, text: str) -> None:
     for r in rows:
         for k in keys:
             r.setdefault(k, "")
-    Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
     lines = ["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys)]
     lines += ["| " + " | ".join(r[k] for k in keys) + " |" for r in rows]
-    Path(md_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(md_path).write_text("\n".join(lines) + "\n" + text)
+    write_text(md_path, "\n".join(lines) + "\n" + text)
 
 
 def ablation_table(metric_files, variants, md_path, csv_path, reference: str | Path | None = None,

@@ -27,18 +27,16 @@ from tqdm import tqdm
 
 from ssp import env_with_package
 from ssp.io.media import MediaError, load_frame_files, sample_video_frames
-from ssp.io.store import Failure, ShardReader
+from ssp.io.store import Failure, ShardError, ShardReader
 from ssp.prompts.captioners import parse_nouns, transformers_version
 from ssp.stages.preprocess import shard_rows
 
 log = logging.getLogger("ssp.stages.captions")   # also when run as `python -m ssp.stages.captions`
 
 
-def _previous(partial: Path, key: dict) -> dict[str, dict]:
+def _previous(text: str, key: dict) -> dict[str, dict]:
     done = {}
-    if not partial.exists():
-        return done
-    for line in partial.read_text().splitlines():
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -46,6 +44,18 @@ def _previous(partial: Path, key: dict) -> dict[str, dict]:
         if rec.get("status") == "ok" and all(rec.get(k) == v for k, v in key.items()):
             done[rec["video_id"]] = rec
     return done
+
+
+def _exclusive(fh, path: Path) -> None:
+    """This process the only writer of ``path`` (a second run writing the same shard's captions, from
+    another working directory that Snakemake's lock does not see, is refused, not interleaved)."""
+    import fcntl
+
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"{path} is being written by another process (two runs on one results folder?); "
+                           "let that run finish, or stop it") from None
 
 
 def video_frames(row, frames: ShardReader, captioner):
@@ -68,15 +78,18 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     key = {"backend": captioner.name, "model_id": captioner.model_id, "settings": captioner.settings()}
-    done = _previous(partial, key)
-    if done:
-        log.info("captions %s: resuming, %d videos already captioned", shard, len(done))
     frames = ShardReader(frames_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(r) for r in done.values()]
-    partial.write_text("".join(line + "\n" for line in lines))
     failures = []
-    with open(partial, "a") as fh:
+    with open(partial, "a+") as fh:
+        _exclusive(fh, partial)
+        fh.seek(0)
+        done = _previous(fh.read(), key)
+        if done:
+            log.info("captions %s: resuming, %d videos already captioned", shard, len(done))
+        fh.seek(0)
+        fh.truncate()
+        fh.write("".join(json.dumps(r) + "\n" for r in done.values()))
         for row in tqdm(list(shard_rows(manifest, shard).itertuples(index=False)), desc=f"captions {shard}"):
             vid = row.video_id
             if vid in done:
@@ -90,6 +103,8 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
                 removed = getattr(captioner, "last_removed", None)
                 if removed:
                     rec["special_tokens_removed"] = removed
+            except ShardError:   # the frames shard is damaged: no video of it can be trusted
+                raise
             except Exception as exc:   # one video's failure, whatever the model's code raised, ends no stage
                 reason = _reason(exc)
                 log.warning("captions: skipped %s: %s", vid, reason)
@@ -98,7 +113,7 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
             fh.write(json.dumps(rec) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-    os.replace(partial, out)
+        os.replace(partial, out)   # while this process still holds the file
     return failures
 
 
@@ -110,15 +125,32 @@ def _reason(exc: Exception) -> str:
     return text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text or 'no message'}"
 
 
+def _records(path: str | Path) -> list[dict]:
+    """A captions file's records; a line that is not a whole record is an error naming the file and
+    the line (the stage renames the file only once every line is written: such a file was cut or
+    edited)."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if rec["status"] not in ("ok", "failed") or not isinstance(rec["video_id"], str):
+                raise ValueError(f"status {rec['status']!r}")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}, line {n}: not a caption record ({type(exc).__name__}: {exc}); the file is "
+                             "damaged: delete it and run snakemake again (its shard is captioned anew)") from None
+        out.append(rec)
+    return out
+
+
 def read_captions(path: str | Path) -> dict[str, dict]:
     """video_id -> record, for the videos captioned successfully."""
-    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
-    return {r["video_id"]: r for r in recs if r["status"] == "ok"}
+    return {r["video_id"]: r for r in _records(path) if r["status"] == "ok"}
 
 
 def caption_failures(path: str | Path) -> list[Failure]:
-    recs = (json.loads(line) for line in Path(path).read_text().splitlines() if line.strip())
-    return [Failure(r["video_id"], r["stage"], r["reason"]) for r in recs if r["status"] == "failed"]
+    return [Failure(r["video_id"], r["stage"], r["reason"]) for r in _records(path) if r["status"] == "failed"]
 
 
 def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,

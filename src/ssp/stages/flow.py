@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ssp.config import Config
 from ssp.flow.estimators import make_estimator, video_pairs
 from ssp.flow.mask import flow_mask, flow_to_color
+from ssp.io.files import atomic_path
 from ssp.io.store import ShardReader, ShardWriter, provenance
 from ssp.stages.preprocess import shard_rows
 
@@ -118,8 +119,8 @@ def figure(videos: list[str], frames: ShardReader, flows: ShardReader, masks: Sh
     sheet = np.concatenate([np.pad(b, ((0, 4), (0, width - b.shape[1]), (0, 0)), constant_values=255)
                             for b in blocks], 0) if blocks else np.full((tile, tile, 3), 255, np.uint8)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet.astype(np.uint8)).save(out)
+    with atomic_path(out, sync=False) as tmp:
+        Image.fromarray(sheet.astype(np.uint8)).save(tmp, format="PNG")
     return out
 
 
