@@ -53,6 +53,11 @@ class RunLayout:
     def manifest(self) -> Path:
         return self.run / "manifest.csv"
 
+    @property
+    def manifest_refused(self) -> Path:
+        """The videos the manifest left out, with why (``ssp.datasets.manifest.refused_path``)."""
+        return self.run / "manifest.refused.csv"
+
     def stage_dir(self, stage: str) -> Path:
         return self.run / stage
 

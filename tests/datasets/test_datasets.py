@@ -100,3 +100,42 @@ def test_limit_and_empty(tmp_path, semantic_root):
 def read_back(df, tmp_path):
     write_manifest(df, tmp_path / "m.csv")
     return read_manifest(tmp_path / "m.csv")
+
+
+def _clips(folder, media, names):
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / name).symlink_to(media / "chaplin.mp4")
+    return folder
+
+
+def test_hostile_video_names_and_files_are_refused_with_their_reason(tmp_path, media):
+    """A clip named ..webm (id '.'), ...webm (id '..': its PNG masks would go above the split's
+    folder), a FIFO named x.mp4 (the decoder would hang) and a folder named y.mkv are left out of
+    the manifest, each with its reason, and reach the run's skipped.csv; the other clips go on."""
+    import os
+
+    from ssp.datasets.manifest import read_refused, write_refused
+    from ssp.reporting.summary import write_summary
+
+    folder = _clips(tmp_path / "clips", media, ["good.mp4", "..webm", "...webm", "new\nline.mp4"])
+    os.mkfifo(folder / "x.mp4")
+    (folder / "y.mkv").mkdir()
+    cfg = make_config(tmp_path, dataset={"layout": "videos", "root": str(folder)})
+    refused = []
+    df = build_manifest(cfg, refused)
+    assert list(df["video_id"]) == ["good"]
+    reasons = dict(refused)
+    assert set(reasons) == {".", "..", "new\nline", "x", "y"}
+    assert "video id '.' names no folder" in reasons["."] and "video id '..' names no folder" in reasons[".."]
+    assert "control character" in reasons["new\nline"]
+    assert "x.mp4 is not a regular file" in reasons["x"] and "y.mkv is not a regular file" in reasons["y"]
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(df, manifest)
+    write_refused(refused, manifest)
+    rows = read_refused(manifest)
+    failures = write_summary({}, len(df), tmp_path / "skipped.csv", tmp_path / "summary.md", refused=rows)
+    assert len(failures) == 5
+    skipped = (tmp_path / "skipped.csv").read_text()
+    assert "x.mp4 is not a regular file" in skipped and ",manifest," in skipped
+    assert "| manifest | 0 | 1 | 5 |" in (tmp_path / "summary.md").read_text()

@@ -78,6 +78,19 @@ def test_checkpoint_of_other_settings_is_not_resumed(tiny_run, tmp_path, caplog)
         "name == 'loss'")["step"].tolist()   # the log of the restarted run only
 
 
+def test_a_torn_checkpoint_is_set_aside_and_training_starts_over(tiny_run, tmp_path, caplog):
+    cfg = tiny_run_config(tiny_run)
+    m = read_manifest(RunLayout.of(cfg).manifest)
+    out = tmp_path / "b"
+    train(cfg, m, "baseline", out, max_steps=2)
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])      # a flipped or cut disk block
+    with caplog.at_level("INFO"):
+        train(cfg, m, "baseline", out, max_steps=3)
+    assert "checkpoint.pt cannot be read" in caplog.text and "resuming" not in caplog.text
+    assert len(list(out.glob("checkpoint.pt.unreadable-*"))) == 1 and read_checkpoint(ckpt)["global_step"] == 3
+
+
 def test_sigterm_checkpoints_and_resumes(tiny_run, tmp_path, monkeypatch):
     """SIGTERM (SLURM preemption) in the middle of epoch 3: checkpoint, exit code 143, resume."""
     import ssp.engine.loop
@@ -262,7 +275,13 @@ def test_predictions_format(tiny_run, tmp_path):
     from ssp.engine.inference import load_trained
 
     other = dict(cfg.raw, model={**cfg.raw["model"], "hidden_dim": 64})
-    with pytest.raises(ValueError, match=r"base/model\.safetensors does not fit .*other model\.hidden_dim"):
+    with pytest.raises(ValueError, match=r"base/model\.safetensors was trained with another model section than this "
+                                         r"config's \(model\.hidden_dim: trained 32, configured 64\)"):
+        load_trained(Config.from_dict(other), base, "cpu")
+    # the same weights fit a network of another input size: named all the same, before loading
+    other = dict(cfg.raw, model={**cfg.raw["model"], "size": 64, "premask_image": "raw"})
+    with pytest.raises(ValueError, match=r"model\.premask_image: trained 'normalized', configured 'raw'; "
+                                         r"model\.size: trained 32, configured 64\)"):
         load_trained(Config.from_dict(other), base, "cpu")
     with pytest.raises(ValueError, match=r"model for the binary task, where this run needs one for the semantic"):
         load_trained(cfg, base, "cpu", task="semantic")

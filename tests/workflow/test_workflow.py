@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, TINY_MODEL
@@ -180,6 +181,29 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
     assert set(planned([], conf2, tmp_path)) <= {"summary", "all"}
     run(["--cores", "2", "--configfile", str(conf2)], tmp_path)
     assert "Set predict.models_from" in clips.summary_md.read_text()
+
+
+@pytest.mark.workflow
+def test_a_clip_added_to_the_videos_folder_later_is_seen(tmp_path, media):
+    """Without videos_csv the manifest depends on the folder's listing: a clip added after a run
+    rebuilds it (the log says how many were added), and nothing else is asked for."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").symlink_to(media / "chaplin.mp4")
+    (folder / "...webm").symlink_to(media / "chaplin.mp4")                 # refused: id '..'
+    conf = write_config(tmp_path / "config.yaml", {"dataset": {"name": "clips", "layout": "videos", "root": str(folder)},
+                                                   "vggish": {"weights": "random"}, "model": TINY_MODEL,
+                                                   "captions": {"backend": "file", "file": str(media / "README.md")}})
+    clips = RunLayout.at(tmp_path / "results" / "clips")
+    target = [str(clips.manifest.relative_to(tmp_path))]
+    run(["--cores", "1", *target, "--configfile", str(conf)], tmp_path)
+    assert "'..'" in clips.manifest_refused.read_text()
+    assert planned(target, conf, tmp_path) == {}                          # nothing to be done
+    (folder / "b.mp4").symlink_to(media / "fire2.mp4")
+    proc = run(["-n", *target, "--configfile", str(conf)], tmp_path)
+    assert "1 video(s) added and 0 removed" in proc.stdout + proc.stderr
+    run(["--cores", "1", *target, "--configfile", str(conf)], tmp_path)
+    assert sorted(pd.read_csv(clips.manifest)["video_id"]) == ["a", "b"]
 
 
 def test_wrong_config_key_fails_at_once(tmp_path):

@@ -108,6 +108,46 @@ def dataset_inputs(wildcards):
     return [ds.videos_csv] if ds.videos_csv else []
 
 
+@functools.lru_cache(maxsize=1)
+def _listing():
+    """The videos folder's listing (layout videos without videos_csv) as a digest, and what changed
+    since the manifest was built (said once)."""
+    import hashlib
+
+    from ssp.datasets.manifest import video_files
+
+    names = [p.name for p in video_files(CFG.dataset_root)]
+    if L.manifest.is_file():
+        known = set(
+            Path(v).name
+            for v in pd.read_csv(
+                L.manifest, usecols=["video_path"], dtype=str, keep_default_na=False
+            )["video_path"]
+        )
+        if L.manifest_refused.is_file():  # refused clips are not new either
+            ids = set(
+                pd.read_csv(L.manifest_refused, dtype=str, keep_default_na=False)[
+                    "video_id"
+                ]
+            )
+            known |= {n for n in names if Path(n).stem in ids}
+        added, removed = len(set(names) - known), len(known - set(names))
+        if added or removed:
+            logger.info(
+                f"dataset.root: {added} video(s) added and {removed} removed since {L.manifest} was "
+                "built: the manifest is rebuilt"
+            )
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+def video_listing(wildcards):
+    """What the manifest depends on beyond its input files: a videos folder's listing (a clip added
+    later rebuilds the manifest; with videos_csv, the CSV is the input that says which).
+    """
+    ds = CFG.dataset
+    return _listing() if ds.layout == "videos" and not ds.videos_csv else ""
+
+
 @functools.lru_cache(maxsize=8)
 def _manifest_column(manifest, mtime, column):
     return sorted(set(pd.read_csv(manifest, usecols=[column], dtype=str)[column]))

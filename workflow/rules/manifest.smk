@@ -6,6 +6,7 @@ checkpoint manifest:
         dataset_inputs,
     output:
         manifest=L.manifest,
+        refused=L.manifest_refused,
     log:
         L.log("manifest"),
     conda:
@@ -17,5 +18,6 @@ checkpoint manifest:
     params:
         dataset=config["dataset"],
         shards=config["shards"],
+        listing=video_listing,
     script:
         "../scripts/manifest.py"

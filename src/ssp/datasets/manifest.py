@@ -16,16 +16,26 @@ Manifest columns (one row per video):
   shard       shard name, assigned by ``assign_shards``
 
 The layouts are described in ../shared/AVSBENCH.md and docs/datasets.md. Readers only build paths
-by the layout's rules; missing files are reported by the stage that opens them.
+by the layout's rules; missing files are reported by the stage that opens them. A video whose id
+cannot name a folder or an HDF5 group (``.``, ``..``, a path separator, a control character), or,
+in the ``videos`` layout, whose file is not a regular file (a FIFO would hang the decoder), is
+refused: left out of the manifest and listed with its reason (``refused_path``, then the run's
+skipped.csv).
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
+import stat
 from pathlib import Path
 
 import pandas as pd
 
 from ssp.config import Config
+from ssp.io.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
 COLUMNS = ["video_id", "layout", "subset", "split", "n_frames", "source", "video_path",
@@ -131,18 +141,51 @@ def read_avsbench_object_ms3(root: Path, splits) -> list[dict]:
     return rows
 
 
-def read_video_folder(root: Path, T: int, videos_csv: str | None, splits) -> list[dict]:
-    """A plain folder of video files; an optional CSV (video, split) assigns splits."""
+def id_problem(video_id: str) -> str | None:
+    """Why a video id cannot name a video's folder (PNG masks), HDF5 group and file names, or None."""
+    if video_id in ("", ".", ".."):
+        return f"its video id {video_id!r} names no folder of its own (the file name before the extension)"
+    if any(c in video_id for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in video_id):
+        return f"its video id {video_id!r} holds a path separator or a control character"
+    return None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a video file cannot be read as one (a FIFO, a device, a folder), or None; a missing file
+    is the decoding stage's to report."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a regular file (a folder, a FIFO or a device)"
+    return None
+
+
+def video_files(root: Path) -> list[Path]:
+    """The video files of a ``videos`` folder (by extension), sorted: the listing that decides
+    whether the manifest is rebuilt."""
+    return sorted(p for p in Path(root).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def read_video_folder(root: Path, T: int, videos_csv: str | None, splits, refused: list | None = None) -> list[dict]:
+    """A plain folder of video files; an optional CSV (video, split) assigns splits. Files that
+    cannot be a video (``file_problem``) are appended to ``refused`` as (video id, reason)."""
     root = Path(root)
     if videos_csv:
         df = _read_csv(Path(videos_csv), ["video", "split"])
         pairs = [(root / v, s) for v, s in zip(df["video"], df["split"])]
     else:
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-        pairs = [(p, "test") for p in files]
+        pairs = [(p, "test") for p in video_files(root)]
     rows = []
     for path, split in pairs:
         if split not in splits:
+            continue
+        problem = file_problem(path)
+        if problem:
+            (refused if refused is not None else []).append((path.stem, problem))
             continue
         rows.append(_row(
             video_id=path.stem, layout="videos", subset="videos", split=split, n_frames=T,
@@ -151,10 +194,13 @@ def read_video_folder(root: Path, T: int, videos_csv: str | None, splits) -> lis
     return rows
 
 
-def build_manifest(cfg: Config) -> pd.DataFrame:
-    """Read the configured dataset into a sorted manifest with shards assigned."""
+def build_manifest(cfg: Config, refused: list | None = None) -> pd.DataFrame:
+    """Read the configured dataset into a sorted manifest with shards assigned. Videos refused
+    (``id_problem``, ``file_problem``) are left out, logged, and appended to ``refused`` as
+    (video id, reason)."""
     ds = cfg.dataset
     root = cfg.dataset_root
+    refused = [] if refused is None else refused
     if ds.layout in ("synthetic", "avsbench_semantic"):
         rows = read_avsbench_semantic(root, ds.subsets, ds.splits, ds.layout)
     elif ds.layout == "avsbench_object_s4":
@@ -162,8 +208,17 @@ def build_manifest(cfg: Config) -> pd.DataFrame:
     elif ds.layout == "avsbench_object_ms3":
         rows = read_avsbench_object_ms3(root, ds.splits)
     else:
-        rows = read_video_folder(root, ds.frames_per_video, ds.videos_csv, ds.splits)
-    df = pd.DataFrame(rows, columns=COLUMNS)
+        rows = read_video_folder(root, ds.frames_per_video, ds.videos_csv, ds.splits, refused)
+    kept = []
+    for row in rows:
+        problem = id_problem(row["video_id"])
+        if problem:
+            refused.append((row["video_id"], f"{row['video_path'] or row['audio_path']}: {problem}"))
+        else:
+            kept.append(row)
+    for vid, reason in refused:
+        log.warning("manifest: refused %r: %s", vid, reason)
+    df = pd.DataFrame(kept, columns=COLUMNS)
     dup = df["video_id"][df["video_id"].duplicated()]
     if len(dup):
         raise DatasetError(f"duplicate video id(s) in {root}: {sorted(set(dup))[:5]}")
@@ -186,15 +241,33 @@ def assign_shards(df: pd.DataFrame, size: int) -> pd.DataFrame:
     return df
 
 
+def refused_path(manifest: str | Path) -> Path:
+    """The CSV beside a manifest that lists the videos it refused (video_id, stage, reason)."""
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".refused.csv")
+
+
+def write_refused(refused: list, manifest: str | Path) -> None:
+    df = pd.DataFrame([(v, "manifest", r) for v, r in refused], columns=["video_id", "stage", "reason"])
+    with atomic_path(refused_path(manifest)) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def read_refused(manifest: str | Path) -> list[dict]:
+    """The videos a manifest refused, as skipped.csv rows ([] when it has no such file)."""
+    path = refused_path(manifest)
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return [dict(video_id=r.video_id, stage=r.stage, reason=r.reason, shard="") for r in df.itertuples()]
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     out = df.copy()
     for key in LIST_COLUMNS:
         out[key] = out[key].map(json.dumps)
-    out.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        out.to_csv(tmp, index=False)
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from ssp.config import Config
 from ssp.engine.build import build_model, make_dataset, model_inputs, select, to_device
 from ssp.engine.checkpoint import read_trained
 from ssp.engine.data import collate
+from ssp.io.files import atomic_path
 from ssp.io.hub import MODEL_KEYS
 from ssp.io.store import ShardWriter, provenance
 from ssp.model.ssp import SSPModel, class_scores, sounding_share
@@ -64,17 +65,36 @@ def load_trained(cfg: Config, weights: str | Path, device, *, task: str | None =
                          f"{task} task (set train.task: {state['task']} to use it)")
     variant = VARIANTS[state["variant"]]
     binary = state["task"] == "binary"
+    differ = model_section_differences(state.get("model_config"), cfg.raw["model"])
+    if differ:
+        raise ValueError(f"{weights} was trained with another model section than this config's "
+                         f"({'; '.join(differ)}): use the model section of the run that trained it")
+    if state.get("model_config") is None:
+        log.warning("%s records no model section (an older model.pt): it cannot be compared with this config's",
+                    weights)
     model = build_model(cfg, variant, binary=binary, stepping_stone=state["stepping_stone"],
                         tune=state.get("tune", "full"))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        trained = state.get("model_config", {})
-        differ = sorted(k for k in trained if trained[k] != cfg.raw["model"].get(k))
-        which = f" (it was trained with other {', '.join('model.' + k for k in differ)})" if differ else ""
-        raise ValueError(f"{weights} does not fit the network this config's model section builds{which}: "
-                         f"use the model section of the run that trained it. {str(exc)[:300]}") from None
+        raise ValueError(f"{weights} does not fit the network this config's model section builds: use the model "
+                         f"section of the run that trained it. {str(exc)[:300]}") from None
     return Trained(model.to(device).eval(), state["variant"], binary, state.get("selected", {}))
+
+
+# where the pretrained parts came from: their weights are in the trained model, whatever the path
+SOURCE_KEYS = {k.split(".", 1)[1] for k in MODEL_KEYS if k.startswith("model.") and k != "model.tokenizer"}
+
+
+def model_section_differences(trained: dict | None, configured: dict) -> list[str]:
+    """'model.<key>: trained X, configured Y' for every key of the model section that differs
+    (the network's shape, its input size, its tokenizer), before any weight is loaded. The sources
+    of the pretrained parts are not compared (a trained model holds all its weights)."""
+    if trained is None:
+        return []
+    keys = sorted((set(trained) | set(configured)) - SOURCE_KEYS)
+    return [f"model.{k}: trained {trained.get(k)!r}, configured {configured.get(k)!r}"
+            for k in keys if trained.get(k) != configured.get(k)]
 
 
 def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
@@ -127,6 +147,7 @@ def write_pngs(predictions: str | Path, out_dir: str | Path) -> int:
             g = h5[vid]
             frames = colorize(g["labels"][()]) if "labels" in g else ((g["scores"][()] > 0.5) * 255).astype(np.uint8)
             for t, img in enumerate(frames):
-                Image.fromarray(img).save(out_dir / vid / f"{t}.png")
+                with atomic_path(out_dir / vid / f"{t}.png", sync=False) as tmp:
+                    Image.fromarray(img).save(tmp, format="PNG")
                 n += 1
     return n

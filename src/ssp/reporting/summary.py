@@ -5,6 +5,7 @@ import csv
 from dataclasses import asdict
 from pathlib import Path
 
+from ssp.io.files import atomic_path, write_text
 from ssp.io.store import ShardReader
 
 
@@ -80,14 +81,17 @@ def run_notes(cfg) -> list[str]:
 
 
 def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_path: str | Path,
-                  md_path: str | Path, title: str = "Run summary", notes=()) -> list[dict]:
+                  md_path: str | Path, title: str = "Run summary", notes=(), refused=()) -> list[dict]:
     """Write skipped.csv (video_id, stage, shard, reason) and a markdown summary (with ``notes``
-    about the run beside those the shards carry)."""
+    about the run beside those the shards carry; ``refused``: the manifest's refused videos, as
+    ``read_refused`` gives them, listed first)."""
     counts, failures, shard_notes = collect(stage_shards)
+    failures = list(refused) + failures
+    if refused:
+        counts = {"manifest": {"shards": 0, "written": n_videos, "failed": len(refused), "decoders": {}}, **counts}
     notes = sorted(set(shard_notes) | set(notes))
     csv_path, md_path = Path(csv_path), Path(md_path)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["video_id", "stage", "shard", "reason"])
         w.writeheader()
         w.writerows(failures)
@@ -104,5 +108,5 @@ def write_summary(stage_shards: dict[str, list[str | Path]], n_videos: int, csv_
                   for f in failures]
     else:
         lines.append("None.")
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     return failures
