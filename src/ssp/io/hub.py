@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssp.io.files import write_text
+
 log = logging.getLogger(__name__)
 
 # every config key that names a model, and what its loaders read from the files fetched for it
@@ -45,6 +47,9 @@ MODEL_KEYS = {
 FETCH_COMMAND = "python -m ssp fetch-models --config <your config files> (or: snakemake models --configfile ...)"
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[\w.+-]+$")
+_REVISION = re.compile(r"^[\w.+-]+(/[\w.+-]+)*$")
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]*)\.")   # torch.hub's HASH_REGEX: vggish-10086976.pth -> 10086976
 
 
@@ -72,13 +77,29 @@ class HubModel:
         return "models--" + self.repo.replace("/", "--")
 
 
+def _plain(name: str) -> bool:
+    """A name that stays inside the folder it is joined to: no separator, not ``.`` or ``..``."""
+    return bool(_NAME.match(name)) and name not in (".", "..")
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why a revision cannot be a branch, tag or commit name (it becomes a path in the cache: a
+    ``refs/<revision>`` file), or None."""
+    if not _REVISION.match(revision) or any(not _plain(part) for part in revision.split("/")):
+        return f"revision {revision!r} is not a branch, tag or commit name (letters, digits, . _ - and / between names)"
+    return None
+
+
 def parse_hub(value, key: str = "") -> HubModel | None:
     """``hf:org/name[@revision]`` -> HubModel; None for anything else (a path, ``random``, a package)."""
     if not (isinstance(value, str) and value.startswith("hf:")):
         return None
     repo, _, revision = value[3:].partition("@")
-    if not _REPO.match(repo) or "@" in revision:
+    if not _REPO.match(repo) or "@" in revision or any(not _plain(p) for p in repo.split("/")):
         raise ValueError(f"'{key}': {value!r} is not a hub id (hf:<org>/<name> or hf:<org>/<name>@<revision>)")
+    problem = revision_problem(revision or "main")
+    if problem:
+        raise ValueError(f"'{key}': {value!r}: {problem}")
     return HubModel(repo, revision or "main")
 
 
@@ -132,26 +153,67 @@ def lock_path(raw: dict) -> Path:
 
 
 def read_lock(path: Path) -> dict:
-    """The lock file's entries by source (``hf:org/name@rev`` or the URL); {} when there is none."""
+    """The lock file's entries by source (``hf:org/name@rev`` or the URL); {} when there is none.
+    Every entry is checked before anything is joined to a path: a commit is 40 hex digits, a file
+    name is a plain name, a hash is a sha256 (``lock_problems``)."""
     if not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise FetchError(f"'hub.lock': {path} is not valid JSON ({exc}); delete it and fetch again") from None
-    return data.get("models", {})
+    models = data.get("models", {}) if isinstance(data, dict) else None
+    problems = lock_problems(models) if isinstance(models, dict) else ["its 'models' is not a mapping"]
+    if problems:
+        raise FetchError(f"'hub.lock': {path} is not a lock this project wrote ({'; '.join(problems[:3])}): "
+                         "restore it, or delete it and fetch again")
+    return models
+
+
+def lock_problems(models: dict) -> list[str]:
+    """What in a lock's entries could point outside the cache, or is no hash."""
+    out = []
+    for source, entry in models.items():
+        if not isinstance(entry, dict):
+            out.append(f"{source}: not a mapping")
+            continue
+        if source.startswith("hf:"):
+            commit = entry.get("commit")
+            if not (isinstance(commit, str) and _COMMIT.match(commit)):
+                out.append(f"{source}: commit {commit!r} is not 40 hex digits")
+            files = entry.get("files")
+            if not isinstance(files, dict):
+                out.append(f"{source}: no file list")
+                continue
+            for name, meta in files.items():
+                if not _plain(name):
+                    out.append(f"{source}: file name {name!r} is not a plain name")
+                elif not (isinstance(meta, dict) and _SHA256.match(str(meta.get("sha256")))
+                          and isinstance(meta.get("size"), int)):
+                    out.append(f"{source}: {name} has no sha256 and size")
+        elif not (_plain(str(entry.get("file"))) and _SHA256.match(str(entry.get("sha256")))
+                  and isinstance(entry.get("size"), int)):
+            out.append(f"{source}: no plain file name, sha256 and size")
+    return out
 
 
 def write_lock(path: Path, entries: dict) -> None:
     """Entries merged over the lock's, sorted, written whole."""
     merged = read_lock(path) | entries
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": 1, "models": dict(sorted(merged.items()))}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"version": 1, "models": dict(sorted(merged.items()))}, indent=1, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- offline resolution
+
+# every fetched folder or file this process resolved, by path: what ``ssp.io.verify`` checks
+# against the lock before a loader reads it (the loaders are handed paths)
+_FETCHED: dict[str, "Resolved"] = {}
+
+
+def fetched_source(path) -> "Resolved | None":
+    """How a path handed to a loader was resolved (None: a local path, not fetched)."""
+    return _FETCHED.get(str(path))
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -161,6 +223,8 @@ class Resolved:
     path: Path | None
     commit: str | None = None     # a hub id's resolved commit; a URL file's sha256
     problem: str | None = None
+    entry: dict | None = None     # its lock entry (files, hashes, sizes), when the lock has it
+    lock: Path | None = None      # the lock file it was resolved with
 
     @property
     def provenance(self) -> str:
@@ -194,6 +258,9 @@ def resolve(value: str, key: str, raw: dict, lock: dict | None = None) -> Resolv
         if commit is None:
             ref = storage / "refs" / model.revision
             commit = ref.read_text().strip() if ref.is_file() else None
+            if commit is not None and not _COMMIT.match(commit):
+                return Resolved(key, model.source, None, None, f"'{key}': {ref} does not hold a commit ({commit[:60]!r}); "
+                                f"delete it and run {FETCH_COMMAND}")
         folder = storage / "snapshots" / commit if commit else None
         if folder is None or not folder.is_dir():
             return Resolved(key, model.source, None, commit, _not_fetched(key, model.source, cache, "no snapshot"))
@@ -201,14 +268,24 @@ def resolve(value: str, key: str, raw: dict, lock: dict | None = None) -> Resolv
         if missing:
             return Resolved(key, model.source, None, commit, _not_fetched(
                 key, model.source, cache, f"{len(missing)} of its locked files missing, e.g. {missing[0]},"))
-        return Resolved(key, model.source, folder, commit)
+        return Resolved(key, model.source, folder, commit, entry=entry, lock=lock_path(raw))
     if is_url(value):
-        target = url_dir(raw) / value.rsplit("/", 1)[-1]
+        name = url_file_name(value)
+        if not _plain(name):
+            return Resolved(key, value, None, None, f"'{key}': {value} does not end in a file name")
+        target = url_dir(raw) / name
         entry = lock.get(value)
         if not target.is_file():
             return Resolved(key, value, None, None, _not_fetched(key, value, target.parent, "no file"))
-        return Resolved(key, value, target, (entry or {}).get("sha256"))
+        return Resolved(key, value, target, (entry or {}).get("sha256"), entry=entry, lock=lock_path(raw))
     return None
+
+
+def url_file_name(url: str) -> str:
+    """The file a URL names (its last path segment, query and fragment left out)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path.rsplit("/", 1)[-1]
 
 
 def resolve_config(full: dict) -> tuple[dict, dict[str, Resolved]]:
@@ -227,6 +304,7 @@ def resolve_config(full: dict) -> tuple[dict, dict[str, Resolved]]:
         resolved[key] = r
         if r.path is not None:
             _set_key(local, key, str(r.path))
+            _FETCHED[str(r.path)] = r
     return local, resolved
 
 
@@ -366,8 +444,12 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
             ok, expected = got == sib.blob_id, sib.blob_id
         else:
             ok, expected, got = True, None, digest
-        if ok and entry and name in entry["files"]:
-            ok, expected, got = digest == entry["files"][name]["sha256"], entry["files"][name]["sha256"], digest
+        if ok and entry and name in entry["files"] and digest != entry["files"][name]["sha256"]:
+            # the file is the Hub's: the lock is what is wrong, and the file is kept
+            raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} matches the Hub's hash but not the "
+                             f"lock's ({entry['files'][name]['sha256']} in {lock_path(raw)}): the lock was edited or "
+                             "damaged; the cached file was kept. Restore the lock, or fetch with --update to write "
+                             "its entry anew")
         if not ok:
             _drop(path)
             raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} does not match its hash (expected "
@@ -376,8 +458,7 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
         files[name] = {"sha256": digest, "size": path.stat().st_size}
     if folder is not None and model.revision != info.sha:   # as huggingface_hub records a branch or tag
         ref = cache / model.folder_name / "refs" / model.revision
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        ref.write_text(info.sha)
+        write_text(ref, info.sha)
     locked = {"repo": model.repo, "revision": model.revision, "commit": info.sha, "files": files,
               "code": base["code"]}
     status = "verified" if entry else "fetched"
@@ -385,7 +466,9 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
 
 
 def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, verify: bool) -> dict:
-    name = url.rsplit("/", 1)[-1]
+    name = url_file_name(url)
+    if not _plain(name):
+        raise FetchError(f"'{key}': {url} does not end in a file name")
     target = url_dir(raw) / name
     entry = lock.get(url)
     prefix = (_HASH_IN_NAME.search(name) or [None, None])[1] or None
@@ -411,6 +494,11 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
         status = "fetched"
     digest = _sha256(target)
     expected = (entry or {}).get("sha256")
+    if expected and digest != expected and (not prefix or digest.startswith(prefix)):
+        raise FetchError(f"'{key}': {target} has sha256 {digest}, the lock {expected} ({lock_path(raw)})"
+                         + (", and its name's prefix agrees with the file: the lock was edited or damaged"
+                            if prefix else "") + "; the file was kept. Restore the lock, or delete the file "
+                         "(or its entry in the lock) and fetch again")
     if (prefix and not digest.startswith(prefix)) or (expected and digest != expected):
         target.unlink()
         raise FetchError(f"'{key}': {target} has sha256 {digest}, not {expected or prefix + '...'} (its name's "
@@ -443,11 +531,40 @@ def unused(raw: dict, key: str) -> str | None:
     return None
 
 
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
 def go_offline() -> None:
-    """Every later import of huggingface_hub / transformers in this process and its children reads
-    the cache only (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1): the workflow's jobs never download."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    """huggingface_hub / transformers in this process and its children read the cache only
+    (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1; huggingface_hub's switch too where it was imported
+    already, since it reads the variable at import): the workflow's jobs never download."""
+    for name in OFFLINE_VARIABLES:
+        os.environ[name] = "1"
+    import sys
+
+    if "huggingface_hub.constants" in sys.modules:
+        sys.modules["huggingface_hub.constants"].HF_HUB_OFFLINE = True
+
+
+@contextlib.contextmanager
+def offline():
+    """``go_offline`` for the length of a block (a command of the CLI), restored after it."""
+    import sys
+
+    before = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    constants = sys.modules.get("huggingface_hub.constants")
+    switch = getattr(constants, "HF_HUB_OFFLINE", None)
+    go_offline()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = switch
 
 
 @contextlib.contextmanager
@@ -531,5 +648,8 @@ def report(rows: list[dict], lock_file: Path) -> str:
             where = r.get("folder") or r["source"]
             lines.append(f"\n{r['key']} ships code that runs when the model loads; read it before setting "
                          f"captions.trust_remote_code: true (nothing of it has run):")
-            lines += [f"  {Path(where) / n}" for n in r["code"]]
+            files = (r.get("entry") or {}).get("files", {})
+            lines += [f"  {Path(where) / n}" + (f"  sha256:{files[n]['sha256']}" if n in files else "")
+                      for n in r["code"]]
+            lines.append("then trust exactly this code: python -m ssp trust-code --config <your config files>")
     return "\n".join(lines)

@@ -27,8 +27,10 @@ HOLDS = {
 }
 
 
-def check_model_folder(folder: str | None, key: str, what: str | None = None) -> Path:
-    """A local Hugging Face model folder must hold config.json and weights (``what``: HOLDS[key])."""
+def check_model_folder(folder: str | None, key: str, what: str | None = None, *, verify: bool = True) -> Path:
+    """A local Hugging Face model folder must hold config.json and weights (``what``: HOLDS[key]);
+    a fetched one is checked against the lock too (``verify``: before it loads, not when a config
+    is checked)."""
     what = what or HOLDS[key]
     if not folder:
         raise WeightsError(f"'{key}' is not set: put {what} (config.json and model.safetensors or "
@@ -43,6 +45,10 @@ def check_model_folder(folder: str | None, key: str, what: str | None = None) ->
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise WeightsError(f"'{key}': no weights in {path} (expected model.safetensors or "
                            f"pytorch_model.bin of {what})")
+    if verify:
+        from ssp.io.verify import verify_fetched
+
+        verify_fetched(path, key)
     return path
 
 

@@ -129,6 +129,9 @@ def load_tokenizer(source: str):
     if not Path(source).is_dir():
         raise FileNotFoundError(f"'model.tokenizer': folder {source} does not exist (a BERT tokenizer: vocab.txt, "
                                 "tokenizer.json)")
+    from ssp.io.verify import verify_fetched
+
+    verify_fetched(source, "model.tokenizer")
     return AutoTokenizer.from_pretrained(source, local_files_only=True)
 
 

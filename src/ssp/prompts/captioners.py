@@ -43,7 +43,8 @@ Q2_VARIANTS = {
 Q2_TEMPLATE = Q2_VARIANTS["paper"]
 TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
                  "with your permissions. Read the folder's *.py files, then set "
-                 "'captions.trust_remote_code: true' to allow it.")
+                 "'captions.trust_remote_code: true' and run `python -m ssp trust-code --config <your config "
+                 "files>`, which records their sha256: only that code is then allowed to run.")
 
 
 def question2(a1: str, wording: str = "paper") -> str:
@@ -197,15 +198,31 @@ class MiniCPMo(TwoTurnChat):
     name = "minicpm-o"
 
     def __init__(self, folder: str | None, *, trust_remote_code: bool, q1_variant: str = "d",
-                 max_new_tokens: int = 256, device: str = "auto", model=None, tokenizer=None):
+                 max_new_tokens: int = 256, device: str = "auto", model=None, tokenizer=None,
+                 trust_file: str | Path | None = None, code_id: str | None = None):
+        """``trust_file``, ``code_id``: where the hashes of the code trusted to run are recorded, and
+        under which name (``ssp.io.verify``); the folder's code must be exactly that code."""
         super().__init__(q1_variant)
         self.max_new_tokens = max_new_tokens
         if model is None:
             if not trust_remote_code:
                 raise PermissionError(TRUST_MESSAGE)
+            self._check_trusted(folder, trust_file, code_id)
             model, tokenizer = self._load(folder, device)
         self.model, self.tokenizer = model, tokenizer
         self.model_id = str(folder)
+
+    @staticmethod
+    def _check_trusted(folder: str | None, trust_file, code_id: str | None) -> None:
+        from ssp.io.verify import TRUST_COMMAND, untrusted
+
+        if not folder or not Path(folder).is_dir():
+            return   # _load names what is missing
+        if trust_file is None:
+            raise PermissionError(f"'captions.model': no trust file names the code of {folder}; run {TRUST_COMMAND}")
+        problem = untrusted(folder, code_id or str(Path(folder).resolve()), Path(trust_file))
+        if problem:
+            raise PermissionError(f"'captions.model': {problem}")
 
     @staticmethod
     def _load(folder: str | None, device: str):
@@ -364,7 +381,7 @@ class SyntheticCaptions:
 
 
 def make_captioner(cfg, data_root: str | Path):
-    captioner = _captioner(cfg.captions, data_root)
+    captioner = _captioner(cfg.captions, data_root, cfg.raw)
     captioner.q2_wording = cfg.captions.q2_variant
     if isinstance(captioner, TwoTurnChat):
         captioner.native_frames = cfg.captions.frames == "native"
@@ -373,7 +390,7 @@ def make_captioner(cfg, data_root: str | Path):
     return captioner
 
 
-def _captioner(c, data_root: str | Path):
+def _captioner(c, data_root: str | Path, raw: dict):
     if c.backend == "synthetic":
         return SyntheticCaptions(data_root, drop_rate=c.synthetic.drop_rate, add_rate=c.synthetic.add_rate,
                                  seed=c.synthetic.seed, q1_variant=c.q1_variant)
@@ -381,8 +398,12 @@ def _captioner(c, data_root: str | Path):
         return FileCaptions(c.file, c.q1_variant)
     if c.backend == "hf-vlm":
         return HFVLM(c.model, q1_variant=c.q1_variant, max_new_tokens=c.max_new_tokens, device=c.device)
+    from ssp.io import hub
+    from ssp.io.verify import code_identity, trust_path
+
     return MiniCPMo(c.model, trust_remote_code=c.trust_remote_code, q1_variant=c.q1_variant,
-                    max_new_tokens=c.max_new_tokens, device=c.device)
+                    max_new_tokens=c.max_new_tokens, device=c.device, trust_file=trust_path(raw),
+                    code_id=code_identity(hub.get_key(raw, "captions.model"), c.model or "."))
 
 
 __all__ = ["MiniCPMo", "HFVLM", "FileCaptions", "SyntheticCaptions", "make_captioner", "parse_nouns",
