@@ -4,7 +4,8 @@ Writing: ``ShardWriter`` writes to a temporary name unique to the writer and ren
 final name only when the ``with`` block ends without an exception (``ssp.io.files``), so an
 interrupted write never leaves a file that a later run takes as complete. Failed videos are
 recorded (video, stage, reason) in the shard's ``failures`` attribute, next to provenance
-attributes. Every numeric array carries its CRC-32 (the group's ``crc32`` attribute, by name).
+attributes. Every numeric array's CRC-32 is recorded (the file's ``crc32`` attribute: JSON,
+video -> array name -> CRC), read once when the file is opened.
 
 Reading: ``ShardReader`` / ``ShardedStore`` open files lazily and re-open after a fork, so
 they are safe to create in the main process and use in DataLoader workers. Each array read is
@@ -77,6 +78,7 @@ class ShardWriter:
         self.attrs = attrs
         self.failures: list[Failure] = []
         self.written: list[str] = []
+        self.sums: dict[str, dict[str, int]] = {}
         self.h5: h5py.File | None = None
 
     def __enter__(self) -> "ShardWriter":
@@ -100,7 +102,7 @@ class ShardWriter:
                 sums[name] = crc32(arr)
         for k, v in (attrs or {}).items():
             g.attrs[k] = v
-        g.attrs["crc32"] = json.dumps(sums)
+        self.sums[video_id] = sums
         self.written.append(video_id)
 
     def fail(self, video_id: str, stage: str, reason: str) -> None:
@@ -111,6 +113,7 @@ class ShardWriter:
             if exc_type is None:
                 self.h5.attrs["failures"] = json.dumps([asdict(f) for f in self.failures])
                 self.h5.attrs["videos"] = json.dumps(self.written)
+                self.h5.attrs["crc32"] = json.dumps(self.sums)
                 self.h5.attrs["complete"] = True
             self.h5.close()
             if exc_type is None:
@@ -136,6 +139,7 @@ class ShardReader:
         self._h5: h5py.File | None = None
         self._fd: int | None = None
         self._pid: int | None = None
+        self._sums: dict = {}
 
     @property
     def h5(self) -> h5py.File:
@@ -149,7 +153,12 @@ class ShardReader:
             if not h5.attrs.get("complete", False):   # refused at every access, not only the first
                 h5.close()
                 raise ShardError(f"{self.path} is not a complete shard: {REDO}")
-            self._h5, self._fd, self._pid = h5, os.open(self.path, os.O_RDONLY), os.getpid()
+            try:
+                sums = json.loads(h5.attrs.get("crc32", "{}"))   # shards written before CRCs: unchecked
+            except (OSError, ValueError) as exc:
+                h5.close()
+                raise ShardError(f"{self.path}: its checksums cannot be read ({_first_line(exc)}): {REDO}") from None
+            self._h5, self._fd, self._pid, self._sums = h5, os.open(self.path, os.O_RDONLY), os.getpid(), sums
         return self._h5
 
     def __contains__(self, video_id: str) -> bool:
@@ -159,10 +168,10 @@ class ShardReader:
         """The video's arrays (only ``keys``, when given: nothing else is read from disk), each
         checked against the CRC-32 written with it (shards written before CRCs were: unchecked)."""
         try:
-            group = self.h5[video_id]
-            sums = json.loads(group.attrs.get("crc32", "{}"))
+            h5 = self.h5
+            sums = self._sums.get(video_id, {})
             if keys is None:
-                keys = list(group)
+                keys = list(h5[video_id])
             out = {k: self._dataset(f"{video_id}/{k}") for k in keys}
         except (KeyError, ShardError):
             raise
@@ -206,7 +215,7 @@ class ShardReader:
         self._h5 = self._fd = None
 
     def __getstate__(self):  # pickled into DataLoader workers without an open handle
-        return {"path": self.path, "_h5": None, "_fd": None, "_pid": None}
+        return {"path": self.path, "_h5": None, "_fd": None, "_pid": None, "_sums": {}}
 
 
 def _first_line(exc: BaseException) -> str:
