@@ -2,7 +2,7 @@
 
 Writes a dataset root in the AVSBench-semantic layout holding only metadata.csv and
 label2idx.json (12,356 synthetic entries: 4,932 v1s, 424 v1m, 7,000 v2), builds its manifest
-with the project's reader (as the `manifest` checkpoint would), then times `snakemake -n`
+and the list of refused clips with the project's reader (as the `manifest` checkpoint would), then times `snakemake -n`
 planning every stage of every shard, training, predictions and scoring. Prints JSON lines.
 
     .venv/bin/python benchmarks/plan_scale.py [--workdir DIR] [--shard-size 64]
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ssp.config import Config  # noqa: E402
-from ssp.datasets.manifest import build_manifest, write_manifest  # noqa: E402
+from ssp.datasets.manifest import build_manifest, write_manifest, write_refused  # noqa: E402
 from ssp.datasets.synthavs import LABELS  # noqa: E402
 
 SIZES = {"v1s": 4932, "v1m": 424, "v2": 7000}
@@ -61,8 +61,10 @@ def main() -> int:
     (work / "captions.json").write_text("{}")
     (work / "config.yaml").write_text(yaml.safe_dump(raw))
     t = time.perf_counter()
-    df = build_manifest(Config.from_dict(raw))
+    refused = []
+    df = build_manifest(Config.from_dict(raw), refused)
     write_manifest(df, work / "results" / "avss" / "manifest.csv")
+    write_refused(refused, work / "results" / "avss" / "manifest.csv")
     t_manifest = time.perf_counter() - t
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--configfile",
            str(work / "config.yaml"), "-n", "--quiet", "rules", "--workflow-profile", "none", "--cores", "1"]
