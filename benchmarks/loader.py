@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ssp.audio.vggish import log_mel_examples  # noqa: E402
-from ssp.config import load  # noqa: E402
-from ssp.datasets.manifest import read_manifest  # noqa: E402
-from ssp.engine.data import VideoDataset, collate, loader_collate, unpack_shared  # noqa: E402
-from ssp.io.media import read_mask, resize_image  # noqa: E402
-from ssp.layout import RunLayout  # noqa: E402
+from ssp.audio.vggish import log_mel_examples
+from ssp.config import load
+from ssp.datasets.manifest import read_manifest
+from ssp.engine.data import VideoDataset, collate, loader_collate, unpack_shared
+from ssp.io.media import read_mask, resize_image
+from ssp.layout import RunLayout
 
 
 class RawLayoutDataset(Dataset):

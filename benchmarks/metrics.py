@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from references.metrics import reference_fscore, reference_semantic  # noqa: E402
+from references.metrics import reference_fscore, reference_semantic
 
-from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch  # noqa: E402
+from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch
 
 
 def best_ms(fn, repeats: int) -> float:

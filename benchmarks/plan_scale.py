@@ -25,9 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ssp.config import Config  # noqa: E402
-from ssp.datasets.manifest import build_manifest, write_manifest, write_refused  # noqa: E402
-from ssp.datasets.synthavs import LABELS  # noqa: E402
+from ssp.config import Config
+from ssp.datasets.manifest import build_manifest, write_manifest, write_refused
+from ssp.datasets.synthavs import LABELS
 
 SIZES = {"v1s": 4932, "v1m": 424, "v2": 7000}
 

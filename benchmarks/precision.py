@@ -25,10 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ssp.config import load  # noqa: E402
-from ssp.engine.jobs import run_prediction, run_training  # noqa: E402
-from ssp.evaluation.scoring import evaluate  # noqa: E402
-from ssp.layout import RunLayout  # noqa: E402
+from ssp.config import load
+from ssp.engine.jobs import run_prediction, run_training
+from ssp.evaluation.scoring import evaluate
+from ssp.layout import RunLayout
 
 
 def epoch_rows(metrics_csv: Path) -> list[dict]:

@@ -37,12 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))   # the Hugging Face reference loss (the AAVS recipe's)
 
-from references.hf_loss import reference_avs_losses  # noqa: E402
+from references.hf_loss import reference_avs_losses
 
-from ssp.config import Config  # noqa: E402
-from ssp.datasets.manifest import read_manifest  # noqa: E402
-from ssp.engine.data import collate  # noqa: E402
-from ssp.engine.loop import (  # noqa: E402
+from ssp.config import Config
+from ssp.datasets.manifest import read_manifest
+from ssp.engine.data import collate
+from ssp.engine.loop import (
     build_model,
     clip_gradients,
     make_dataset,
@@ -52,9 +52,9 @@ from ssp.engine.loop import (  # noqa: E402
     train_step,
     training_setup,
 )
-from ssp.engine.losses import video_losses  # noqa: E402
-from ssp.layout import RunLayout  # noqa: E402
-from ssp.variants import VARIANTS  # noqa: E402
+from ssp.engine.losses import video_losses
+from ssp.layout import RunLayout
+from ssp.variants import VARIANTS
 
 PAPER_MODEL_KEYS = ("size", "num_queries", "hidden_dim", "encoder_layers", "decoder_layers", "heads", "backbone",
                     "clip_config", "text_config", "max_text_len")

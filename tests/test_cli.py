@@ -4,8 +4,8 @@ import os
 import yaml
 
 from ssp.cli import SHARD_STAGES, main
+from ssp.io.captions import read_captions
 from ssp.io.store import ShardReader
-from ssp.stages.captions import read_captions
 
 
 def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from ssp.config import Config, ConfigError, load, schema
@@ -153,3 +155,50 @@ def test_numbers_and_names_the_schema_refuses(tmp_path):
         with pytest.raises(ConfigError, match="dataset.name"):
             Config.from_dict({"dataset": {"name": name}})
     assert Config.from_dict({"dataset": {"name": "s4.v2"}}).dataset.name == "s4.v2"
+
+
+def test_a_key_added_to_the_schema_alone_is_a_setting():
+    """The settings classes are built from the schema: a key (and a section) added to a copy of it
+    is a field of the Config built from that copy, with its default or the value given."""
+    import copy
+    import pickle
+
+    from ssp.config import config_class
+
+    sch = copy.deepcopy(schema())
+    sch["properties"]["train"]["properties"]["warmup_steps"] = {
+        "type": "integer", "minimum": 0, "default": 7, "description": "a new key"}
+    sch["properties"]["extra"] = {"type": "object", "default": {}, "additionalProperties": False, "properties": {
+        "depth": {"type": "number", "default": 0.5, "description": "a new section's key"}}}
+    cls = config_class(sch)
+    cfg = cls.from_dict({"vggish": {"weights": "random"}, "train": {"warmup_steps": 3}})
+    assert cfg.train.warmup_steps == 3 and cfg.extra.depth == 0.5 and cfg.raw["extra"] == {"depth": 0.5}
+    assert cls.from_dict({"vggish": {"weights": "random"}}).train.warmup_steps == 7
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        cls.from_dict({"train": {"warmup_steps": -1}})
+    # the package's own Config: every key of the schema a field, each section's values in raw
+    own = Config.from_dict({"vggish": {"weights": "random"}})
+    for section, node in schema()["properties"].items():
+        value = getattr(own, section)
+        if node.get("type") == "object":
+            assert set(node["properties"]) == {f.name for f in dataclasses.fields(value)} - {"raw"}, section
+            assert value.raw == own.raw[section] or section in ("model", "flow", "vggish", "captions")
+    assert not hasattr(own.train, "warmup_steps")
+    assert pickle.loads(pickle.dumps(own)) == own   # DataLoader workers and DDP processes take it
+
+
+def test_a_bug_in_a_check_surfaces(monkeypatch):
+    """A check runs only on a section the schema accepted, so an exception inside it is a bug and is
+    raised, not read as "no problem"; a section the schema rejected is left to the schema's message."""
+    import ssp.config
+
+    def broken(cfg, resolved):
+        return cfg["flow"]["no such key"]
+
+    monkeypatch.setattr(ssp.config, "_STAGE_CHECKS", ssp.config._STAGE_CHECKS + (("flow", broken),))
+    with pytest.raises(KeyError, match="no such key"):
+        Config.from_dict({"vggish": {"weights": "random"}})
+    with pytest.raises(ConfigError, match="'flow.backend'"):   # the schema's message, the check not run
+        Config.from_dict({"vggish": {"weights": "random"}, "flow": {"backend": "nope"}})
+    cfg, problems = ssp.config.check({"vggish": {"weights": "random"}, "flow": {"backend": "nope"}})
+    assert cfg is None and len(problems) == 1 and "'flow.backend'" in problems[0]

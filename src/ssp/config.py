@@ -1,9 +1,10 @@
-"""Configuration: config.yaml validated against the JSON Schema, then frozen dataclasses.
+"""Configuration: config.yaml validated against the JSON Schema, then frozen settings classes.
 
-The schema (``resources/config.schema.yaml``, linked from ``workflow/schemas/``) is the single
-place where keys, types and defaults are declared. ``validate`` fills defaults and turns
-schema errors into messages that name the offending key; ``Config.from_dict`` builds the
-frozen dataclasses the rest of the package uses.
+The schema (``resources/config.schema.yaml``, linked from ``workflow/schemas/``) is the one
+place where keys, types and defaults are declared: ``validate`` fills defaults and turns schema
+errors into messages that name the offending key, and the frozen dataclasses the rest of the
+package reads (``Config``, ``Config.train``, ...) are built from it when this module is imported
+(``config_class``), one field per key.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import hashlib
 import json
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
 
@@ -60,8 +61,9 @@ def output_settings(raw: dict, section: str) -> dict:
 
 def changes_weights(train: dict) -> dict:
     """The ``train`` settings a checkpoint's fingerprint holds: those that change the trained weights
-    (not the speed-only ones, nor ``x-selection-only`` ones such as ``select``)."""
-    drop = marked("x-speed-only", "train") | marked("x-selection-only", "train")
+    (not the speed-only ones, nor ``x-selection-only`` ones such as ``select``, nor the section's
+    ``raw`` mapping, which holds them all)."""
+    drop = marked("x-speed-only", "train") | marked("x-selection-only", "train") | {"raw"}
     return {k: v for k, v in train.items() if k not in drop}
 
 
@@ -141,22 +143,24 @@ def listing(problems: list[str]) -> str:
     return f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
 
 
-def _schema_checked(raw: dict | None) -> tuple[dict, list[str]]:
-    """(a copy of the config with the schema's defaults filled in, the schema's problems)."""
+def _schema_checked(raw: dict | None, sch: dict | None = None) -> tuple[dict, list[str], set[str]]:
+    """(a copy of the config with the schema's defaults filled in, the schema's problems, the
+    sections they lie in)."""
     cfg = copy.deepcopy(raw or {})
     if not isinstance(cfg, dict):
         raise ConfigError("config must be a mapping of keys to values")
     nonfinite = list(_nonfinite(cfg))
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sch or schema())
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    return cfg, nonfinite + [_describe(e) for e in errors]
+    bad = {str(e.absolute_path[0]) for e in errors if e.absolute_path} | {section for section, _ in nonfinite}
+    return cfg, [problem for _, problem in nonfinite] + [_describe(e) for e in errors], bad
 
 
 def _nonfinite(node, path: str = ""):
-    """'key': problem for every NaN or infinite number (YAML's .nan, .inf), which JSON Schema's
-    bounds let through (NaN compares false with every bound)."""
+    """(section, "'key': problem") for every NaN or infinite number (YAML's .nan, .inf), which JSON
+    Schema's bounds let through (NaN compares false with every bound)."""
     if isinstance(node, float) and not math.isfinite(node):
-        yield f"'{path}': {node} is not a finite number"
+        yield path.split(".")[0].split("[")[0], f"'{path}': {node} is not a finite number"
     elif isinstance(node, dict):
         for k, v in node.items():
             yield from _nonfinite(v, f"{path}.{k}" if path else str(k))
@@ -165,20 +169,21 @@ def _nonfinite(node, path: str = ""):
             yield from _nonfinite(v, f"{path}[{i}]")
 
 
-def _validated(raw: dict | None) -> tuple[dict, dict, dict, list[str]]:
+def _validated(raw: dict | None, sch: dict | None = None) -> tuple[dict, dict, dict, list[str]]:
     """(the config with defaults filled in, the copy the stages read with fetched models' local
     paths, each hub id's or URL's resolution, every problem found). The checks run even where
     the schema found errors, so that a new user sees everything to fix at once; a check whose
     values the schema rejected is left to the schema's message. Problems that fetching the models
     resolves (models not fetched, MiniCPM-o's code not yet trusted, which is read after it is
     fetched) are ``hub.Pending``: ``_kept`` drops them for the command that fetches."""
-    cfg, problems = _schema_checked(raw)
+    cfg, problems, bad = _schema_checked(raw, sch)
     try:
         local, resolved = hub.resolve_config(cfg)
     except hub.FetchError as exc:   # the lock file cannot be read
         return cfg, cfg, {}, problems + [str(exc)]
-    for check in _STAGE_CHECKS:
-        problems += _guarded(check, local, resolved)
+    for section, check in _STAGE_CHECKS:
+        if section not in bad:   # values the schema rejected: its message says what to fix
+            problems += check(local, resolved)
     return cfg, local, resolved, problems
 
 
@@ -187,17 +192,10 @@ def _kept(problems: list[str], models: bool) -> list[str]:
     return problems if models else [p for p in problems if not isinstance(p, hub.Pending)]
 
 
-def _guarded(check, *args) -> list[str]:
-    try:
-        return check(*args)
-    except (KeyError, TypeError, AttributeError, ValueError):   # values the schema already rejects
-        return []
-
-
 def with_defaults(raw: dict | None) -> dict:
     """The config checked against the schema alone, defaults filled in: what fetching the models
     needs (the dataset and the rest may still be unset)."""
-    cfg, problems = _schema_checked(raw)
+    cfg, problems, _ = _schema_checked(raw)
     if problems:
         raise ConfigError("invalid config: " + listing(problems))
     return cfg
@@ -215,14 +213,13 @@ def validate(raw: dict | None, *, models: bool = True) -> dict:
 def check(raw: dict | None, *, models: bool = True) -> tuple["Config | None", list[str]]:
     """Every problem of a config at once, for a run that builds every artifact (``check-config``,
     the DAG's start): the schema's, each stage's (folders, files, models, option conflicts) and
-    the whole run's (``require_for_dag``). Returns the Config too where it can be built.
-    ``models`` false: without the problems that fetching the models resolves."""
+    the whole run's (``require_for_dag``, checked once the schema accepts every value). Returns the
+    Config too where the schema accepts the values (else None). ``models`` false: without the problems that fetching the models resolves."""
     full, local, resolved, problems = _validated(raw)
-    try:
-        cfg = Config._make(full, local, resolved)
-    except (KeyError, TypeError, ValueError):
+    if problems and _schema_checked(raw)[2]:   # values the schema rejects: the Config is not built from them
         return None, _kept(problems, models)
-    return cfg, _kept(problems + _guarded(_dag_problems, cfg), models)
+    cfg = Config._make(full, local, resolved)
+    return cfg, _kept(problems + _dag_problems(cfg), models)
 
 
 def _model_problem(value, key: str, resolved: dict, what: str | None = None, local=None) -> list[str]:
@@ -282,7 +279,7 @@ def _captions_problems(cfg: dict, resolved: dict) -> list[str]:
         out.append(f"'captions.file': caption file {cap['file']!r} does not exist")
     if cap["backend"] in ("minicpm-o", "hf-vlm"):
         if cap["backend"] == "minicpm-o" and not cap["trust_remote_code"]:
-            from ssp.prompts.captioners import TRUST_MESSAGE
+            from ssp.io.verify import TRUST_MESSAGE
 
             # given after reading the code fetched with the model
             out.append(hub.Pending(f"'captions.trust_remote_code' is false: {TRUST_MESSAGE}"))
@@ -314,233 +311,96 @@ def _synthetic_problems(cfg: dict, resolved: dict) -> list[str]:
     return ["'synthetic.split_fractions': train + val must not exceed 1"] if fr["train"] + fr["val"] > 1 else []
 
 
-# what every stage checks when it reads the config (the whole run's checks: _dag_problems)
-_STAGE_CHECKS = (_dataset_problems, _flow_problems, _vggish_problems, _captions_problems, _synthetic_problems)
+# what every stage checks when it reads the config, each check with the section it reads (run only
+# where the schema found that section's values right); the whole run's checks: _dag_problems
+_STAGE_CHECKS = (("dataset", _dataset_problems), ("flow", _flow_problems), ("vggish", _vggish_problems),
+                 ("captions", _captions_problems), ("synthetic", _synthetic_problems))
 
 
-# --------------------------------------------------------------------------- dataclasses
+# --------------------------------------------------------------------------- settings classes
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    name: str
-    layout: str
-    root: str | None
-    subsets: tuple[str, ...]
-    splits: tuple[str, ...]
-    videos_csv: str | None
-    frames_per_video: int
-    limit: int | None
+_SCALARS = {"string": str, "integer": int, "number": float, "boolean": bool, "array": tuple, "object": dict}
 
 
-@dataclass(frozen=True)
-class SyntheticVideos:
-    v1s: int
-    v1m: int
-    v2: int
+def _is_section(sub: dict) -> bool:
+    """A schema object that becomes a settings class of its own: one with properties, unless its
+    keys are handed on as one mapping (``x-kwargs``: a transformers config's keyword arguments;
+    ``x-mapping``: a mapping read whole, such as ``train.stage1``'s keys that were set)."""
+    return sub.get("type") == "object" and "properties" in sub and not (sub.get("x-kwargs") or sub.get("x-mapping"))
 
 
-@dataclass(frozen=True)
-class SplitFractions:
-    train: float
-    val: float
+def _annotation(sub: dict):
+    kinds = sub.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    types = [_SCALARS[k] for k in kinds if k != "null"]
+    hint = types[0] if len(types) == 1 else typing.Any
+    return hint | None if "null" in kinds and hint is not typing.Any else hint
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    seed: int
-    videos: SyntheticVideos
-    split_fractions: SplitFractions
-    image_size: int
-    classes: tuple[str, ...]
-    max_objects: int
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    image_size: int
-    input_frames: str
-    sample_rate: int
-
-
-@dataclass(frozen=True)
-class ShardsConfig:
-    size: int
-
-
-@dataclass(frozen=True)
-class PerceiverConfig:
-    weights: str | None
-    batch_size: int
-    dtype: str
-    device: str
-    min_overlap: int
-    attention: str
-
-
-@dataclass(frozen=True)
-class FlowConfig:
-    backend: str
-    dis_preset: str
-    perceiver: PerceiverConfig
-    gray: str
-    min_magnitude: float
-    binarize: str
-    threshold: float
-    min_blob: int
-    figures: int
-
-
-@dataclass(frozen=True)
-class VGGishConfig:
-    weights: str | None
-    seed: int
-    batch_size: int
-    device: str
-
-
-@dataclass(frozen=True)
-class SyntheticCaptionsConfig:
-    drop_rate: float
-    add_rate: float
-    seed: int
-
-
-@dataclass(frozen=True)
-class CaptionsConfig:
-    backend: str
-    model: str | None
-    trust_remote_code: bool
-    q1_variant: str
-    q2_variant: str
-    file: str | None
-    max_new_tokens: int
-    frames: str
-    device: str
-    python: str | None
-    synthetic: SyntheticCaptionsConfig
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    mask2former: str | None
-    clip: str | None
-    text_encoder: str | None
-    tokenizer: str | None
-    size: int
-    num_queries: int
-    num_queries_semantic: int
-    num_classes: int
-    hidden_dim: int
-    encoder_layers: int
-    decoder_layers: int
-    heads: int
-    backbone: dict
-    premask_image: str
-    swin_drop_path: str
-    clip_config: dict
-    text_config: dict
-    max_text_len: int
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    task: str
-    subsets: tuple[str, ...]
-    variants: tuple[str, ...]
-    epochs: int
-    s4_train_frames: str
-    select: str
-    tune: str
-    grad_clip: float | None
-    lr: float
-    lr_decay_epoch: int
-    lr_decay: float
-    weight_decay: float
-    batch_size: int
-    shuffle: bool
-    stage1: dict   # semantic runs: the train settings the binary stage-1 model takes instead (absent: the run's)
-    num_workers: int
-    seed: int
-    precision: str
-    gpus: int
-    channels_last: bool
-    compile: bool
-    class_weight: float
-    matcher_class_cost: float
-    mask_weight: float
-    dice_weight: float
-    no_object_weight: float
-    postmask_weight: float
-    num_points: int
-    premask_test: str
-    checkpoint_every: int
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    fscore: str
-
-
-@dataclass(frozen=True)
-class ResourcesConfig:
-    use_gpu: bool
-
-
-@dataclass(frozen=True)
-class StudiesConfig:
-    postmask_weights: tuple[float, ...]
-    q1_variants: tuple[str, ...]
-    reference: str | None
-    table1_runs: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class HubConfig:
-    cache: str | None
-    lock: str
-
-
-@dataclass(frozen=True)
-class PredictConfig:
-    models_from: str | None
-
-
-@dataclass(frozen=True)
-class Config:
-    results: str
-    dataset: DatasetConfig
-    synthetic: SyntheticConfig
-    preprocess: PreprocessConfig
-    shards: ShardsConfig
-    flow: FlowConfig
-    vggish: VGGishConfig
-    captions: CaptionsConfig
-    model: ModelConfig
-    train: TrainConfig
-    evaluate: EvaluateConfig
-    resources: ResourcesConfig
-    studies: StudiesConfig
-    hub: HubConfig
-    predict: PredictConfig
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
-    # each model key named by hub id or URL: its resolution (ssp.io.hub.Resolved)
-    models: dict = field(default_factory=dict, compare=False, repr=False)
+class _Settings:
+    """What every settings class has beside its fields: ``raw``, its section's values as one
+    mapping (model paths as fetched), left out of comparisons; ``_build`` from that mapping."""
 
     @classmethod
-    def from_dict(cls, raw: dict | None, *, models: bool = True) -> "Config":
-        """The frozen config: ``raw`` holds the values as written (hub ids), the dataclasses the
-        fetched models' local paths. ``models=False`` lets models named by hub id be unfetched
+    def _build(cls, data: dict):
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in ("raw", "models"):
+                continue
+            value = data[f.name]
+            if isinstance(f.type, type) and issubclass(f.type, _Settings):
+                value = f.type._build(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+        obj = cls(**kwargs)
+        object.__setattr__(obj, "raw", data)
+        return obj
+
+
+def settings_class(name: str, node: dict, bases: tuple = (), extra: tuple = (), namespace: dict | None = None):
+    """The frozen dataclass of a schema object: one field per property, in the schema's order (a
+    nested section a class of its own, ``<Name><Key>Config``; an array a tuple), then ``raw``.
+    Each class is put in ``namespace`` (this module's, so that a config pickles)."""
+    fields = []
+    for key, sub in node["properties"].items():
+        if _is_section(sub):
+            kind = settings_class(name.removesuffix("Config") + _camel(key) + "Config", sub, namespace=namespace)
+        else:
+            kind = _annotation(sub)
+        fields.append((key, kind))
+    fields.append(("raw", dict, field(default_factory=dict, compare=False, repr=False)))
+    cls = dataclasses.make_dataclass(name, fields + list(extra), bases=(*bases, _Settings), frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = f"{name}: settings built from the schema. {' '.join(node.get('description', '').split())}"
+    if namespace is not None:
+        namespace[name] = cls
+    return cls
+
+
+def _camel(key: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+
+
+class _ConfigMethods:
+    """The whole config's own methods (its fields come from the schema: ``config_class``)."""
+
+    SCHEMA: typing.ClassVar[dict]
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, *, models: bool = True):
+        """The frozen config: ``raw`` holds the values as written (hub ids), the settings classes
+        the fetched models' local paths. ``models=False`` lets models named by hub id be unfetched
         (for the command that fetches them)."""
-        full, local, resolved, problems = _validated(raw)
+        full, local, resolved, problems = _validated(raw, cls.SCHEMA)
         problems = _kept(problems, models)
         if problems:
             raise ConfigError("invalid config: " + listing(problems))
         return cls._make(full, local, resolved)
 
     @classmethod
-    def _make(cls, full: dict, local: dict, resolved: dict) -> "Config":
-        obj = _build(cls, local)
+    def _make(cls, full: dict, local: dict, resolved: dict):
+        obj = cls._build(local)
         object.__setattr__(obj, "raw", full)
         object.__setattr__(obj, "models", resolved)
         return obj
@@ -570,6 +430,20 @@ class Config:
         """Short hash of the named config sections (provenance of a stage's parameters)."""
         sub = {s: self.raw[s] for s in sections}
         return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_class(sch: dict, namespace: dict | None = None) -> type:
+    """The frozen ``Config`` class of a schema: a key added to the schema is a field of it, with
+    nothing else to write. ``raw`` holds the config as written, ``models`` each model key's
+    resolution (``ssp.io.hub.Resolved``) where it is named by hub id or URL."""
+    models = ("models", dict, field(default_factory=dict, compare=False, repr=False))
+    cls = settings_class("Config", sch, bases=(_ConfigMethods,), extra=(models,), namespace=namespace)
+    cls.SCHEMA = sch
+    return cls
+
+
+# the settings classes: Config, and one per section (DatasetConfig, FlowConfig, FlowPerceiverConfig, ...)
+Config = config_class(schema(), globals())
 
 
 def require_for_dag(cfg: Config) -> None:
@@ -631,25 +505,6 @@ def _tokenizer_problems(source: str) -> list[str]:
         return [f"'model.tokenizer': {Path(source) / 'vocab.txt'} is missing; put a BERT tokenizer "
                 "(bert-base-uncased, as BLIP uses: vocab.txt or tokenizer.json) in that folder"]
     return []
-
-
-def _build(cls, data: dict):
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in ("raw", "models"):
-            continue
-        value = data[f.name]
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            sub = value
-            value = _build(hint, value)
-            if any(f.name == "raw" for f in dataclasses.fields(hint)):
-                object.__setattr__(value, "raw", sub)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
 
 
 def merge(base: dict, update: dict) -> dict:

@@ -207,3 +207,60 @@ def test_study_figures_plot_each_split_of_the_study_tables(tmp_path):
             assert img.size == (450 * len(splits), 340)      # one 4.5-inch panel per split, at 100 dpi
     with pytest.raises(KeyError):
         study_figure(table, "ablations", tmp_path / "x.png")
+
+
+def test_the_dag_scores_against_the_masks_shards_as_against_the_files(tmp_path, semantic_root):
+    """evaluate_shards (the evaluate rule: the run's manifest and masks shards) gives the metrics the
+    dataset's own files give (the command line), on every task; a video whose ground truth the masks
+    stage could not read is left out and named."""
+    from ssp.config import Config
+    from ssp.datasets.manifest import build_manifest, write_manifest
+    from ssp.evaluation.scoring import evaluate, evaluate_shards
+    from ssp.stages import STAGES
+
+    cfg = Config.from_dict({"results": str(tmp_path / "results"), "vggish": {"weights": "random"},
+                            "dataset": {"layout": "avsbench_semantic", "root": str(semantic_root)}})
+    manifest = tmp_path / "manifest.csv"
+    write_manifest(build_manifest(cfg), manifest)
+    shard = tmp_path / "masks.h5"
+    STAGES["masks"].run(cfg, manifest, "00000", shard)
+    rng = np.random.default_rng(0)
+    pred = tmp_path / "pred.h5"
+    with h5py.File(pred, "w") as h5:
+        for vid, T in (("vidA_0", 5), ("vidB_1", 5), ("vidC_2", 10)):
+            g = h5.create_group(vid)
+            class_scores = rng.normal(size=(T, 2, 224, 224)).astype(np.float32)
+            g.create_dataset("class_scores", data=class_scores)
+            g.create_dataset("scores", data=1 / (1 + np.exp(class_scores[:, 0] - class_scores[:, 1])))
+            labels = np.zeros((T, 224, 224), np.uint8)
+            labels[:, 20:110, 20:140] = 13 + rng.integers(0, 2)
+            g.create_dataset("labels", data=labels)
+    for task, split in (("s4", "train"), ("ms3", "val"), ("avss", "test"), ("avss", "val")):
+        from_files = evaluate(task, semantic_root, pred, split, allow_missing=True)
+        from_shards = evaluate_shards(task, manifest, [shard], pred, split)
+        assert from_shards["no_truth"] == [] and from_shards["ground_truth"] == "masks shards"
+        for key in ("root", "ground_truth", "no_truth"):
+            from_files.pop(key, None), from_shards.pop(key, None)
+        assert from_shards == from_files, (task, split)
+
+    # a video the masks stage failed on: not in the shard, left out of the scores and named
+    from ssp.datasets.manifest import read_manifest
+    from ssp.evaluation.scoring import EvaluationError
+    from ssp.io.store import ShardReader, ShardWriter
+
+    df = read_manifest(manifest)
+    df.loc[df["video_id"] == "vidC_2", "split"] = "val"     # avss val: vidB and vidC
+    write_manifest(df, manifest)
+    partial = tmp_path / "partial.h5"
+    reader = ShardReader(shard)
+    with ShardWriter(partial, {}) as w:
+        for vid in ("vidA_0", "vidC_2"):
+            w.add(vid, reader.read(vid))
+    reader.close()
+    r = evaluate_shards("avss", manifest, [partial], pred, "val")
+    assert r["no_truth"] == ["vidB_1"] and r["videos"] == 1
+    assert r["frames"] == 10                                   # vidC_2's alone
+    with pytest.raises(EvaluationError, match="holds no avss test video"):
+        evaluate_shards("avss", manifest, [shard], pred, "test")
+    with pytest.raises(EvaluationError, match="vidB_1"):
+        evaluate_shards("ms3", manifest, [partial], pred, "val")

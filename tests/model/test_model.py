@@ -13,9 +13,9 @@ from ssp.engine.criterion import mask_targets
 from ssp.engine.data import VideoDataset, collate
 from ssp.engine.loop import build_model, model_inputs, to_device
 from ssp.engine.losses import _slice, point_seed, video_losses
+from ssp.io.captions import read_captions
 from ssp.layout import RunLayout
 from ssp.model.premask import postmask_label, premask, premask_flow_only, premask_for_test
-from ssp.stages.captions import read_captions
 from ssp.variants import VARIANTS
 
 

@@ -9,19 +9,20 @@ import pytest
 import torch
 from conftest import trusted_code
 
+from ssp.io.captions import read_captions
 from ssp.io.store import ShardWriter
+from ssp.io.verify import TRUST_MESSAGE
 from ssp.prompts.captioners import (
     HFVLM,
     Q1_FINAL,
     Q1_VARIANTS,
-    TRUST_MESSAGE,
     FileCaptions,
     MiniCPMo,
     SyntheticCaptions,
     parse_nouns,
     question2,
 )
-from ssp.stages.captions import read_captions, run_captions
+from ssp.stages.captions import run_captions
 
 
 def test_q1_and_q2_wording():
@@ -369,23 +370,24 @@ def test_captions_run_in_the_interpreter_captions_python_names(tmp_path):
     _frames_shard(tmp_path / "frames.h5", ids)
     manifest = _manifest_csv(tmp_path / "manifest.csv", ids)
     here, there, log = tmp_path / "here.jsonl", tmp_path / "there.jsonl", tmp_path / "captions.log"
-    caption_shard(_caption_config(tmp_path), manifest, "00000", tmp_path / "frames.h5", here)
+    caption_shard(manifest, "00000", tmp_path / "frames.h5", here, _caption_config(tmp_path))
     logs.setup(log)
     logging_line = "the rule's own line"
     import logging
 
     logging.getLogger("ssp.test").info(logging_line)
-    caption_shard(_caption_config(tmp_path, python=sys.executable), manifest, "00000", tmp_path / "frames.h5",
-                  there, log)
-    logs.setup()
+    failed = caption_shard(manifest, "00000", tmp_path / "frames.h5", there,
+                           _caption_config(tmp_path, python=sys.executable))
+    assert [f.video_id for f in failed] == ["v3"]
     assert there.read_text() == here.read_text() and len(read_captions(there)) == 2   # v3 has no captions
     text = log.read_text()
     assert logging_line in text and f"running in {sys.executable}" in text
     assert "skipped v3" in text and f"00000: {sys.executable}" in text       # the other side's lines
     # the other side fails: the rule fails, and says where to look
     with pytest.raises(RuntimeError, match=r"failed in .* \(exit status 1\); its messages are above and in"):
-        caption_shard(_caption_config(tmp_path, python=sys.executable), tmp_path / "gone.csv", "00000",
-                      tmp_path / "frames.h5", tmp_path / "x.jsonl", log)
+        caption_shard(tmp_path / "gone.csv", "00000", tmp_path / "frames.h5", tmp_path / "x.jsonl",
+                      _caption_config(tmp_path, python=sys.executable))
+    logs.setup()
     assert "gone.csv" in log.read_text()
 
 

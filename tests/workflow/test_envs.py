@@ -174,7 +174,7 @@ def test_minicpmo_env_runs_the_captions_stage_without_what_it_lacks(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script, str(conf)], capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ENVS.parent / "src"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from ssp.stages.captions import read_captions
+    from ssp.io.captions import read_captions
 
     assert sorted(read_captions(run / "captions" / "00000.jsonl")) == sorted(ids)
 

@@ -14,9 +14,9 @@ import yaml
 from conftest import ROOT, TINY_MODEL
 from PIL import Image
 
+from ssp.io.captions import read_captions
 from ssp.io.store import ShardReader
 from ssp.layout import RunLayout
-from ssp.stages.captions import read_captions
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 TINY = {"synthetic": {"videos": {"v1s": 4, "v1m": 4, "v2": 1}, "image_size": 64},

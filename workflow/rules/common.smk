@@ -7,29 +7,29 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from snakemake.logging import logger  # noqa: E402
+from snakemake.logging import logger
 from ssp.config import (
     ConfigError,
     check,
     listing,
     output_settings,
-)  # noqa: E402
-from ssp.io.hub import Pending, go_offline  # noqa: E402
+)
+from ssp.io.hub import Pending, go_offline
 from ssp.layout import (
     MODEL_FILE,
     RunLayout,
     captions_dir as captions_stage,
-)  # noqa: E402
-from ssp.prompts.captioners import minicpmo_environment_warning  # noqa: E402
-from ssp.reporting.summary import models_note, run_notes  # noqa: E402
-from ssp.reporting.tables import run_metric_files  # noqa: E402
-from ssp.stages import PREPROCESS, STAGES  # noqa: E402
+)
+from ssp.prompts.captioners import minicpmo_environment_warning
+from ssp.reporting.summary import models_note, run_notes
+from ssp.reporting.tables import run_metric_files
+from ssp.stages import PREPROCESS, STAGES
 from ssp.variants import (
     VARIANTS,
     parse_variant,
     study_variants,
     trained_as,
-)  # noqa: E402
+)
 
 
 def command_line_targets():

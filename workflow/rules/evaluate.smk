@@ -3,8 +3,10 @@
 
 
 rule evaluate:
+    """A variant's metrics on a task and split, against the ground truth of the masks shards."""
     input:
         manifest=L.manifest,
+        masks=shard_files("masks"),
         predictions=L.predictions("{variant}", "{split}"),
     output:
         L.metrics("{variant}", "{task}", "{split}"),
@@ -20,7 +22,6 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        root=DATA,
         evaluate=params_of("evaluate"),
     script:
         "../scripts/evaluate.py"

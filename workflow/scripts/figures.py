@@ -1,18 +1,16 @@
 """Rule figures: snakemake -> ssp.reporting.figures (qualitative sheet, training curves)."""
-import sys
 from pathlib import Path
 
-# src/ on the path: conda envs carry the dependencies, not the package itself.
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+from _job import start
 
-from ssp.datasets.manifest import read_manifest  # noqa: E402
-from ssp.io import logs  # noqa: E402
-from ssp.io.store import ShardedStore, ShardReader  # noqa: E402
-from ssp.layout import stage_dirs  # noqa: E402
-from ssp.reporting.figures import qualitative, training_curves  # noqa: E402
+start(snakemake)
 
-logs.setup(snakemake.log[0])  # noqa: F821
-inp, par = snakemake.input, snakemake.params  # noqa: F821
+from ssp.datasets.manifest import read_manifest
+from ssp.io.store import ShardedStore, ShardReader
+from ssp.layout import stage_dirs
+from ssp.reporting.figures import qualitative, training_curves
+
+inp, par = snakemake.input, snakemake.params
 manifest = read_manifest(inp.manifest)
 test = manifest[manifest["split"] == par.split]   # test, or the split of a folder of videos
 dirs = stage_dirs({s: [inp[s]] for s in ("frames", "flow", "flow_mask", "masks")})   # the declared shards' folders
@@ -22,5 +20,5 @@ stage1 = ShardReader(inp.stage1[0]) if inp.stage1 else None
 videos = [v for v in test["video_id"] if v in preds][: par.videos]
 qualitative(videos, frames=stores["frames"], flows=stores["flow"], flow_masks=stores["flow_mask"],
             masks=stores["masks"], predictions=preds, stage1=stage1, premask_test=par.premask_test,
-            out=snakemake.output.qualitative)  # noqa: F821
-training_curves({Path(p).parent.name: p for p in inp.metrics}, snakemake.output.curves)  # noqa: F821
+            out=snakemake.output.qualitative)
+training_curves({Path(p).parent.name: p for p in inp.metrics}, snakemake.output.curves)

@@ -1,15 +1,12 @@
 """Rule flow: snakemake -> the flow stage (ssp.stages.STAGES) for one shard."""
-import sys
-from pathlib import Path
 
-# src/ on the path: conda envs carry the dependencies, not the package itself.
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+from _job import start
 
-from ssp.config import Config  # noqa: E402
-from ssp.io import logs  # noqa: E402
-from ssp.stages import STAGES  # noqa: E402
+start(snakemake)
 
-logs.setup(snakemake.log[0])  # noqa: F821
-STAGES["flow"].run(  # noqa: F821
-    Config.from_dict(snakemake.config), snakemake.input.manifest, snakemake.wildcards.shard,  # noqa: F821
-    snakemake.output[0], snakemake.input.frames)  # noqa: F821
+from ssp.config import Config
+from ssp.stages import STAGES
+
+STAGES["flow"].run(
+    Config.from_dict(snakemake.config), snakemake.input.manifest, snakemake.wildcards.shard,
+    snakemake.output[0], snakemake.input.frames)

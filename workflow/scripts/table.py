@@ -1,17 +1,14 @@
 """Rule table: metrics.json files (+ published figures) -> a Table-2 style comparison."""
 import logging
-import sys
-from pathlib import Path
 
-# src/ on the path: conda envs carry the dependencies, not the package itself.
-sys.path.insert(0, str(Path(snakemake.scriptdir).parents[1] / "src"))  # noqa: F821
+from _job import start
 
-from ssp.io import logs  # noqa: E402
-from ssp.reporting.tables import ablation_table  # noqa: E402
+start(snakemake)
 
-logs.setup(snakemake.log[0])  # noqa: F821
-if snakemake.params.note:  # noqa: F821
-    logging.getLogger("ssp").warning("%s", snakemake.params.note)  # noqa: F821
-ablation_table(snakemake.input.metrics, snakemake.params.variants, snakemake.output.md,  # noqa: F821
-               snakemake.output.csv, reference=next(iter(snakemake.input.reference), None),  # noqa: F821
-               note=snakemake.params.note)  # noqa: F821
+from ssp.reporting.tables import ablation_table
+
+if snakemake.params.note:
+    logging.getLogger("ssp").warning("%s", snakemake.params.note)
+ablation_table(snakemake.input.metrics, snakemake.params.variants, snakemake.output.md,
+               snakemake.output.csv, reference=next(iter(snakemake.input.reference), None),
+               note=snakemake.params.note)

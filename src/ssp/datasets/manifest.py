@@ -270,6 +270,16 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> None:
         out.to_csv(tmp, index=False)
 
 
+def shard_rows(manifest: str | Path | pd.DataFrame, shard: str) -> pd.DataFrame:
+    """The rows of one shard, from a manifest file or its frame (what every shard stage reads)."""
+    if not isinstance(manifest, pd.DataFrame):
+        manifest = read_manifest(manifest)
+    rows = manifest[manifest["shard"] == shard]
+    if rows.empty:
+        raise ValueError(f"shard {shard!r} is not in the manifest")
+    return rows
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={"shard": str, "video_id": str}, keep_default_na=False)
     for key in LIST_COLUMNS:

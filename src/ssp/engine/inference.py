@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_video(model: SSPModel, batch: dict, binary: bool, premask_test: str, out_size: int = 224) -> torch.Tensor:
+def predict_video(model: SSPModel, batch: dict, premask_test: str, out_size: int = 224) -> torch.Tensor:
     """Per frame, the class scores [N, C, out_size, out_size] (binary: C = 2, background and
     sounding), post-processed in AAVS's order (``ssp.model.ssp.class_scores``)."""
     model.eval()
@@ -117,7 +117,7 @@ def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str
         for i in tqdm(range(len(ds)), desc=f"predict {variant_name} {split}"):
             batch = to_device(collate([ds[i]]), device)
             with torch.no_grad():
-                res = predict_video(model, batch, binary, choice, out_size=size)
+                res = predict_video(model, batch, choice, out_size=size)
             if binary:   # the sounding share (mIoU), both class scores (AAVS's F-score map), the argmax mask
                 w.add(ds.rows.at[i, "video_id"], {"scores": sounding_share(res).cpu().numpy().astype(np.float32),
                                                   "class_scores": res.cpu().numpy().astype(np.float32),

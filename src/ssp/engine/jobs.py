@@ -18,9 +18,9 @@ import yaml
 from ssp import env_with_package
 from ssp.config import Config
 from ssp.datasets.manifest import read_manifest
+from ssp.io.captions import read_captions
 from ssp.io.files import write_text
 from ssp.layout import MODEL_FILE, RunLayout, stage_dirs
-from ssp.stages.captions import read_captions
 from ssp.variants import parse_variant, stage1_settings, with_overrides
 
 log = logging.getLogger(__name__)

@@ -91,10 +91,6 @@ def fixed_order(rows: pd.DataFrame) -> list[int]:
     return sorted(range(len(rows)), key=lambda i: rank.get(subsets.iloc[i], len(rank)))
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-WORKER_SIGTERM_GRACE_S = 30
-
 
 def _defer_sigterm(_worker_id: int) -> None:
     """DataLoader workers outlive a SIGTERM by WORKER_SIGTERM_GRACE_S seconds.
@@ -123,7 +119,6 @@ def _epoch_batches(loader: DataLoader):
 
 class Preempted(SystemExit):
     """SIGTERM arrived; a checkpoint was written."""
-
 
 
 def train_step(fwd, model: SSPModel, opt, batch: dict, autocast: dict, t, *, binary: bool, step: int):
@@ -192,7 +187,8 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
           captions: dict | None = None, stage1_train: str | None = None, stepping_stone: bool = False,
           max_steps: int | None = None, task: str | None = None, stage_dirs=None, stage1_val=None) -> Path:
     """Train one variant; returns the path of the final weights (``model.safetensors``, with
-    ``model.json`` beside it). ``stage_dirs``: each
+    ``model.json`` beside it), or with ``max_steps`` (benchmarks, tests), of the checkpoint written
+    at that step. ``stage_dirs``: each
     stage's shard folder (``layout.stage_dirs`` of the rule's inputs; default: the run layout's).
     ``stage1_val``: the stage-1 predictions of the val split, which validation's pre-mask reads
     when ``train.premask_test`` is stage1, as test does."""
@@ -340,7 +336,7 @@ def validate(cfg: Config, manifest: pd.DataFrame, model: SSPModel, variant: Vari
         if not binary and stage1 is None:   # stones: the ground truth's foreground (0.5 on unlabeled frames)
             fg = (batch["labels"] > 0).float()
             batch["stones"] = torch.where(keep[:, None, None], fg, torch.full_like(fg, 0.5))
-        scores = predict_video(model, batch, binary, choice, out_size=batch["labels"].shape[-1])
+        scores = predict_video(model, batch, choice, out_size=batch["labels"].shape[-1])
         if binary:
             gt = (batch["labels"] > 0)[keep].cpu().numpy()
             ious.append(binary_miou_batch(sounding_share(scores)[keep].cpu().numpy(), gt))

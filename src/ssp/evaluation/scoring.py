@@ -1,11 +1,15 @@
-"""Score a predictions file against the dataset's own ground truth, with the AVSBench metrics.
+"""Score a predictions file against the ground truth, with the AVSBench metrics.
+
+The DAG's ``evaluate`` rule scores against the ``masks`` shards it built (``evaluate_shards``:
+the run's manifest picks the task's videos of the split, the shards hold their ground truth as
+AAVS reads it). The command line scores against a dataset root's own files:
 
     python -m ssp evaluate --task {s4,ms3,avss} --root <dataset root> --predictions <file.h5>
                            --split test --out metrics.json [--allow-missing]
 
 The root may be AVSBench-semantic (metadata.csv; s4 = v1s videos, ms3 = v1m, avss = all) or
-AVSBench-object (Single-source/ for s4, Multi-sources/ for ms3). Ground truth is resized to the
-predictions' size (224) with nearest neighbour; binary ground truth = any non-black pixel.
+AVSBench-object (Single-source/ for s4, Multi-sources/ for ms3). Ground truth is read as AAVS
+reads it (``ssp.io.media.read_mask``) at the predictions' size (224).
 
 Every number says which protocol it follows (``protocols`` in the output):
   binary  miou                 per-video batches (the reference tests one video per batch)
@@ -29,16 +33,19 @@ import h5py
 import numpy as np
 
 from ssp.config import Config
-from ssp.datasets.manifest import build_manifest
+from ssp.datasets.manifest import build_manifest, read_manifest
 from ssp.evaluation.metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
 from ssp.io.files import write_text
 from ssp.io.media import read_video_masks
 from ssp.io.palette import NUM_CLASSES
+from ssp.io.store import ShardReader
 
 log = logging.getLogger(__name__)
 
 SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224; the pipeline predicts at preprocess.image_size (224)
 SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
+# the manifest subsets each task scores (AVSBench-semantic's and AVSBench-object's names); avss: all
+TASK_SUBSETS = {"s4": ("v1s", "s4"), "ms3": ("v1m", "ms3")}
 
 
 class EvaluationError(ValueError):
@@ -58,17 +65,86 @@ def ground_truth_manifest(task: str, root: str | Path, split: str):
     return build_manifest(Config.from_dict(raw)).sort_values("video_id").reset_index(drop=True)
 
 
-def _truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    """[T, size, size] ground truth of a video, as AAVS reads it ({0, 1} by its AVS reader for binary
-    tasks, class indices by its AVSS reader), and which frames have it."""
+def task_rows(manifest, task: str, split: str):
+    """The rows of a run's manifest (a CSV path or its frame) that a task scores on a split."""
+    rows = read_manifest(manifest) if isinstance(manifest, (str, Path)) else manifest
+    keep = rows["split"] == split
+    if task != "avss":
+        keep &= rows["subset"].isin(TASK_SUBSETS[task])
+    return rows[keep].sort_values("video_id").reset_index(drop=True)
+
+
+def _files_truth(row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    """[T, size, size] ground truth of a video read from its files, as AAVS reads it ({0, 1} by its
+    AVS reader for binary tasks, class indices by its AVSS reader), and which frames have it."""
     return read_video_masks(row.mask_paths, row.mask_format, size, NUM_CLASSES, binary=binary)
+
+
+class ShardTruth:
+    """Ground truth from the ``masks`` shards (``ssp.stages.preprocess.run_masks``): ``foreground``
+    for binary tasks, ``labels`` for semantic ones, and ``has_mask``, each checked against its CRC."""
+
+    def __init__(self, shards: list[str | Path]):
+        self.readers = [ShardReader(p) for p in shards]
+
+    def holds(self, video_id: str) -> bool:
+        return any(video_id in r for r in self.readers)
+
+    def __call__(self, row, size: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+        key = "foreground" if binary else "labels"
+        for reader in self.readers:
+            if row.video_id in reader:
+                arr = reader.read(row.video_id, [key, "has_mask"])
+                if arr[key].shape[-1] != size:
+                    raise EvaluationError(f"{reader.path}: video {row.video_id!r} has ground truth of "
+                                          f"{arr[key].shape[-1]} x {arr[key].shape[-1]}, its predictions "
+                                          f"{size} x {size} (preprocess.image_size changed since they were made)")
+                return arr[key], arr["has_mask"].astype(bool)
+        raise EvaluationError(f"video {row.video_id!r}: no masks shard holds its ground truth")
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+
+
+def evaluate_shards(task: str, manifest: str | Path, masks: list[str | Path], predictions: str | Path,
+                    split: str = "test", fscore: str = "aavs") -> dict:
+    """The task's metrics of a predictions file against the ground truth of the run's ``masks``
+    shards: the manifest's videos of the task and split. A video whose ground truth could not be
+    read (the masks stage recorded it as failed) is left out, named in the log and in
+    ``no_truth`` (the run summary lists why)."""
+    rows = task_rows(manifest, task, split)
+    if rows.empty:
+        raise EvaluationError(f"{manifest}: the manifest holds no {task} {split} video")
+    truth = ShardTruth(masks)
+    try:
+        held = rows["video_id"].map(truth.holds)
+        no_truth = sorted(rows.loc[~held, "video_id"])
+        if no_truth and len(no_truth) == len(rows):
+            raise EvaluationError(f"no masks shard holds the ground truth of any {task} {split} video "
+                                  f"({', '.join(no_truth[:5])}): the masks stage failed on them (the run summary "
+                                  "says why)")
+        if no_truth:
+            log.warning("%d %s %s video(s) have no ground truth in the masks shards and are not scored: %s",
+                        len(no_truth), task, split, ", ".join(no_truth[:20]))
+        result = _score(task, split, rows[held], truth, predictions, allow_missing=False, fscore=fscore)
+    finally:
+        truth.close()
+    result.update(ground_truth="masks shards", no_truth=no_truth)
+    return result
 
 
 def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = "test",
              allow_missing: bool = False, fscore: str = "aavs") -> dict:
-    """The task's metrics of a predictions file; ``fscore``: the binary F-score's protocol (``aavs``
-    needs the predictions' ``class_scores``, ``avsbench`` reads ``scores``)."""
-    rows = ground_truth_manifest(task, root, split)
+    """The task's metrics of a predictions file against the dataset root's own ground truth;
+    ``fscore``: the binary F-score's protocol (``aavs`` needs the predictions' ``class_scores``,
+    ``avsbench`` reads ``scores``)."""
+    result = _score(task, split, ground_truth_manifest(task, root, split), _files_truth, predictions, allow_missing, fscore)
+    result.update(root=str(root))
+    return result
+
+
+def _score(task: str, split: str, rows, truth, predictions: str | Path, allow_missing: bool, fscore: str) -> dict:
     binary = task in ("s4", "ms3")
     with h5py.File(predictions, "r") as h5:
         present = [v for v in rows["video_id"] if v in h5]
@@ -85,9 +161,9 @@ def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = 
             log.warning("%s: predictions of %d x %d; AVSBench scores at %d x %d, so these metrics (ground truth "
                         "resized to %d) are not comparable with published ones", predictions, size, size,
                         SCORE_SIZE, SCORE_SIZE, size)
-        result = _binary(rows, h5, fscore) if binary else _semantic(rows, h5)
+        result = _binary(rows, h5, truth, fscore) if binary else _semantic(rows, h5, truth)
         trained = {k: _plain(h5.attrs[k]) for k in ("model_epoch", "model_by") if k in h5.attrs}
-    result.update(task=task, split=split, root=str(root), predictions=str(predictions), videos=len(rows),
+    result.update(task=task, split=split, predictions=str(predictions), videos=len(rows),
                   missing_videos=len(missing), missing=missing[:50], size=size, **trained)
     return result
 
@@ -130,11 +206,11 @@ def _fscore_map(h5, row, protocol: str, scores: np.ndarray) -> np.ndarray:
     return aavs_fscore_map(_pred(h5, row.video_id, "class_scores", row.n_frames))
 
 
-def _binary(rows, h5, protocol: str = "aavs") -> dict:
+def _binary(rows, h5, truth, protocol: str = "aavs") -> dict:
     ious, fs, fs_frame, frames = [], [], [], 0
     for row in rows.itertuples(index=False):
         scores = _pred(h5, row.video_id, "scores", row.n_frames).astype(np.float32)
-        gt, has = _truth(row, scores.shape[-1], binary=True)
+        gt, has = truth(row, scores.shape[-1], binary=True)
         s, f, g = scores[has], _fscore_map(h5, row, protocol, scores)[has], gt[has]
         ious.append(binary_miou_batch(s, g))
         curves = fscore_curves(f, g)              # [frames with a non-empty truth, 255]
@@ -149,12 +225,12 @@ def _binary(rows, h5, protocol: str = "aavs") -> dict:
                           "fscore_per_frame": "as fscore, each frame its own batch"}}
 
 
-def _semantic(rows, h5) -> dict:
+def _semantic(rows, h5, truth) -> dict:
     plain, padded = SemanticAccumulator(NUM_CLASSES), SemanticAccumulator(NUM_CLASSES)
     frames = 0
     for row in rows.itertuples(index=False):
         labels = _pred(h5, row.video_id, "labels", row.n_frames)
-        gt, has = _truth(row, labels.shape[-1], binary=False)
+        gt, has = truth(row, labels.shape[-1], binary=False)
         for p, g in zip(labels[has], gt[has]):
             plain.add(p, g)
             padded.add(p, g)

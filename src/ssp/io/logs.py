@@ -18,6 +18,15 @@ def setup(log_file: str | Path | None = None, level: int = logging.INFO, *, appe
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
 
+def log_file() -> Path | None:
+    """The file ``setup`` logs to, if any (a stage that runs part of its work in another interpreter
+    sends that side's messages there too)."""
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.FileHandler):
+            return Path(h.baseFilename)
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def warn_once(logger: str, message: str) -> None:
     """A warning said once per process (the same logger and message again say nothing)."""

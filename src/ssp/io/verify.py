@@ -35,6 +35,13 @@ REFETCH = "python -m ssp fetch-models --verify --config <your config files>"
 TRUST_COMMAND = "python -m ssp trust-code --config <your config files>"
 
 
+# what a model whose code runs when it loads (MiniCPM-o) needs before it may load
+TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
+                 "with your permissions. Read the folder's *.py files, then set "
+                 "'captions.trust_remote_code: true' and run `python -m ssp trust-code --config <your config "
+                 "files>`, which records their sha256: only that code is then allowed to run.")
+
+
 class VerifyError(WeightsError):
     """A fetched file is not the file the lock names; the message names it and the repair."""
 

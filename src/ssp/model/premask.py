@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ssp.variants import PREMASK_TEST as TEST_CHOICES  # noqa: E402  (one list: the schema's enum, the study)
+from ssp.variants import PREMASK_TEST as TEST_CHOICES
 
 
 def premask(flow_mask: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -41,12 +41,6 @@ Q2_VARIANTS = {
     "fig7": "According to the video, with {a1}, give the NOUN word that produce sound.",
 }
 Q2_TEMPLATE = Q2_VARIANTS["paper"]
-TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
-                 "with your permissions. Read the folder's *.py files, then set "
-                 "'captions.trust_remote_code: true' and run `python -m ssp trust-code --config <your config "
-                 "files>`, which records their sha256: only that code is then allowed to run.")
-
-
 def question2(a1: str, wording: str = "paper") -> str:
     """Q2 with A1 in place of "A_1" (section 4.2; ``wording`` ``fig7``: Fig. 7's)."""
     return Q2_VARIANTS[wording].format(a1=a1.strip().rstrip("."))
@@ -206,6 +200,8 @@ class MiniCPMo(TwoTurnChat):
         self.max_new_tokens = max_new_tokens
         if model is None:
             if not trust_remote_code:
+                from ssp.io.verify import TRUST_MESSAGE
+
                 raise PermissionError(TRUST_MESSAGE)
             self._check_trusted(folder, trust_file, code_id)
             model, tokenizer = self._load(folder, device)

@@ -12,7 +12,7 @@ from ssp.io.store import ShardReader
 def _notes(stage: str, path: str | Path) -> set[str]:
     """Warnings a reader of the results must see (random weights, synthetic captions)."""
     if str(path).endswith(".jsonl"):
-        from ssp.stages.captions import read_captions
+        from ssp.io.captions import read_captions
 
         recs = list(read_captions(path).values())
         if any(r["backend"] == "synthetic" for r in recs):
@@ -33,7 +33,7 @@ def collect(stage_shards: dict[str, list[str | Path]]) -> tuple[dict[str, dict],
         decoders: dict[str, int] = {}
         for p in paths:
             if str(p).endswith(".jsonl"):
-                from ssp.stages.captions import caption_failures, read_captions
+                from ssp.io.captions import caption_failures, read_captions
 
                 n_ok, fails = len(read_captions(p)), caption_failures(p)
             else:

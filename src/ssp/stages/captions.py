@@ -2,10 +2,9 @@
 each video's 1-fps frames at their own resolution, decoded from the source (``captions.frames:
 native``, as MiniCPM-o-2.6 takes video); the frames shard says which videos exist.
 
-Each line is one video: ``{video_id, status: ok, q1, a1, q2, a2, nouns, backend, model_id,
-settings}`` or ``{video_id, status: failed, stage, reason}``. Lines are appended to
-``<out>.partial`` as they are made; a re-run keeps the lines made with the same backend, model
-and settings and skips those videos; the file is renamed to ``<out>`` when the shard is done.
+The captions file's format is ``ssp.io.captions``'s. Lines are appended to ``<out>.partial`` as
+they are made; a re-run keeps the lines made with the same backend, model and settings and skips
+those videos; the file is renamed to ``<out>`` when the shard is done.
 
 ``caption_shard`` runs the stage in this process, or with ``captions.python`` in another Python
 interpreter: MiniCPM-o's own code needs an older transformers than the rest of the pipeline, so
@@ -26,36 +25,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from ssp import env_with_package
+from ssp.datasets.manifest import shard_rows
+from ssp.io import logs
+from ssp.io.captions import caption_failures, exclusive, kept_records
 from ssp.io.media import MediaError, load_frame_files, sample_video_frames
 from ssp.io.store import Failure, ShardError, ShardReader
 from ssp.prompts.captioners import parse_nouns, transformers_version
-from ssp.stages.preprocess import shard_rows
 
 log = logging.getLogger("ssp.stages.captions")   # also when run as `python -m ssp.stages.captions`
-
-
-def _previous(text: str, key: dict) -> dict[str, dict]:
-    done = {}
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
-        if rec.get("status") == "ok" and all(rec.get(k) == v for k, v in key.items()):
-            done[rec["video_id"]] = rec
-    return done
-
-
-def _exclusive(fh, path: Path) -> None:
-    """This process the only writer of ``path`` (a second run writing the same shard's captions, from
-    another working directory that Snakemake's lock does not see, is refused, not interleaved)."""
-    import fcntl
-
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(f"{path} is being written by another process (two runs on one results folder?); "
-                           "let that run finish, or stop it") from None
 
 
 def video_frames(row, frames: ShardReader, captioner):
@@ -73,7 +50,7 @@ def video_frames(row, frames: ShardReader, captioner):
     return load_frame_files(row.frame_paths)
 
 
-def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
+def run_captions(manifest: str | Path | pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
                  captioner) -> list[Failure]:
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
@@ -82,9 +59,9 @@ def run_captions(manifest: pd.DataFrame, shard: str, frames_path: str | Path, ou
     out.parent.mkdir(parents=True, exist_ok=True)
     failures = []
     with open(partial, "a+") as fh:
-        _exclusive(fh, partial)
+        exclusive(fh, partial)
         fh.seek(0)
-        done = _previous(fh.read(), key)
+        done = kept_records(fh.read(), key)
         if done:
             log.info("captions %s: resuming, %d videos already captioned", shard, len(done))
         fh.seek(0)
@@ -125,49 +102,23 @@ def _reason(exc: Exception) -> str:
     return text if isinstance(exc, known) and text else f"{type(exc).__name__}: {text or 'no message'}"
 
 
-def _records(path: str | Path) -> list[dict]:
-    """A captions file's records; a line that is not a whole record is an error naming the file and
-    the line (the stage renames the file only once every line is written: such a file was cut or
-    edited)."""
-    out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-            if rec["status"] not in ("ok", "failed") or not isinstance(rec["video_id"], str):
-                raise ValueError(f"status {rec['status']!r}")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}, line {n}: not a caption record ({type(exc).__name__}: {exc}); the file is "
-                             "damaged: delete it and run snakemake again (its shard is captioned anew)") from None
-        out.append(rec)
-    return out
-
-
-def read_captions(path: str | Path) -> dict[str, dict]:
-    """video_id -> record, for the videos captioned successfully."""
-    return {r["video_id"]: r for r in _records(path) if r["status"] == "ok"}
-
-
-def caption_failures(path: str | Path) -> list[Failure]:
-    return [Failure(r["video_id"], r["stage"], r["reason"]) for r in _records(path) if r["status"] == "failed"]
-
-
-def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path, out: str | Path,
-                  log_file: str | Path | None = None) -> None:
+def caption_shard(manifest: str | Path | pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
+                  cfg) -> list[Failure]:
     """One shard's captions (``run_captions``) with the captioner ``cfg`` names: in this process,
     or, when ``captions.python`` is set, in that interpreter (this package's source on its path;
-    its messages go to ``log_file`` too)."""
+    the manifest given as its file; its messages go to this process's log file too). Returns the
+    videos that failed, as the file records them."""
     python = cfg.captions.python
     if not python:
-        from ssp.datasets.manifest import read_manifest
         from ssp.prompts.captioners import make_captioner
 
-        run_captions(read_manifest(manifest), shard, frames_path, out, make_captioner(cfg, cfg.dataset_root))
-        return
+        return run_captions(manifest, shard, frames_path, out, make_captioner(cfg, cfg.dataset_root))
+    if isinstance(manifest, pd.DataFrame):
+        raise TypeError("caption_shard with captions.python reads the manifest from its file: give its path")
     exe = shutil.which(python) or python       # the config's check made sure it runs
     config = copy.deepcopy(cfg.raw)
     config["captions"]["python"] = None
+    log_file = logs.log_file()
     job = {"config": config, "manifest": str(manifest), "shard": shard, "frames": str(frames_path),
            "out": str(out), "log": str(log_file) if log_file else None}
     env = env_with_package()
@@ -178,12 +129,12 @@ def caption_shard(cfg, manifest: str | Path, shard: str, frames_path: str | Path
     if rc:
         raise RuntimeError(f"captions {shard}: the stage failed in {exe} (exit status {rc}); its messages "
                            f"are above{' and in ' + str(log_file) if log_file else ''}")
+    return caption_failures(out)
 
 
 def _main(argv: list[str]) -> int:
     """``python -m ssp.stages.captions JOB``: the other interpreter's side of ``caption_shard``."""
     from ssp.config import Config
-    from ssp.io import logs
 
     job = json.loads(argv[0])
     logs.setup(job["log"], append=True)
@@ -191,12 +142,11 @@ def _main(argv: list[str]) -> int:
         cfg = Config.from_dict(job["config"])
         log.info("captions %s: %s (transformers %s)", job["shard"], sys.executable,
                  transformers_version() or "not installed")
-        caption_shard(cfg, job["manifest"], job["shard"], job["frames"], job["out"])
+        caption_shard(job["manifest"], job["shard"], job["frames"], job["out"], cfg)
     except Exception:
         log.exception("captions %s failed in %s", job["shard"], sys.executable)
         return 1
     return 0
-
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from ssp.config import Config
+from ssp.datasets.manifest import shard_rows
 from ssp.flow.estimators import make_estimator, video_pairs
 from ssp.flow.mask import flow_mask, flow_to_color
 from ssp.io.files import atomic_path
 from ssp.io.store import ShardReader, ShardWriter, provenance
-from ssp.stages.preprocess import shard_rows
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ssp.config import Config
-from ssp.datasets.manifest import read_label2idx
+from ssp.datasets.manifest import read_label2idx, shard_rows
 from ssp.io.media import (
     MediaError,
     fit_audio,
@@ -29,13 +29,6 @@ from ssp.io.palette import NUM_CLASSES
 from ssp.io.store import ShardWriter, provenance
 
 log = logging.getLogger(__name__)
-
-
-def shard_rows(manifest: pd.DataFrame, shard: str) -> pd.DataFrame:
-    rows = manifest[manifest["shard"] == shard]
-    if rows.empty:
-        raise ValueError(f"shard {shard!r} is not in the manifest")
-    return rows
 
 
 def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config,

@@ -14,9 +14,9 @@ import pandas as pd
 
 from ssp.audio.vggish import embed, load_vggish, log_mel_examples, pad_to_T
 from ssp.config import Config
+from ssp.datasets.manifest import shard_rows
 from ssp.io.devices import pick_device
 from ssp.io.store import ShardReader, ShardWriter, provenance
-from ssp.stages.preprocess import shard_rows
 
 log = logging.getLogger(__name__)
 
