@@ -3,9 +3,10 @@ import os
 
 import yaml
 
-from ssp.cli import SHARD_STAGES, main
+from ssp.cli import main
 from ssp.io.captions import read_captions
 from ssp.io.store import ShardReader
+from ssp.stages import STAGES
 
 
 def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
@@ -18,7 +19,7 @@ def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
     c = ["--config", str(conf)]
     assert main(["check-config", *c]) == 0
     assert main(["synth", *c]) == 0 and main(["manifest", *c]) == 0
-    for stage in SHARD_STAGES:                      # in dependency order: each reads the one before
+    for stage in STAGES:                      # in dependency order: each reads the one before
         assert main(["stage", stage, "--shard", "00000", *c]) == 0, stage
     run = tmp_path / "results" / "cli"
     for stage in ("frames", "audio", "masks", "flow", "flow_mask", "vggish"):
@@ -29,7 +30,7 @@ def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["summary", *c]) == 2
     assert "frames/00001.h5" in capsys.readouterr().err
-    for stage in SHARD_STAGES:
+    for stage in STAGES:
         assert main(["stage", stage, "--shard", "00001", *c]) == 0, stage
     assert main(["summary", "--strict", *c]) == 0
     assert "Skipped videos (0)" in (run / "report" / "summary.md").read_text()

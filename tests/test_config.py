@@ -110,14 +110,15 @@ def test_network_folders_are_checked_when_the_dag_is_built(tmp_path):
 
 def test_speed_only_keys_are_declared_once_in_the_schema():
     """The schema's marks decide what the rules' params and the checkpoint fingerprint hold."""
-    from ssp.config import changes_weights, marked, output_settings
+    from ssp.config import changes_weights, declared_settings, marked
 
     assert marked("x-speed-only", "train") == {"variants", "num_workers", "checkpoint_every", "channels_last", "compile"}
     assert marked("x-selection-only", "train") == {"select"}
     assert marked("x-speed-only", "flow.perceiver") == {"batch_size", "attention"}
     assert marked("x-speed-only", "captions") == {"python"}
     raw = Config.from_dict({}).raw
-    assert "num_workers" not in output_settings(raw["train"], "train") and "select" in output_settings(raw["train"], "train")
+    train = declared_settings(raw, ("train",))["train"]
+    assert "num_workers" not in train and "select" in train
     kept = changes_weights(raw["train"])
     assert "select" not in kept and "compile" not in kept and "lr" in kept
 

@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from ssp import config as config_mod
+from ssp.datasets.manifest import TASKS
 from ssp.io import logs
 from ssp.layout import RunLayout
 from ssp.stages import STAGES
@@ -130,9 +131,6 @@ def cmd_manifest(args) -> int:
     write_refused(refused, out)
     log.info("manifest: %d videos in %d shards -> %s", len(df), len(shards_of(df)), out)
     return 0
-
-
-SHARD_STAGES = tuple(STAGES)
 
 
 def cmd_stage(args) -> int:
@@ -245,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
     add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
     p = add("stage", cmd_stage, "run one preprocessing stage on one shard")
-    p.add_argument("stage", choices=SHARD_STAGES)
+    p.add_argument("stage", choices=tuple(STAGES))
     p.add_argument("--shard", required=True)
     p.add_argument("--manifest")
     p.add_argument("--out")
@@ -267,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1", help="stage-1 predictions (.h5) standing in for the ground truth")
     p.add_argument("--out")
     p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")
-    p.add_argument("--task", choices=["s4", "ms3", "avss"], required=True)
+    p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--root", required=True, help="dataset root (AVSBench-semantic or -object layout)")
     p.add_argument("--predictions", required=True, help="predictions HDF5 (format: docs/outputs.md)")
     p.add_argument("--split", default="test")

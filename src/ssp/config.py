@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import typing
@@ -38,25 +37,24 @@ def schema() -> dict:
     return yaml.safe_load(_schema_text())
 
 
+@functools.lru_cache(maxsize=1)
+def _read_only_schema() -> dict:
+    """The schema parsed once, for the readers here that never change it."""
+    return schema()
+
+
 def marked(mark: str, section: str) -> frozenset[str]:
     """The keys of a config section (``train``, ``flow.perceiver``) that carry ``mark`` in the schema.
 
     The schema says once which settings change an output: ``x-speed-only`` keys change no output
     file (speed, where a stage runs, which variants a run trains), ``x-selection-only`` keys choose
-    among trained epochs without changing them. The rules' params, the checkpoint fingerprint and
-    the docs derive from these marks.
+    among trained epochs without changing them. The rules' params (``declared_settings``), the
+    checkpoint fingerprint and the docs derive from these marks.
     """
-    node = schema()
+    node = _read_only_schema()
     for part in section.split("."):
         node = node["properties"][part]
     return frozenset(k for k, sub in node["properties"].items() if sub.get(mark))
-
-
-def output_settings(raw: dict, section: str) -> dict:
-    """A config section's values without its speed-only keys: what a rule's params hold, so that a
-    change of any of them, and only of them, re-runs the rule."""
-    speed = marked("x-speed-only", section)
-    return {k: v for k, v in raw.items() if k not in speed}
 
 
 def changes_weights(train: dict) -> dict:
@@ -345,7 +343,7 @@ class _Settings:
     def _build(cls, data: dict):
         kwargs = {}
         for f in dataclasses.fields(cls):
-            if f.name in ("raw", "models"):
+            if f.name in ("raw", "models", "declared"):
                 continue
             value = data[f.name]
             if isinstance(f.type, type) and issubclass(f.type, _Settings):
@@ -382,6 +380,140 @@ def _camel(key: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
 
 
+# --------------------------------------------------------------------------- what a job reads
+
+def location_keys(sch: dict | None = None) -> tuple[str, ...]:
+    """The keys marked ``x-location`` in the schema: where files are (the results folder, the
+    dataset's root, another run's models, the models' cache and lock). Every job may read them;
+    they are in a rule's params only where its job declares them (a rule whose files they move is
+    re-run by the DAG, which follows the files)."""
+    out = []
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, sub in node.get("properties", {}).items():
+            if sub.get("x-location"):
+                out.append(prefix + key)
+            elif _is_section(sub):
+                walk(sub, prefix + key + ".")
+
+    walk(sch or _read_only_schema(), "")
+    return tuple(out)
+
+
+class UndeclaredSetting(RuntimeError):
+    """A job read a setting that its declaration (``ssp.stages``) does not name."""
+
+
+class Undeclared:
+    """Stands in a job's config for a setting the job does not declare: any use of it (its truth,
+    comparison, arithmetic, text, items, attributes) raises ``UndeclaredSetting`` naming the key
+    and the job, so that what a job reads and what re-runs it cannot drift apart."""
+
+    __slots__ = ("key", "job")
+
+    def __init__(self, key: str, job: str):
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "job", job)
+
+    def _refuse(self, *args, **kwargs):
+        raise UndeclaredSetting(f"the {self.job} job read '{self.key}', which it does not declare (ssp.stages): "
+                                "declare it there, so that its rule's params hold it and a change re-runs the job")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._refuse()
+
+    def __repr__(self) -> str:
+        return f"<{self.key}: not declared by the {self.job} job>"
+
+    def __reduce__(self):
+        return Undeclared, (self.key, self.job)
+
+
+for _name in ("__bool__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__str__",
+              "__format__", "__int__", "__float__", "__index__", "__len__", "__iter__", "__contains__",
+              "__getitem__", "__call__", "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__", "__neg__", "__abs__",
+              "__fspath__", "__setattr__"):
+    setattr(Undeclared, _name, Undeclared._refuse)
+
+
+def _field_values(obj) -> dict:
+    """A settings object's fields as a mapping (sections as mappings): its values as they are,
+    also after ``dataclasses.replace`` (which leaves ``raw`` as it was)."""
+    return {f.name: _field_values(v) if isinstance(v, _Settings) else v
+            for f in dataclasses.fields(obj) if f.name not in ("raw", "models", "declared")
+            for v in [getattr(obj, f.name)]}
+
+
+def _declared(keys, path: str) -> bool:
+    """``path`` (``flow.perceiver.dtype``) is declared by ``keys``: itself or a section above it."""
+    return any(path == k or path.startswith(k + ".") for k in keys)
+
+
+def _above(keys, path: str) -> bool:
+    """Some key below ``path`` is declared (the section itself is not, wholly)."""
+    return any(k.startswith(path + ".") for k in keys)
+
+
+def _masked(data: dict, node: dict, keys, job: str, prefix: str = "") -> dict:
+    """The settings of a job: declared values as they are, every other value an ``Undeclared``
+    (sections stay mappings, so that their settings classes are built)."""
+    out = {}
+    for key, value in data.items():
+        path, sub = prefix + key, node.get("properties", {}).get(key, {})
+        if _declared(keys, path):
+            out[key] = value
+        elif isinstance(value, dict) and _is_section(sub):
+            out[key] = _masked(value, sub, keys, job, path + ".")
+        else:
+            out[key] = Undeclared(path, job)
+    return out
+
+
+def _pruned(data: dict, keys, prefix: str = "") -> dict:
+    """Only the declared keys of a config mapping."""
+    out = {}
+    for key, value in data.items():
+        path = prefix + key
+        if _declared(keys, path):
+            out[key] = value
+        elif isinstance(value, dict) and _above(keys, path):
+            out[key] = _pruned(value, keys, path + ".")
+    return out
+
+
+def _schema_node(sch: dict, key: str) -> dict:
+    node = sch
+    for part in key.split("."):
+        node = node.get("properties", {}).get(part, {})
+    return node
+
+
+def declared_settings(raw: dict, keys, provenance: dict | None = None, sch: dict | None = None) -> dict:
+    """A job's settings that change its outputs, by declared key: each value as written, a model
+    key as where it came from (``provenance``: a hub id's resolved commit, a fetched file's sha256),
+    and no ``x-speed-only`` key. What its rule's params hold (a change re-runs the job) and what its
+    outputs record."""
+    sch, provenance = sch or _read_only_schema(), provenance or {}
+
+    def value_of(value, node: dict, key: str):
+        if key in provenance:
+            return provenance[key]
+        if isinstance(value, dict) and _is_section(node):
+            return {k: value_of(v, node["properties"].get(k, {}), f"{key}.{k}") for k, v in value.items()
+                    if not node["properties"].get(k, {}).get("x-speed-only")}
+        return value
+
+    out = {}
+    for key in sorted(set(keys)):
+        node = _schema_node(sch, key)
+        if not node.get("x-speed-only"):
+            out[key] = value_of(hub.get_key(raw, key), node, key)
+    return out
+
+
 class _ConfigMethods:
     """The whole config's own methods (its fields come from the schema: ``config_class``)."""
 
@@ -405,6 +537,25 @@ class _ConfigMethods:
         object.__setattr__(obj, "models", resolved)
         return obj
 
+    def only(self, keys, job: str):
+        """This config as the ``job`` reads it: the declared ``keys`` and the ``location_keys`` as
+        they are, every other setting an ``Undeclared`` that raises when used; ``raw`` and
+        ``models`` hold only those. ``declared`` records (job, the declared keys)."""
+        declared = tuple(dict.fromkeys(keys))
+        keys = tuple(dict.fromkeys((*declared, *location_keys(self.SCHEMA))))
+        obj = type(self)._build(_masked(_field_values(self), self.SCHEMA, keys, job))
+        object.__setattr__(obj, "raw", _pruned(self.raw, keys))
+        object.__setattr__(obj, "models", {k: r for k, r in self.models.items() if _declared(keys, k)})
+        object.__setattr__(obj, "declared", (job, declared))
+        return obj
+
+    def settings(self) -> dict:
+        """The settings of the job this config was narrowed to (``only``) that change its outputs
+        (``declared_settings``): what its rule's params hold and its outputs' provenance records."""
+        if self.declared is None:
+            raise ValueError("settings(): this config is not narrowed to a job (Config.only)")
+        return declared_settings(self.raw, self.declared[1], self.model_provenance(), self.SCHEMA)
+
     def model_provenance(self, keys=None) -> dict[str, str]:
         """Where each model this config names came from: a hub id's resolved commit, a fetched
         file's sha256, else the value as written (``ssp.io.hub.provenance``)."""
@@ -426,18 +577,16 @@ class _ConfigMethods:
             return self.run_dir / "data"
         return Path(self.dataset.root)
 
-    def section_hash(self, *sections: str) -> str:
-        """Short hash of the named config sections (provenance of a stage's parameters)."""
-        sub = {s: self.raw[s] for s in sections}
-        return hashlib.sha256(json.dumps(sub, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_class(sch: dict, namespace: dict | None = None) -> type:
     """The frozen ``Config`` class of a schema: a key added to the schema is a field of it, with
     nothing else to write. ``raw`` holds the config as written, ``models`` each model key's
-    resolution (``ssp.io.hub.Resolved``) where it is named by hub id or URL."""
+    resolution (``ssp.io.hub.Resolved``) where it is named by hub id or URL, ``declared`` the job
+    it is narrowed to and what that job reads (``only``), or None."""
     models = ("models", dict, field(default_factory=dict, compare=False, repr=False))
-    cls = settings_class("Config", sch, bases=(_ConfigMethods,), extra=(models,), namespace=namespace)
+    declared = ("declared", typing.Any, field(default=None, compare=False, repr=False))
+    cls = settings_class("Config", sch, bases=(_ConfigMethods,), extra=(models, declared), namespace=namespace)
     cls.SCHEMA = sch
     return cls
 

@@ -23,9 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# The shard stages of a run, in the order the data flows (frames, audio and masks come from the
-# dataset; the others from an earlier stage's shards).
-SHARD_STAGES = ("frames", "audio", "masks", "flow", "flow_mask", "vggish", "captions")
 # a trained model: its weights (safetensors) and, beside them, its metadata (model.json)
 MODEL_FILE = "model.safetensors"
 LEGACY_MODEL_FILE = "model.pt"   # an older run's (read with weights_only=True)

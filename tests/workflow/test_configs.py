@@ -191,7 +191,7 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
     import h5py
 
     with h5py.File(s4 / "flow" / "00000.h5") as h5:                      # Perceiver IO from the cache
-        assert json.loads(h5.attrs["params"])["backend"] == "perceiver"
+        assert json.loads(h5.attrs["params"])["flow.backend"] == "perceiver"
         assert json.loads(h5.attrs["models"]) == {"flow.perceiver.weights": f"hf:tiny/flow@{'f' * 40}"}
     trained = json.loads((s4 / "train" / "full" / "model.json").read_text())["models"]
     assert trained["model.clip"] == f"hf:tiny/clip@{'c' * 40}" and trained["model.text_encoder"] == f"hf:tiny/blip@{'b' * 40}"

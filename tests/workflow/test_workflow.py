@@ -1,4 +1,6 @@
 """The Snakemake DAG end to end on a tiny SynthAVS, plus lint and dry-run."""
+import ast
+import base64
 import json
 import os
 import shutil
@@ -43,6 +45,12 @@ def planned(args, conf, cwd) -> dict[str, int]:
     return jobs
 
 
+def rule_params(workdir: Path, output: Path) -> list:
+    """The params Snakemake recorded for the job that wrote ``output`` (its metadata)."""
+    name = base64.urlsafe_b64encode(str(output.relative_to(workdir)).encode()).decode()
+    return [ast.literal_eval(p) for p in json.loads((workdir / ".snakemake" / "metadata" / name).read_text())["params"]]
+
+
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -73,6 +81,13 @@ def test_demo_dag_end_to_end(tmp_path):
     assert "Skipped videos (0)" in run_dir.summary_md.read_text()
     assert run_dir.log("frames", "00000").stat().st_size > 0
     assert run_dir.benchmark("frames", "00000").exists()
+    # a job's rule params (what re-runs it) are the settings its declaration names, which its
+    # outputs record: one list (ssp.stages)
+    for output in [*(run_dir.stage_dir(s) / "00001.h5" for s in ("frames", "audio", "masks", "flow", "flow_mask",
+                                                                 "vggish")), run_dir.predictions("full", "test")]:
+        with h5py.File(output) as h5:
+            recorded = json.loads(h5.attrs["params"])
+        assert recorded and recorded in rule_params(tmp_path, output), output
     # nothing left to do on a second run
     proc = run(["--cores", "2", "--configfile", str(conf), "-n"], tmp_path)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -1,7 +1,6 @@
 # The two text prompts per video (Q1 -> A1, Q2 with A1 -> A2), one resumable JSONL per shard.
 # MiniCPM-o's own code needs transformers 4.44.2: with --use-conda its rules get envs/minicpmo.yaml;
 # without, captions.python names an interpreter of such an environment (make minicpmo-env).
-# captions.python is left out of params: where the stage runs changes no caption.
 
 CAPTIONS_ENV = (
     "../../envs/minicpmo.yaml"
@@ -16,9 +15,6 @@ _minicpmo_warning = minicpmo_environment_warning(
 )
 if _minicpmo_warning:
     logger.warning(f"WARNING: {_minicpmo_warning}")
-CAPTIONS_PARAMS = params_of(
-    "captions"
-)  # captions.python is speed-only: where the stage runs
 
 
 rule captions:
@@ -40,7 +36,7 @@ rule captions:
         runtime=600,
         gpu=GPU if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
     params:
-        captions=CAPTIONS_PARAMS,
+        settings=job_settings("captions"),  # not captions.python (speed-only): where it runs
     script:
         "../scripts/captions.py"
 

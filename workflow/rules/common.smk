@@ -11,9 +11,10 @@ from snakemake.logging import logger
 from ssp.config import (
     ConfigError,
     check,
+    declared_settings,
     listing,
-    output_settings,
 )
+from ssp.datasets.manifest import TASK_SUBSETS
 from ssp.io.hub import Pending, go_offline
 from ssp.layout import (
     MODEL_FILE,
@@ -23,7 +24,7 @@ from ssp.layout import (
 from ssp.prompts.captioners import minicpmo_environment_warning
 from ssp.reporting.summary import models_note, run_notes
 from ssp.reporting.tables import run_metric_files
-from ssp.stages import PREPROCESS, STAGES
+from ssp.stages import PREPROCESS, STAGES, reads
 from ssp.variants import (
     VARIANTS,
     parse_variant,
@@ -259,55 +260,13 @@ def stage1_val(wildcards):
     return stage1_of(wildcards, "val")
 
 
-def flow_params():
-    """The flow settings that decide the flow (a change re-runs the stage): the backend's own, not
-    the other backends', nor the speed-only ones (x-speed-only in the schema)."""
-    f = config["flow"]
-    if f["backend"] == "dis":
-        return {"backend": "dis", "dis_preset": f["dis_preset"]}
-    if f["backend"] == "perceiver":
-        return {
-            "backend": "perceiver",
-            **with_provenance(
-                output_settings(f["perceiver"], "flow.perceiver"), "flow.perceiver"
-            ),
-        }
-    return {"backend": f["backend"]}
-
-
-def preprocess_params(wildcards):
-    """The settings a preprocessing stage's shard depends on (a change re-runs that stage only):
-    the frames' size, and their network copy's (preprocess.input_frames: source, at model.size);
-    the audio's sample rate; the masks' size."""
-    p = config["preprocess"]
-    if wildcards.stage == "audio":
-        return {"sample_rate": p["sample_rate"]}
-    if wildcards.stage == "masks" or p["input_frames"] != "source":
-        return {"image_size": p["image_size"]}
-    return {
-        "image_size": p["image_size"],
-        "input_frames": "source",
-        "input_size": config["model"]["size"],
-    }
-
-
-def params_of(section):
-    """A config section's settings that change its outputs: a change re-runs the rule; the speed-only
-    ones (x-speed-only in the schema: train.variants, num_workers, captions.python ...) do not.
+def job_settings(job):
+    """What ``job`` reads of the config, as its declaration in ``ssp.stages`` names it, less the
+    speed-only keys and with each model given as where it came from (a hub id's resolved commit,
+    a fetched file's sha256): its rule's params, so that a change of any of them re-runs the job
+    and nothing else does (fetching another commit of a branch re-runs what reads the model).
     """
-    return with_provenance(output_settings(config[section], section), section)
-
-
-def with_provenance(values, section):
-    """A section's settings with each model key given as where it came from (a hub id's resolved
-    commit, a fetched file's sha256, a local path as written): fetching another commit of a
-    branch (fetch-models --update) re-runs what reads the model."""
-    out = dict(values)
-    for key, source in PROVENANCE.items():
-        owner, _, name = key.rpartition(".")
-        if owner == section and name in out:
-            out[name] = source
-    return out
+    return declared_settings(config, reads(job, config), PROVENANCE)
 
 
 def eval_tasks():
@@ -315,9 +274,7 @@ def eval_tasks():
     if CFG.train.task == "semantic":
         return ["avss"]
     subsets = set(CFG.train.subsets)
-    return [
-        t for t, s in (("s4", {"v1s", "s4"}), ("ms3", {"v1m", "ms3"})) if subsets & s
-    ]
+    return [t for t, s in TASK_SUBSETS.items() if subsets & set(s)]
 
 
 STUDIES = study_variants(

@@ -22,7 +22,7 @@ rule evaluate:
         mem_mb=4000,
         runtime=60,
     params:
-        evaluate=params_of("evaluate"),
+        settings=job_settings("evaluate"),
     script:
         "../scripts/evaluate.py"
 

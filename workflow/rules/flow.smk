@@ -20,7 +20,7 @@ rule flow:
         runtime=240,
         gpu=GPU if CFG.flow.backend == "perceiver" else 0,
     params:
-        backend=flow_params(),
+        settings=job_settings("flow"),
     script:
         "../scripts/flow.py"
 
@@ -42,10 +42,7 @@ rule flow_mask:
         mem_mb=4000,
         runtime=60,
     params:
-        mask={
-            k: config["flow"][k]
-            for k in ("gray", "min_magnitude", "binarize", "threshold", "min_blob")
-        },
+        settings=job_settings("flow_mask"),
     script:
         "../scripts/flow_mask.py"
 

@@ -16,8 +16,7 @@ checkpoint manifest:
         mem_mb=2000,
         runtime=30,
     params:
-        dataset=config["dataset"],
-        shards=config["shards"],
+        settings=job_settings("manifest"),
         listing=video_listing,
     script:
         "../scripts/manifest.py"

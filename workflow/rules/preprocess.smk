@@ -17,6 +17,6 @@ rule preprocess:
         mem_mb=4000,
         runtime=120,
     params:
-        preprocess=preprocess_params,
+        settings=lambda wc: job_settings(wc.stage),
     script:
         "../scripts/preprocess.py"

@@ -16,6 +16,6 @@ rule synth:
         mem_mb=2000,
         runtime=30,
     params:
-        synthetic=config["synthetic"],
+        settings=job_settings("synth"),
     script:
         "../scripts/synth.py"

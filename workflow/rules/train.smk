@@ -25,8 +25,7 @@ rule train:
         runtime=1440,
         gpu=GPU * CFG.train.gpus,
     params:
-        model=with_provenance(config["model"], "model"),
-        train=params_of("train"),
+        settings=job_settings("train"),
     script:
         "../scripts/train.py"
 
@@ -52,6 +51,7 @@ rule predict:
         runtime=240,
         gpu=GPU,
     params:
+        settings=job_settings("predict"),
         model=lambda wc: str(model_file(wc)),  # another run's models (predict.models_from) re-predict
     script:
         "../scripts/predict.py"

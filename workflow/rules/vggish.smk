@@ -20,6 +20,6 @@ rule vggish:
         runtime=60,
         gpu=GPU,
     params:
-        vggish=params_of("vggish"),
+        settings=job_settings("vggish"),
     script:
         "../scripts/vggish.py"

@@ -1,15 +1,25 @@
-"""What every rule script starts with: ``start(snakemake)`` puts the package's ``src/`` on the
-path (a conda environment carries the dependencies, not the package) and sends the job's logging
-to its log file (``ssp.io.logs``). Snakemake puts this folder on each script's path."""
+"""What every rule script starts with: ``start(snakemake)`` puts the workflow's ``src/`` first on
+the path (a conda environment carries the dependencies, not the package; this module itself may be
+read from Snakemake's source cache, so the workflow is found from the rule's ``scriptdir``), sends
+the job's logging to its log file (``ssp.io.logs``), and logs an error that ends the job there too,
+with its traceback, where Snakemake's message sends the reader. Snakemake puts this folder on each
+script's path."""
+import logging
 import sys
 from pathlib import Path
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+def _logged(kind, error, traceback) -> None:
+    logging.getLogger("ssp").critical("the job failed: %s: %s", kind.__name__, error,
+                                      exc_info=(kind, error, traceback))
 
 
 def start(snakemake) -> None:
-    if SRC not in sys.path:
-        sys.path.insert(0, SRC)
+    src = str(Path(snakemake.scriptdir).resolve().parents[1] / "src")
+    if src in sys.path:
+        sys.path.remove(src)
+    sys.path.insert(0, src)
     from ssp.io import logs
 
     logs.setup(snakemake.log[0])
+    sys.excepthook = _logged

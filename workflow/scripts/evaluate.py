@@ -9,4 +9,4 @@ from ssp.evaluation.scoring import evaluate_shards, write
 wc = snakemake.wildcards
 write(evaluate_shards(wc.task, snakemake.input.manifest, snakemake.input.masks,
                       snakemake.input.predictions, wc.split,
-                      fscore=snakemake.params.evaluate["fscore"]), snakemake.output[0])
+                      fscore=snakemake.params.settings["evaluate.fscore"]), snakemake.output[0])

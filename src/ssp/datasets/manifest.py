@@ -42,6 +42,10 @@ COLUMNS = ["video_id", "layout", "subset", "split", "n_frames", "source", "video
            "frame_paths", "mask_paths", "mask_format", "audio_path", "labels"]
 LIST_COLUMNS = ("frame_paths", "mask_paths", "labels")  # stored as JSON in the CSV
 SEMANTIC_FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
+# the tasks a run is scored on: each binary task's manifest subsets (AVSBench-semantic's and
+# AVSBench-object's names); avss scores every video
+TASK_SUBSETS = {"s4": ("v1s", "s4"), "ms3": ("v1m", "ms3")}
+TASKS = (*TASK_SUBSETS, "avss")
 
 
 class DatasetError(ValueError):

@@ -32,6 +32,7 @@ from ssp.io.files import atomic_path
 from ssp.io.hub import MODEL_KEYS
 from ssp.io.store import ShardWriter, provenance
 from ssp.model.ssp import SSPModel, class_scores, sounding_share
+from ssp.stages import job_config
 from ssp.variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,14 @@ def model_section_differences(trained: dict | None, configured: dict) -> list[st
 def predict(cfg: Config, manifest: pd.DataFrame, weights: str | Path, split: str, out: str | Path, *,
             captions: dict | None = None, stage1: str | Path | None = None, premask_test: str | None = None,
             size: int | None = None, task: str | None = None, stage_dirs=None) -> list:
+    cfg = job_config(cfg, "predict")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, variant_name, binary, selected = load_trained(cfg, weights, device, task=task)
     choice = premask_test or cfg.train.premask_test
     ds, dropped = make_dataset(cfg, select(manifest, cfg, split), VARIANTS[variant_name], binary=binary, stage1=stage1,
                                captions=captions, stage_dirs=stage_dirs)
     size = size or cfg.preprocess.image_size
-    attrs = provenance("predict", cfg.section_hash("model", "train"), {"split": split, "premask_test": choice},
+    attrs = provenance("predict", cfg.settings(), split=split,
                        variant=variant_name, task="binary" if binary else "semantic", weights=str(weights),
                        premask_test=choice if VARIANTS[variant_name].premask else "not used",
                        models=json.dumps(cfg.model_provenance([k for k in MODEL_KEYS if k.startswith("model.")])),

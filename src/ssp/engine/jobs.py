@@ -21,6 +21,7 @@ from ssp.datasets.manifest import read_manifest
 from ssp.io.captions import read_captions
 from ssp.io.files import write_text
 from ssp.layout import MODEL_FILE, RunLayout, stage_dirs
+from ssp.stages import job_config
 from ssp.variants import parse_variant, stage1_settings, with_overrides
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def run_training(cfg: Config, variant: str, out_dir: str | Path, *, captions_fil
 
     out_dir = Path(out_dir)
     preset, extra = parse_variant(variant)
+    cfg = job_config(cfg, "train")
     cfg = stage1_settings(cfg) if preset == "stage1" else with_overrides(cfg, extra)
     semantic = cfg.train.task == "semantic"
     inputs = dict(inputs or {})
@@ -80,7 +82,7 @@ def run_prediction(cfg: Config, variant: str, split: str, weights, out, *, capti
     inputs = dict(inputs or {})
     manifest = inputs.pop("manifest", None) or RunLayout.of(cfg).manifest
     preset, extra = parse_variant(variant)
-    cfg = with_overrides(cfg, extra)   # a pre-mask test study variant: its stand-in for M_GT
+    cfg = with_overrides(job_config(cfg, "predict"), extra)   # a pre-mask test study variant: its stand-in for M_GT
     task = "binary" if preset == "stage1" else cfg.train.task
     return predict(cfg, read_manifest(manifest), weights, split, out, captions=load_captions(captions_files),
                    stage1=stage1, task=task, stage_dirs=stage_dirs(inputs) if inputs else None)

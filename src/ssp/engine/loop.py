@@ -56,6 +56,7 @@ from ssp.evaluation.metrics import SemanticAccumulator, binary_fscore_batch, bin
 from ssp.io import logs
 from ssp.layout import MODEL_FILE
 from ssp.model.ssp import SSPModel, fscore_map, sounding_share
+from ssp.stages import job_config
 from ssp.variants import VARIANTS, Variant
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def train(cfg: Config, manifest: pd.DataFrame, variant_name: str, out_dir: str |
     stage's shard folder (``layout.stage_dirs`` of the rule's inputs; default: the run layout's).
     ``stage1_val``: the stage-1 predictions of the val split, which validation's pre-mask reads
     when ``train.premask_test`` is stage1, as test does."""
+    cfg = job_config(cfg, "train")
     t = cfg.train
     task = task or t.task
     variant, binary = VARIANTS[variant_name], task == "binary"

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from ssp.config import Config
-from ssp.datasets.manifest import build_manifest, read_manifest
+from ssp.datasets.manifest import TASK_SUBSETS, build_manifest, read_manifest
 from ssp.evaluation.metrics import SemanticAccumulator, binary_miou_batch, fscore_curves, fscore_of_curves
 from ssp.io.files import write_text
 from ssp.io.media import read_video_masks
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 SCORE_SIZE = 224   # AVSBench scores masks at 224 x 224; the pipeline predicts at preprocess.image_size (224)
 SUBSET_OF_TASK = {"s4": ("v1s", "avsbench_object_s4"), "ms3": ("v1m", "avsbench_object_ms3")}
-# the manifest subsets each task scores (AVSBench-semantic's and AVSBench-object's names); avss: all
-TASK_SUBSETS = {"s4": ("v1s", "s4"), "ms3": ("v1m", "ms3")}
 
 
 class EvaluationError(ValueError):
@@ -145,7 +143,7 @@ def evaluate(task: str, root: str | Path, predictions: str | Path, split: str = 
 
 
 def _score(task: str, split: str, rows, truth, predictions: str | Path, allow_missing: bool, fscore: str) -> dict:
-    binary = task in ("s4", "ms3")
+    binary = task in TASK_SUBSETS
     with h5py.File(predictions, "r") as h5:
         present = [v for v in rows["video_id"] if v in h5]
         missing = [v for v in rows["video_id"] if v not in h5]

@@ -14,6 +14,7 @@ path and how to make it again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -62,10 +63,13 @@ def git_commit() -> str:
         return "unknown"
 
 
-def provenance(stage: str, config_hash: str, params: dict | None = None, **extra) -> dict:
-    """Attributes stamped on every shard: who wrote it, from what, with which parameters."""
+def provenance(stage: str, settings: dict, **extra) -> dict:
+    """Attributes stamped on every shard: who wrote it, from what, with which settings (``params``:
+    the job's settings that change its outputs, ``Config.settings``, what its rule's params hold;
+    ``config_hash``: their hash)."""
+    params = json.dumps(settings, sort_keys=True)
     return {"stage": stage, "ssp_version": __version__, "git_commit": git_commit(),
-            "config_hash": config_hash, "params": json.dumps(params or {}, sort_keys=True),
+            "config_hash": hashlib.sha256(params.encode()).hexdigest()[:16], "params": params,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
 
 

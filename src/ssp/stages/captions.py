@@ -31,6 +31,7 @@ from ssp.io.captions import caption_failures, exclusive, kept_records
 from ssp.io.media import MediaError, load_frame_files, sample_video_frames
 from ssp.io.store import Failure, ShardError, ShardReader
 from ssp.prompts.captioners import parse_nouns, transformers_version
+from ssp.stages import job_config
 
 log = logging.getLogger("ssp.stages.captions")   # also when run as `python -m ssp.stages.captions`
 
@@ -108,6 +109,7 @@ def caption_shard(manifest: str | Path | pd.DataFrame, shard: str, frames_path: 
     or, when ``captions.python`` is set, in that interpreter (this package's source on its path;
     the manifest given as its file; its messages go to this process's log file too). Returns the
     videos that failed, as the file records them."""
+    cfg = job_config(cfg, "captions")
     python = cfg.captions.python
     if not python:
         from ssp.prompts.captioners import make_captioner

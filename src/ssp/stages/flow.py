@@ -21,6 +21,7 @@ from ssp.flow.estimators import make_estimator, video_pairs
 from ssp.flow.mask import flow_mask, flow_to_color
 from ssp.io.files import atomic_path
 from ssp.io.store import ShardReader, ShardWriter, provenance
+from ssp.stages import job_config
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +33,20 @@ def _missing_upstream(w: ShardWriter, reader: ShardReader, vid: str, stage: str)
     return True
 
 
-def run_flow(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
+def run_flow(manifest: str | Path | pd.DataFrame, shard: str, frames_path: str | Path, out: str | Path,
              cfg: Config, estimator=None) -> list:
     """Flow of the T-1 consecutive frame pairs of every video of the shard.
 
     Pairs of several videos are sent to the estimator together (``chunk`` pairs at a time), so
     batched backends fill their batches across videos.
     """
+    cfg = job_config(cfg, "flow")
     est = estimator or make_estimator(cfg.flow)
     frames = ShardReader(frames_path)
     rows = shard_rows(manifest, shard)
     chunk = max(16, 4 * getattr(est, "batch_size", 4))
-    attrs = provenance("flow", cfg.section_hash("dataset", "preprocess", "shards", "flow"), est.params(),
-                       dataset=cfg.dataset.name, shard=shard, models=json.dumps(
-                           cfg.model_provenance(["flow.perceiver.weights"]) if cfg.flow.backend == "perceiver" else {}))
+    attrs = provenance("flow", cfg.settings(), estimator=json.dumps(est.params(), sort_keys=True),
+                       dataset=cfg.dataset.name, shard=shard, models=json.dumps(cfg.model_provenance()))
     with ShardWriter(out, attrs) as w:
         pending: list[tuple[str, np.ndarray]] = []
 
@@ -77,15 +78,14 @@ def run_flow(manifest: pd.DataFrame, shard: str, frames_path: str | Path, out: s
     return w.failures
 
 
-def run_flow_mask(manifest: pd.DataFrame, shard: str, flow_path: str | Path, out: str | Path,
+def run_flow_mask(manifest: str | Path | pd.DataFrame, shard: str, flow_path: str | Path, out: str | Path,
                   cfg: Config) -> list:
     """Eq. 1 maps and the binary flow mask M_O of every video of the shard."""
+    cfg = job_config(cfg, "flow_mask")
     fc = cfg.flow
-    params = {"gray": fc.gray, "min_magnitude": fc.min_magnitude, "binarize": fc.binarize,
-              "threshold": fc.threshold, "min_blob": fc.min_blob}
     flows = ShardReader(flow_path)
-    attrs = provenance("flow_mask", cfg.section_hash("dataset", "preprocess", "shards", "flow"), params,
-                       dataset=cfg.dataset.name, shard=shard, flow_backend=flows.attrs()["params"])
+    attrs = provenance("flow_mask", cfg.settings(), dataset=cfg.dataset.name, shard=shard,
+                       flow_backend=flows.attrs()["params"])
     with ShardWriter(out, attrs) as w:
         for vid in tqdm(shard_rows(manifest, shard)["video_id"], desc=f"flow_mask {shard}"):
             if _missing_upstream(w, flows, vid, "flow_mask"):

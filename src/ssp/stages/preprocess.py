@@ -27,16 +27,17 @@ from ssp.io.media import (
 )
 from ssp.io.palette import NUM_CLASSES
 from ssp.io.store import ShardWriter, provenance
+from ssp.stages import job_config
 
 log = logging.getLogger(__name__)
 
 
-def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config,
-         params: dict, one_video) -> list:
-    """Shared loop: one video at a time, failures recorded, atomic shard write."""
+def _run(stage: str, manifest, shard: str, out: str | Path, cfg: Config, one_video, **extra) -> list:
+    """Shared loop: one video at a time, failures recorded, atomic shard write; the shard records
+    the stage's settings (``cfg`` is narrowed to the stage)."""
     rows = shard_rows(manifest, shard)
-    attrs = provenance(stage, cfg.section_hash("dataset", "preprocess", "shards"), params,
-                       dataset=cfg.dataset.name, layout=cfg.dataset.layout, shard=shard)
+    attrs = provenance(stage, cfg.settings(), dataset=cfg.dataset.name, layout=cfg.dataset.layout, shard=shard,
+                       **extra)
     with ShardWriter(out, attrs) as w:
         for row in tqdm(rows.itertuples(index=False), total=len(rows), desc=f"{stage} {shard}"):
             try:
@@ -50,13 +51,14 @@ def _run(stage: str, manifest: pd.DataFrame, shard: str, out: str | Path, cfg: C
     return w.failures
 
 
-def run_frames(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
     """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files), S =
     ``preprocess.image_size``; with ``preprocess.input_frames: source``, also ``pixels`` [T, M, M, 3]
     at the network's input size M = ``model.size``, resized once from the source as AAVS's image
     processor does (``resize_input``), which the network reads instead of upsampling the frames."""
-    size, net = cfg.preprocess.image_size, cfg.model.size
+    cfg = job_config(cfg, "frames")
     source = cfg.preprocess.input_frames == "source"
+    size, net = cfg.preprocess.image_size, cfg.model.size if source else None
 
     def one(row):
         if row.source == "video":
@@ -68,12 +70,12 @@ def run_frames(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config)
             arrays["pixels"] = np.stack([resize_input(f, net) for f in raw])
         return arrays, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset, "decoder": decoder}
 
-    params = {"image_size": size} | ({"input_frames": "source", "input_size": net} if source else {})
-    return _run("frames", manifest, shard, out, cfg, params, one)
+    return _run("frames", manifest, shard, out, cfg, one)
 
 
-def run_audio(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+def run_audio(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
     """Waveform [T * sr] float32 per video, 16 kHz mono, trimmed or zero-padded to T seconds."""
+    cfg = job_config(cfg, "audio")
     sr = cfg.preprocess.sample_rate
 
     def one(row):
@@ -84,7 +86,7 @@ def run_audio(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) 
         return {"wav": wav}, {"n_frames": row.n_frames, "n_valid_samples": n_valid,
                               "sample_rate": sr, "subset": row.subset, "decoder": decoder}
 
-    return _run("audio", manifest, shard, out, cfg, {"sample_rate": sr}, one)
+    return _run("audio", manifest, shard, out, cfg, one)
 
 
 def num_classes_of(cfg: Config) -> int:
@@ -93,11 +95,12 @@ def num_classes_of(cfg: Config) -> int:
     return 2 if cfg.dataset.layout.startswith("avsbench_object") else NUM_CLASSES
 
 
-def run_masks(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
+def run_masks(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
     """Ground truth as AAVS reads it (``ssp.io.media.read_mask``), both ways, each [T, S, S] uint8:
     ``labels`` (class indices by its AVSS reader, or {0, 1} for binary layouts), what semantic
     tasks train and score on, and ``foreground`` ({0, 1} by its AVS reader), what binary tasks do;
     plus has_mask [T]."""
+    cfg = job_config(cfg, "masks")
     size = cfg.preprocess.image_size
     n_cls = num_classes_of(cfg)
 
@@ -107,4 +110,4 @@ def run_masks(manifest: pd.DataFrame, shard: str, out: str | Path, cfg: Config) 
         return ({"labels": labels, "foreground": foreground, "has_mask": has},
                 {"mask_format": row.mask_format, "num_classes": n_cls})
 
-    return _run("masks", manifest, shard, out, cfg, {"image_size": size, "num_classes": n_cls}, one)
+    return _run("masks", manifest, shard, out, cfg, one, num_classes=n_cls)

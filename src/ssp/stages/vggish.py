@@ -17,12 +17,15 @@ from ssp.config import Config
 from ssp.datasets.manifest import shard_rows
 from ssp.io.devices import pick_device
 from ssp.io.store import ShardReader, ShardWriter, provenance
+from ssp.stages import job_config
 
 log = logging.getLogger(__name__)
 
 
-def run_vggish(manifest: pd.DataFrame, shard: str, audio_path: str | Path, out: str | Path,
+def run_vggish(manifest: str | Path | pd.DataFrame, shard: str, audio_path: str | Path, out: str | Path,
                cfg: Config, model=None) -> list:
+    """VGGish embeddings [T, 128] of every video of the shard (``model``: one built already)."""
+    cfg = job_config(cfg, "vggish")
     vc = cfg.vggish
     if vc.weights is None and model is None:
         from ssp.config import ConfigError
@@ -35,8 +38,7 @@ def run_vggish(manifest: pd.DataFrame, shard: str, audio_path: str | Path, out: 
         weights_id = "in-memory"
     audio = ShardReader(audio_path)
     rows = shard_rows(manifest, shard)
-    attrs = provenance("vggish", cfg.section_hash("dataset", "preprocess", "shards", "vggish"),
-                       {"weights": weights_id, "batch_size": vc.batch_size}, dataset=cfg.dataset.name,
+    attrs = provenance("vggish", cfg.settings(), dataset=cfg.dataset.name,
                        shard=shard, weights=weights_id, random_weights=weights_id.startswith("random"),
                        models=json.dumps(cfg.model_provenance(["vggish.weights"])))
     with ShardWriter(out, attrs) as w:
