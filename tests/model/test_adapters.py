@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_run_config
+from conftest import assert_same_adam_step, tiny_run_config
 
 from ssp.datasets.manifest import read_manifest
 from ssp.engine.checkpoint import read_checkpoint, read_trained
@@ -208,10 +208,14 @@ def test_ddp_enters_phase_2_as_one_process_does(tiny_run, tmp_path):
         losses = pd.read_csv(tmp_path / name / "metrics.csv").query("name == 'loss'")["value"]
         out[name]["losses"] = torch.tensor(pd.to_numeric(losses).to_numpy())
     assert out["single"]["phase"] == out["ddp"]["phase"] == 2 and len(out["ddp"]["losses"]) == 3
-    torch.testing.assert_close(out["single"]["losses"], out["ddp"]["losses"], rtol=1e-5, atol=1e-5)
-    for k, v in out["single"]["model"].items():
-        if "swin_adapt" in k:
-            torch.testing.assert_close(out["ddp"]["model"][k], v, rtol=0, atol=1e-4, msg=k)
+    # within float order: a batch of one and of two take other kernels, which can swap near-equal
+    # points of the loss's uncertainty sampling (top-k), and Adam's noise-led weights then move
+    # the later losses (assert_same_adam_step); measured on a 2-core Xeon (2026-12-04): 9.5e-5
+    # relative at the first step, 1.3e-4 at the third
+    torch.testing.assert_close(out["single"]["losses"], out["ddp"]["losses"], rtol=1e-3, atol=1e-3)
+    adapters = [k for k in out["single"]["model"] if "swin_adapt" in k]
+    assert adapters
+    assert_same_adam_step(out["single"]["model"], out["ddp"]["model"], cfg.train.lr, adapters, steps=3)
 
 
 def test_adapters_go_into_weights_loaded_from_a_folder_and_learn_one_batch(tmp_path, tiny_run):
