@@ -13,8 +13,9 @@
     python -m ssp evaluate   --task s4 --root DATA --predictions FILE.h5 --split test --out metrics.json
     python -m ssp table1     --runs results/s4 results/ms3 results/avss --out results/table1.md
 
---config takes several files, later ones merged over earlier ones, as Snakemake's --configfile:
-    python -m ssp check-config --config configs/paper.yaml configs/s4.yaml
+--config takes several files, read as the workflow reads Snakemake's --configfile (ssp.config.read:
+the files they extend first, then each over the ones before):
+    python -m ssp check-config --config configs/s4.yaml site.yaml
 
 Every command but fetch-models runs offline (HF_HUB_OFFLINE=1), as the workflow's jobs do.
 """
@@ -30,24 +31,18 @@ from pathlib import Path
 from ssp import config as config_mod
 from ssp.datasets.manifest import TASKS
 from ssp.io import logs
+from ssp.io.hub import with_config_files
 from ssp.layout import RunLayout
 from ssp.stages import STAGES
 
 log = logging.getLogger("ssp")
 
 
-def _with_files(message: str, files) -> str:
-    """A message's fetch command with the config files of this command line."""
-    from ssp.io.hub import FETCH_COMMAND
-
-    return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {' '.join(files)}")
-
-
 def cmd_check_config(args) -> int:
     """Every problem of the config at once, one line each."""
     cfg, problems = config_mod.check(config_mod.read(args.config))
     if problems:
-        log.error("%s: %s", " + ".join(args.config), _with_files(config_mod.listing(problems), args.config))
+        log.error("%s: %s", " + ".join(args.config), with_config_files(config_mod.listing(problems), args.config))
         return 2
     print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
     from ssp.prompts.captioners import minicpmo_environment_warning
@@ -84,7 +79,7 @@ def cmd_trust_code(args) -> int:
     source, folder = hub.get_key(raw, "captions.model"), hub.get_key(local, "captions.model")
     if not folder or not Path(folder).is_dir():
         problem = resolved["captions.model"].problem if "captions.model" in resolved else None
-        log.error("%s", _with_files(problem or f"'captions.model': {folder!r} is not a model folder", args.config))
+        log.error("%s", with_config_files(problem or f"'captions.model': {folder!r} is not a model folder", args.config))
         return 2
     identity, trust_file = verify.code_identity(source, folder), verify.trust_path(raw)
     before = verify.untrusted(folder, identity, trust_file)

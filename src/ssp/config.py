@@ -676,14 +676,47 @@ def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
 
 
 def read(paths: typing.Sequence[str | Path]) -> dict:
-    """One or more config files merged (later over earlier), not yet validated."""
+    """One or more config files merged (later over earlier), not yet validated. A file may name the
+    files it builds on (``extends:``, a path or a list of them, relative to the file): those are
+    read first, before every file named here (their own bases before them), and the named files
+    then merged over them in their order; so a setting's file (``configs/s4.yaml``) never runs
+    without its base (``configs/paper.yaml``), and a file of the site's own settings named after
+    it, or before it, is never undone by that base. ``check-config`` and the workflow read their
+    files through this one function."""
+    files = [(Path(p), _read_file(Path(p))) for p in paths]
     raw: dict = {}
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config file is a mapping of keys to values")
+    for _, data in _bases(files, ()):
+        raw = merge(raw, data)
+    for _, data in files:
         raw = merge(raw, data)
     return raw
+
+
+def _read_file(path: Path, named_by: Path | None = None) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist"
+                          + (f" (named by extends: in {named_by})" if named_by else ""))
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys to values")
+    bases = data.get("extends") or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: extends: takes a config file's path, or a list of them (relative to {path})")
+    data["extends"] = [path.parent / b for b in bases]
+    return data
+
+
+def _bases(files: list, within: tuple) -> list:
+    """The files ``files`` extend, each once, a base's own bases before it."""
+    out: list = []
+    for path, data in files:
+        for base in data.pop("extends"):
+            if base.resolve() in within or base.resolve() == path.resolve():
+                raise ConfigError(f"{path}: extends: names {base}, which extends {path} in turn")
+            sub = [(base, _read_file(base, path))]
+            for found in [*_bases(sub, (*within, path.resolve())), *sub]:
+                if all(found[0].resolve() != seen.resolve() for seen, _ in out):
+                    out.append(found)
+    return out

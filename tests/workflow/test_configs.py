@@ -1,4 +1,5 @@
-"""configs/: the paper's S4, MS3 and AVSS settings, merged over config.yaml as Snakemake merges them."""
+"""configs/: the paper's S4, MS3 and AVSS settings, each extending configs/paper.yaml, read the same
+way by check-config and by Snakemake."""
 import dataclasses
 import json
 from pathlib import Path
@@ -18,7 +19,10 @@ SOURCES = ("mask2former", "clip", "text_encoder", "tokenizer")
 
 
 def _load(name: str) -> dict:
-    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    """A shipped config file's own keys (not the files it extends)."""
+    data = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    data.pop("extends", None)
+    return data
 
 
 def _pointed_at(paper: dict, tmp_path, root=None) -> dict:
@@ -58,9 +62,9 @@ def _snapshot(tmp_path, repo: str) -> Path:
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_paper_settings_take_nothing_from_the_demo_config(tmp_path, setting):
-    """configs/paper.yaml + a setting over config.yaml (what `snakemake --configfile` reads) is the
-    same run as the two files alone (what `python -m ssp --config` reads): the demo's tiny network,
-    DIS flow, synthetic captions and short schedule do not leak in. The network is the paper's."""
+    """configs/paper.yaml + a setting is the same run over config.yaml as alone: even merged over
+    it, the demo's tiny network, DIS flow, synthetic captions and short schedule would not leak in.
+    The network is the paper's."""
     overlay = merge(_pointed_at(_load("paper"), tmp_path), _load(setting))
     alone = Config.from_dict(overlay)
     over_demo = Config.from_dict(merge(yaml.safe_load((ROOT / "config.yaml").read_text()), overlay))
@@ -112,6 +116,32 @@ def test_paper_configs_as_shipped_stop_with_what_to_edit(tmp_path, monkeypatch, 
     assert "ms3.yaml: valid (dataset 'ms3'" in capsys.readouterr().out
     (_snapshot(tmp_path, "openai/clip-vit-base-patch16") / "model.safetensors").unlink()
     assert main(["check-config", "--config", str(paper), str(CONFIGS / "ms3.yaml")]) == 2
+
+
+@pytest.mark.workflow
+def test_a_setting_alone_reads_its_base_and_both_entry_points_list_the_same_problems(tmp_path, monkeypatch, capsys):
+    """`--configfile configs/s4.yaml` alone (paper.yaml not named) is the paper's S4 run, not the
+    demo's synthetic data under results/s4 (the demo's config.yaml, in the working folder, is not
+    read when a config file is named); check-config and `snakemake -n` refuse it with the same
+    list, every problem at once (the dataset's folder, the models to fetch with the command naming
+    this file, MiniCPM-o's trust)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
+    monkeypatch.chdir(tmp_path)   # where snakemake runs below (studies.reference is relative to it)
+    s4 = str(CONFIGS / "s4.yaml")
+    assert main(["check-config", "--config", s4]) == 2
+    listed = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("- ")]
+    assert len(listed) == 10 and any("'dataset.root': folder '/data/AVSBench-semantic'" in p for p in listed)
+    assert any(f"run python -m ssp fetch-models --config {s4} " in p for p in listed)
+    proc = run(["-n", "--configfile", s4], tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "10 problems:" in out and "rule synth" not in out
+    assert all(p in out for p in listed), out[-3000:]
+    # a file of the site's own settings, named after the setting, is not undone by its base
+    site = write_config(tmp_path / "site.yaml", {"dataset": {"root": str(tmp_path / "avsbench")}})
+    assert main(["check-config", "--config", s4, str(site)]) == 2
+    assert str(tmp_path / "avsbench") in capsys.readouterr().err
 
 
 def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):

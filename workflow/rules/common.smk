@@ -13,9 +13,11 @@ from ssp.config import (
     check,
     declared_settings,
     listing,
+    merge,
+    read,
 )
 from ssp.datasets.manifest import TASK_SUBSETS
-from ssp.io.hub import Pending, go_offline
+from ssp.io.hub import Pending, go_offline, with_config_files
 from ssp.layout import (
     MODEL_FILE,
     RunLayout,
@@ -35,7 +37,7 @@ from ssp.variants import (
 
 def command_line_targets():
     """The targets of the snakemake command, as Snakemake's own parser reads them (the DAG's
-    settings are not yet set while the workflow is read); none where it cannot tell."""
+    settings are not yet set while the workflow is read); None where it cannot tell."""
     try:
         from snakemake.cli import get_argument_parser
 
@@ -45,14 +47,21 @@ def command_line_targets():
     except (
         BaseException
     ):  # not run from the command line (the API), or arguments it rejects
-        return set()
+        return None
 
 
 # every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
 # reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run,
 # and `snakemake models` alone runs before the rest is in place (the dataset not yet copied)
-FETCH_ONLY = command_line_targets() == {"models"}
+TARGETS = command_line_targets()
+FETCH_ONLY = TARGETS == {"models"}
+# the config as check-config reads it: the files named by --configfile (the demo's config.yaml
+# when none is), each with the files it extends, then --config's values
+CONFIG_FILES = list(workflow.config_settings.configfiles) or ["config.yaml"]
 try:
+    _given = merge(read(CONFIG_FILES), dict(workflow.config_settings.config))
+    config.clear()
+    config.update(_given)
     CFG, ALL_PROBLEMS = check(config)
     PROBLEMS = [p for p in ALL_PROBLEMS if not isinstance(p, Pending)]
     AFTER_FETCHING = [p for p in ALL_PROBLEMS if isinstance(p, Pending)]
@@ -62,8 +71,12 @@ if PROBLEMS and FETCH_ONLY and CFG is not None:
     logger.warning(
         "config, to fix before the run (fetching goes on): " + listing(PROBLEMS)
     )
-elif PROBLEMS:
-    raise WorkflowError("config: " + listing(PROBLEMS))
+elif PROBLEMS or (AFTER_FETCHING and TARGETS is not None and not FETCH_ONLY):
+    # one list: the models to fetch too (only a run through the API, whose targets cannot be
+    # told here, learns of those when its DAG is built, in `fetched`)
+    raise WorkflowError(
+        "config: " + with_config_files(listing(ALL_PROBLEMS), CONFIG_FILES)
+    )
 go_offline()  # every job reads its models from the cache (rule models fetches)
 PROVENANCE = CFG.model_provenance()  # each model key's source, with its resolved commit
 config.update(
@@ -76,7 +89,9 @@ def fetched(wildcards):
     by hub id or URL must be fetched (rule models), or the DAG stops naming them all and the command.
     """
     if AFTER_FETCHING:
-        raise WorkflowError("config: " + listing(AFTER_FETCHING))
+        raise WorkflowError(
+            "config: " + with_config_files(listing(AFTER_FETCHING), CONFIG_FILES)
+        )
     return []
 
 

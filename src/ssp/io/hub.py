@@ -45,6 +45,11 @@ MODEL_KEYS = {
     "vggish.weights": "file",
 }
 FETCH_COMMAND = "python -m ssp fetch-models --config <your config files> (or: snakemake models --configfile ...)"
+
+
+def with_config_files(message: str, files) -> str:
+    """``message`` with its fetch command naming the config files of the command that was run."""
+    return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {' '.join(map(str, files))}")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
