@@ -40,6 +40,13 @@ rule all:
         final_targets,
 
 
+# the manifest alone (the dataset's listing, minutes at most): after it, `snakemake -n` shows every
+# job of the run, per shard, which it cannot before the manifest exists
+rule plan:
+    input:
+        L.manifest,
+
+
 rule ablations:
     input:
         L.report("ablations.md"),

@@ -28,7 +28,7 @@ def test_every_stage_of_one_shard_from_the_command_line(tmp_path, capsys):
     assert not (run / "frames" / "00001.h5").exists()
     # the summary needs every shard: it names the first one missing
     capsys.readouterr()
-    assert main(["summary", *c]) == 2
+    assert main(["summary", *c]) == 1
     assert "frames/00001.h5" in capsys.readouterr().err
     for stage in STAGES:
         assert main(["stage", stage, "--shard", "00001", *c]) == 0, stage
@@ -82,3 +82,40 @@ def test_every_command_but_fetch_models_runs_offline(tmp_path, monkeypatch):
     assert cli.main(["check-config"]) == 0 and cli.main(["fetch-models"]) == 0
     assert seen == {"check-config": ("1", True), "fetch-models": (None, False)}
     assert os.environ.get("HF_HUB_OFFLINE") is None and constants.HF_HUB_OFFLINE is False
+
+
+def test_the_command_line_says_what_is_wrong_and_exits_by_kind(tmp_path, capsys):
+    """--version; 1 for a failed command, with a message naming the file or folder; 2 for a wrong
+    command line (argparse)."""
+    import pytest
+
+    from ssp import __version__
+
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0 and __version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:
+        main(["train"])   # --variant missing
+    assert usage.value.code == 2
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({"results": str(tmp_path / "results")}))
+    assert main(["summary", "--config", str(conf)]) == 1
+    assert "no run here yet" in capsys.readouterr().err
+    assert main(["table1", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "t.md")]) == 1
+    assert "for any variant (the folder does not exist)" in capsys.readouterr().err
+    assert main(["evaluate", "--task", "s4", "--root", str(tmp_path / "none"), "--predictions", str(conf),
+                 "--out", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert "--root" in err and "no such folder" in err and "invalid config" not in err
+
+
+def test_progress_bars_off_a_terminal_update_once_a_minute():
+    """In a job's log or a pipe, a bar is a line when it starts and one when it ends, not an update
+    every tenth of a second."""
+    import subprocess
+    import sys
+
+    script = ("import time\nfrom ssp.io import logs\nlogs.setup()\nfrom tqdm import tqdm\n"
+              "for _ in tqdm(range(40), desc='bar'):\n    time.sleep(0.01)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stderr
+    assert out.replace("\r", "\n").count("bar:") == 2, out

@@ -28,6 +28,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ssp import __version__
 from ssp import config as config_mod
 from ssp.datasets.manifest import TASKS
 from ssp.io import logs
@@ -36,6 +37,7 @@ from ssp.layout import RunLayout
 from ssp.stages import STAGES
 
 log = logging.getLogger("ssp")
+EXIT_FAILED = 1   # the command failed (2: argparse's, the command line itself is wrong)
 
 
 def cmd_check_config(args) -> int:
@@ -43,7 +45,7 @@ def cmd_check_config(args) -> int:
     cfg, problems = config_mod.check(config_mod.read(args.config))
     if problems:
         log.error("%s: %s", " + ".join(args.config), with_config_files(config_mod.listing(problems), args.config))
-        return 2
+        return EXIT_FAILED
     print(f"{' + '.join(args.config)}: valid (dataset {cfg.dataset.name!r}, layout {cfg.dataset.layout!r})")
     from ssp.prompts.captioners import minicpmo_environment_warning
 
@@ -80,7 +82,7 @@ def cmd_trust_code(args) -> int:
     if not folder or not Path(folder).is_dir():
         problem = resolved["captions.model"].problem if "captions.model" in resolved else None
         log.error("%s", with_config_files(problem or f"'captions.model': {folder!r} is not a model folder", args.config))
-        return 2
+        return EXIT_FAILED
     identity, trust_file = verify.code_identity(source, folder), verify.trust_path(raw)
     before = verify.untrusted(folder, identity, trust_file)
     hashes = verify.trust(folder, identity, trust_file)
@@ -144,6 +146,9 @@ def cmd_summary(args) -> int:
 
     cfg = config_mod.load(args.config)
     layout = RunLayout.of(cfg)
+    if not layout.manifest.is_file():
+        raise FileNotFoundError(f"{layout.run}: no run here yet ({layout.manifest} does not exist); "
+                                f"run `snakemake` (or `python -m ssp manifest`) with {' '.join(args.config)} first")
     manifest = read_manifest(layout.manifest)
     stage_shards = {s: layout.shards(s, shards_of(manifest)) for s in STAGES}
     failures = write_summary(stage_shards, len(manifest), layout.skipped_csv, layout.summary_md, notes=run_notes(cfg),
@@ -190,11 +195,20 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from ssp.evaluation.scoring import EvaluationError, evaluate, write
 
+    if not Path(args.root).is_dir():
+        log.error("--root %s: no such folder (the dataset's root: AVSBench-semantic or -object)", args.root)
+        return EXIT_FAILED
+    if not Path(args.predictions).is_file():
+        log.error("--predictions %s: no such file", args.predictions)
+        return EXIT_FAILED
     try:
         result = evaluate(args.task, args.root, args.predictions, args.split, args.allow_missing, args.fscore)
     except EvaluationError as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_FAILED
+    except config_mod.ConfigError as exc:   # the root read as a dataset
+        log.error("--root %s: %s", args.root, str(exc).removeprefix("invalid config: "))
+        return EXIT_FAILED
     write(result, args.out)
     keys = [k for k in result if k.startswith(("miou", "fscore"))]
     print(json.dumps({k: round(result[k], 4) for k in keys if isinstance(result[k], float)} | {"videos": result["videos"]},
@@ -214,7 +228,10 @@ def cmd_table1(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ssp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="ssp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Exit status: 0 done, 1 the command failed (a config problem, a missing "
+                                 "file: the message says which), 2 the command line itself is wrong.")
+    ap.add_argument("--version", action="version", version=f"ssp {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def add(name, fn, help_):
@@ -235,35 +252,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-reference", help="the configuration reference, from the schema (docs/config-reference.md)")
     p.add_argument("--out", help="file to write (default: standard output)")
     p.set_defaults(fn=cmd_config_reference)
-    add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder")
-    add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument("--out")
+    add("synth", cmd_synth, "generate SynthAVS").add_argument("--out", help="output folder (default: the run's data/)")
+    add("manifest", cmd_manifest, "read the dataset into a manifest").add_argument(
+        "--out", help="manifest CSV to write (default: the run's manifest.csv)")
     p = add("stage", cmd_stage, "run one preprocessing stage on one shard")
     p.add_argument("stage", choices=tuple(STAGES))
-    p.add_argument("--shard", required=True)
-    p.add_argument("--manifest")
-    p.add_argument("--out")
+    p.add_argument("--shard", required=True, help="the shard's id, as the manifest's shard column (00000)")
+    p.add_argument("--manifest", help="the manifest CSV (default: the run's)")
+    p.add_argument("--out", help="the shard file to write (default: the run's)")
     add("summary", cmd_summary, "list what every stage wrote and skipped").add_argument(
         "--strict", action="store_true", help="exit 1 when any video was skipped")
     p = add("train", cmd_train, "train one variant (resumes from its checkpoint)")
-    p.add_argument("--variant", required=True)
-    p.add_argument("--out")
+    p.add_argument("--variant", required=True, help="a Table 2 row (baseline, full, ...), stage1, or a study's "
+                   "(full-pm5, full-q1b, ...): docs/method.md")
+    p.add_argument("--out", help="folder of the trained model (default: the run's train/<variant>/)")
     p.add_argument("--captions", nargs="*", help="caption JSONL files (default: the run's)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (checkpointed)")
     p.add_argument("--inputs", help="JSON of the shard files to read (manifest, frames, masks, ...; default: the run's)")
     p.add_argument("--stage1-val", help="stage-1 predictions of the val split (.h5): the pre-mask's stand-in for "
                    "M_GT in validation when train.premask_test is stage1")
     p = add("predict", cmd_predict, "write a variant's predictions on a split")
-    p.add_argument("--variant", required=True)
-    p.add_argument("--split", default="test")
+    p.add_argument("--variant", required=True, help="the trained variant (as train --variant)")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
     p.add_argument("--weights", help="a trained model.safetensors, or an older model.pt (default: "
                    "train/<variant>/model.safetensors of this run, or of predict.models_from)")
     p.add_argument("--stage1", help="stage-1 predictions (.h5) standing in for the ground truth")
-    p.add_argument("--out")
+    p.add_argument("--out", help="predictions HDF5 to write (default: the run's predictions/<variant>/<split>.h5)")
     p = sub.add_parser("evaluate", help="score a predictions file with the AVSBench metrics")
-    p.add_argument("--task", choices=TASKS, required=True)
+    p.add_argument("--task", choices=TASKS, required=True, help="s4 and ms3 score binary masks, avss 71 classes")
     p.add_argument("--root", required=True, help="dataset root (AVSBench-semantic or -object layout)")
     p.add_argument("--predictions", required=True, help="predictions HDF5 (format: docs/outputs.md)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the split the predictions are of (default: test)")
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--allow-missing", action="store_true", help="score only the videos that have predictions")
     p.add_argument("--fscore", choices=["aavs", "avsbench"], default="aavs",
@@ -273,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table1", help="Table 1: several runs' metrics, a column pair per setting (S4, MS3, AVSS)")
     p.add_argument("--runs", nargs="+", required=True, help="results folders of finished runs (results/s4 ...)")
     p.add_argument("--variants", nargs="+", help="rows, in order (default: every variant the runs scored)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the split scored (default: test)")
     p.add_argument("--reference", help="CSV of published figures (as studies.reference)")
     p.add_argument("--out", required=True, help="table1.md to write (and table1.csv beside it)")
     p.set_defaults(fn=cmd_table1)
@@ -294,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
             return args.fn(args)
     except config_mod.ConfigError as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_FAILED
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

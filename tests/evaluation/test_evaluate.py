@@ -63,7 +63,7 @@ def test_object_s4_layout_and_missing_videos(tmp_path, object_s4_root):
     assert r["miou"] == pytest.approx(1.0, abs=1e-6) and r["fscore"] == pytest.approx(1.0, abs=1e-6)
     # train split: two videos, none predicted -> an error naming a video, unless asked to skip
     assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
-                 "--split", "train", "--out", str(out)]) == 2
+                 "--split", "train", "--out", str(out)]) == 1
     with h5py.File(pred, "a") as h5:
         h5.create_group("dogA").create_dataset("scores", data=np.zeros((5, 224, 224), np.float32))
     assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
@@ -76,7 +76,7 @@ def test_missing_video_message(tmp_path, object_s4_root, capsys):
     pred = tmp_path / "empty.h5"
     h5py.File(pred, "w").close()
     assert main(["evaluate", "--fscore", "avsbench", "--task", "s4", "--root", str(object_s4_root), "--predictions", str(pred),
-                 "--split", "test", "--out", str(tmp_path / "m.json")]) == 2
+                 "--split", "test", "--out", str(tmp_path / "m.json")]) == 1
     assert "no prediction for video 'gunC'" in capsys.readouterr().err
 
 
@@ -183,7 +183,7 @@ def test_table1_puts_each_setting_from_its_run_and_published_rows_after_ours(tmp
     assert main(["table1", "--runs", *(str(tmp_path / r) for r in ("s4", "ms3", "avss")), "--out", str(out)]) == 0
     assert [line.split(" | ")[0] for line in out.read_text().splitlines()[2:5]] == ["| baseline", "| premask", "| full"]
     assert (tmp_path / "cli" / "table1.csv").is_file()
-    assert main(["table1", "--runs", str(tmp_path / "s4"), str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert main(["table1", "--runs", str(tmp_path / "s4"), str(tmp_path / "none"), "--out", str(out)]) == 1
 
 
 def test_study_figures_plot_each_split_of_the_study_tables(tmp_path):

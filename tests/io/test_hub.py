@@ -169,7 +169,7 @@ def test_a_model_not_fetched_names_the_command(tmp_path):
         check_model_folder(cfg.model.clip, "model.clip")
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump(raw))
-    assert main(["check-config", "--config", str(conf)]) == 2   # the message names this file (test_cli)
+    assert main(["check-config", "--config", str(conf)]) == 1   # the message names this file (test_cli)
 
 
 def test_vggish_from_its_release_url_checked_by_the_prefix_in_its_name(tmp_path, fake_hub):
@@ -223,7 +223,7 @@ def test_remote_code_is_listed_and_never_run(tmp_path, fake_hub, capsys):
     assert "captions.model ships code that runs when the model loads" in out
     assert str(snapshot / "modeling_minicpmo.py") in out and str(snapshot / "configuration_minicpm.py") in out
     assert not (snapshot / "pytorch_model.bin.index.json").exists()   # the other format's index
-    assert main(["check-config", "--config", str(conf)]) == 2     # trust_remote_code is false
+    assert main(["check-config", "--config", str(conf)]) == 1     # trust_remote_code is false
     assert "'captions.trust_remote_code' is false" in capsys.readouterr().err
     assert not marker.exists()
 
@@ -453,7 +453,7 @@ def test_remote_code_is_trusted_by_its_hashes(tmp_path, fake_hub, capsys):
     code = hashlib.sha256(b"X = 1\n").hexdigest()
     out = capsys.readouterr().out
     assert f"modeling_minicpmo.py  sha256:{code}" in out and "python -m ssp trust-code" in out
-    assert main(["check-config", "--config", str(conf)]) == 2
+    assert main(["check-config", "--config", str(conf)]) == 1
     assert "is not trusted yet" in capsys.readouterr().err
     assert main(["trust-code", "--config", str(conf)]) == 0
     assert f"modeling_minicpmo.py  sha256:{code}" in capsys.readouterr().out
@@ -463,7 +463,7 @@ def test_remote_code_is_trusted_by_its_hashes(tmp_path, fake_hub, capsys):
     # main moves on with other code: fetch --update brings it, and it is refused until trusted
     fake_hub.add_folder("openbmb/tiny-o", _code_model(tmp_path / "v2", "import os\nX = 2\n"), C2)
     hub.fetch(raw, update=True)
-    assert main(["check-config", "--config", str(conf)]) == 2
+    assert main(["check-config", "--config", str(conf)]) == 1
     assert "modeling_minicpmo.py changed" in capsys.readouterr().err
     cfg = Config.from_dict(raw, models=False)
     with pytest.raises(PermissionError, match=r"not the code trusted on .*modeling_minicpmo.py changed"):

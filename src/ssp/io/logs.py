@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# a progress bar's update interval, in seconds, where stderr is a file or a pipe (a job's log,
+# SLURM's output): one update a minute there, not ten a second (TQDM_MININTERVAL set by the user wins)
+BAR_INTERVAL_OFF_TERMINAL = "60"
 
 
 def setup(log_file: str | Path | None = None, level: int = logging.INFO, *, append: bool = False) -> None:
-    """Log to stderr, and to ``log_file`` too when given (a rule's `log:`; started afresh unless ``append``)."""
+    """Log to stderr, and to ``log_file`` too when given (a rule's `log:`; started afresh unless
+    ``append``). Off a terminal, progress bars update once a minute (``BAR_INTERVAL_OFF_TERMINAL``)."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", BAR_INTERVAL_OFF_TERMINAL)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,9 @@ def run_metric_files(run: str | Path, variants, split: str = "test") -> list[Pat
     files = sorted(f for v in variants for f in layout.metrics_dir(v).glob(f"*_{split}.json")
                    if f.stem.rsplit("_", 1)[0] in SETTINGS)
     if not files:
-        raise FileNotFoundError(f"{run}: no metrics/<variant>/<task>_{split}.json for {', '.join(variants)}; "
+        which = f"for {', '.join(variants)}" if variants else "for any variant"
+        where = "" if Path(run).is_dir() else " (the folder does not exist)"
+        raise FileNotFoundError(f"{run}: no metrics/<variant>/<task>_{split}.json {which}{where}; "
                                 "run that setting's config first (its snakemake run scores the variants)")
     return files
 
