@@ -262,6 +262,30 @@ def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, fake_hub, capsys):
     assert len([r for r in fake_hub.requests[asked:] if "/api/models/" in r]) == 0
 
 
+def test_offline_the_dry_run_fails_naming_every_model_it_cannot_reach(tmp_path, monkeypatch, capsys):
+    """No server answers (the Hub's endpoint and the URL's host closed): every model is listed as
+    unreachable and the command exits 1, rather than a size of 0 B and success. A user's own
+    HF_HUB_OFFLINE=1 stops the fetch before it asks anything, also where the workflow set the
+    variable for its jobs (go_offline keeps the user's)."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    conf = tmp_path / "c.yaml"
+    conf.write_text(yaml.safe_dump(_raw(tmp_path, model={"clip": "hf:tiny/clip"},
+                                        vggish={"weights": "http://127.0.0.1:9/files/vggish-12345678.pth"})))
+    assert main(["fetch-models", "--config", str(conf), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "'model.clip': cannot reach" in err and "'vggish.weights': cannot reach http://127.0.0.1:9" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["fetch-models", "--config", str(conf)]) == 1
+    assert "HF_HUB_OFFLINE is set in your environment" in capsys.readouterr().err
+    monkeypatch.delenv(hub.USER_OFFLINE, raising=False)
+    with hub.offline():   # the workflow's own switch over the user's
+        assert hub.user_offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with hub.offline():
+        assert not hub.user_offline() and os.environ["HF_HUB_OFFLINE"] == "1"
+    assert hub.USER_OFFLINE not in os.environ
+
+
 def test_what_a_config_gets_wrong_about_models_is_named(tmp_path, fake_hub):
     """A malformed hub id is named as such (no fetch can help it), an unreadable lock is a problem
     line, not a traceback; a branch resolves offline without the lock (its ref, as the Hub's own
@@ -308,6 +332,8 @@ def test_the_dag_stops_on_unfetched_models_and_rule_models_fetches_them(tmp_path
     assert "'model.clip': hf:tiny/clip@main is not fetched" in planned.stderr + planned.stdout
     fetched = snakemake("models", "--cores", "1")
     assert fetched.returncode == 0, fetched.stderr[-3000:]
+    log = (tmp_path / "results" / "logs" / "models.log").read_text()   # beside the runs, with the report
+    assert "model.clip" in log and "fetched" in log, log
     assert json.loads((tmp_path / "lock.json").read_text())["models"]["hf:tiny/clip@main"]["commit"] == C1
     assert snakemake("-n").returncode == 0
     # the models can be fetched before the rest is in place (the dataset not yet copied)

@@ -7,7 +7,8 @@
 
 rule models:
     log:
-        L.log("models"),
+        # the models serve every dataset: beside the runs, not in one of them
+        os.path.join(config["results"], "logs", "models.log"),
     localrule: True
     conda:
         "../../envs/torch.yaml"

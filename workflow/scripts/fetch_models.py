@@ -1,4 +1,6 @@
-"""Rule models: snakemake -> ssp.io.hub.fetch (the one job allowed on the network)."""
+"""Rule models: snakemake -> ssp.io.hub.fetch (the one job allowed on the network); the report,
+or what could not be fetched, goes to the job's log too."""
+import logging
 import os
 import sys
 
@@ -11,8 +13,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "0"
 
 from ssp.io import hub
 
+log = logging.getLogger("ssp.fetch")
 try:
     rows = hub.fetch(snakemake.config)
 except hub.FetchError as exc:
-    sys.exit(f"fetch-models: {exc}")
-print(hub.report(rows, hub.lock_path(snakemake.config)) if rows else "no model named by hub id or URL")
+    log.error("fetch-models: %s", exc)
+    sys.exit(1)
+log.info("%s", hub.report(rows, hub.lock_path(snakemake.config)) if rows else "no model named by hub id or URL")

@@ -482,6 +482,8 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
         if target.is_file():
             return base | {"commit": None, "bytes": target.stat().st_size, "status": "cached"}
         n = _remote_size(url)
+        if n is None:
+            raise FetchError(f"'{key}': cannot reach {url}; fetch where it can be reached")
         return base | {"commit": None, "bytes": n, "status": "would download", "list": [(name, n)]}
     if target.is_file() and entry and not verify and target.stat().st_size == entry["size"]:
         return base | {"commit": entry["sha256"], "bytes": entry["size"], "status": "cached", "entry": entry}
@@ -514,15 +516,16 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
     return base | {"commit": digest, "bytes": locked["size"], "status": status, "entry": locked}
 
 
-def _remote_size(url: str) -> int:
-    """A file's size as its server gives it (HEAD, redirects followed); 0 where it says nothing."""
+def _remote_size(url: str) -> int | None:
+    """A file's size as its server gives it (HEAD, redirects followed); 0 where it says nothing,
+    None where the server cannot be reached or refuses."""
     import urllib.request
 
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30) as resp:
             return int(resp.headers.get("Content-Length") or 0)
     except (OSError, ValueError):
-        return 0
+        return None
 
 
 def unused(raw: dict, key: str) -> str | None:
@@ -537,12 +540,23 @@ def unused(raw: dict, key: str) -> str | None:
 
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# the user's own HF_HUB_OFFLINE, kept where the workflow sets its own for its jobs
+USER_OFFLINE = "SSP_USER_HF_HUB_OFFLINE"
+
+
+def user_offline() -> bool:
+    """The user asked for no network (HF_HUB_OFFLINE=1, yes, on or true, as huggingface_hub reads
+    it), before the workflow set it for its jobs."""
+    value = os.environ.get(USER_OFFLINE, os.environ.get("HF_HUB_OFFLINE", ""))
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def go_offline() -> None:
     """huggingface_hub / transformers in this process and its children read the cache only
     (HF_HUB_OFFLINE=1, TRANSFORMERS_OFFLINE=1; huggingface_hub's switch too where it was imported
-    already, since it reads the variable at import): the workflow's jobs never download."""
+    already, since it reads the variable at import): the workflow's jobs never download. The user's
+    own HF_HUB_OFFLINE is kept (``USER_OFFLINE``), so that fetching still honours it."""
+    os.environ.setdefault(USER_OFFLINE, os.environ.get("HF_HUB_OFFLINE", ""))
     for name in OFFLINE_VARIABLES:
         os.environ[name] = "1"
     import sys
@@ -556,7 +570,7 @@ def offline():
     """``go_offline`` for the length of a block (a command of the CLI), restored after it."""
     import sys
 
-    before = {name: os.environ.get(name) for name in OFFLINE_VARIABLES}
+    before = {name: os.environ.get(name) for name in (*OFFLINE_VARIABLES, USER_OFFLINE)}
     constants = sys.modules.get("huggingface_hub.constants")
     switch = getattr(constants, "HF_HUB_OFFLINE", None)
     go_offline()
@@ -575,7 +589,8 @@ def offline():
 @contextlib.contextmanager
 def _online():
     """huggingface_hub's offline switch off while fetching: fetching is the one thing asked to go
-    online, even where HF_HUB_OFFLINE=1 was set for the runs (the switch is read at import)."""
+    online, even where the workflow set HF_HUB_OFFLINE=1 for its jobs (the switch is read at
+    import); a user's own HF_HUB_OFFLINE=1 stops ``fetch`` before this."""
     from huggingface_hub import constants
 
     before = constants.HF_HUB_OFFLINE
@@ -592,6 +607,9 @@ def fetch(raw: dict, *, dry_run: bool = False, verify: bool = False, update: boo
     down). A source the lock holds with every file cached is not asked for again (``verify``:
     hash the cached files against the Hub's and the lock's; ``update``: resolve branches anew).
     Returns one report row per model."""
+    if user_offline():
+        raise FetchError("HF_HUB_OFFLINE is set in your environment: fetching needs the Hub (and VGGish's URL); "
+                         "unset it for this command (every other command and job reads the cache offline anyway)")
     lock_file = lock_path(raw)
     lock = read_lock(lock_file)
     rows, errors = [], []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -73,10 +72,13 @@ def load_complete(cls, folder: str | Path, key: str, what: str | None = None, **
     would train or run on random weights unseen. Parameters re-made because the task changes
     their shape (``ignore_mismatched_sizes``: a new class head) are logged. ``what``: what the
     folder should hold, in the errors' words (default HOLDS[key])."""
+    from ssp.io.hub import offline
+
     what = what or HOLDS[key]
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True, **kwargs)
+        with offline():   # nothing asked of the Hub while loading, the process's settings as they were after
+            model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
+                                              **kwargs)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:   # another architecture, other shapes
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"'{key}': {folder} does not load as {cls.__name__} ({reason}); it should hold "
