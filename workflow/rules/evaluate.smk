@@ -15,6 +15,7 @@ rule evaluate:
     wildcard_constraints:
         task="s4|ms3|avss",
         split="train|val|test",
+    localrule: True  # a minute of CPU at most: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
@@ -47,6 +48,7 @@ rule table:
         L.log("{study}"),
     wildcard_constraints:
         study="|".join(STUDIES),
+    localrule: True  # seconds of CPU: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
@@ -71,6 +73,7 @@ rule study_figure:
         L.log("{study}_figure"),
     wildcard_constraints:
         study="postmask_sweep|prompt_study|premask_test_study",
+    localrule: True  # seconds of CPU: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -95,6 +98,7 @@ rule table1:
         csv=L.report("table1.csv"),
     log:
         L.log("table1"),
+    localrule: True  # seconds of CPU: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
@@ -123,6 +127,7 @@ rule figures:
         ),
     log:
         L.log("figures"),
+    localrule: True  # seconds of CPU: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/torch.yaml"
     threads: 1

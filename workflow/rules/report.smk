@@ -10,6 +10,7 @@ rule summary:
         md=L.summary_md,
     log:
         L.log("summary"),
+    localrule: True  # seconds of CPU: on the node that runs Snakemake, not one sbatch each
     conda:
         "../../envs/preprocess.yaml"
     threads: 1
