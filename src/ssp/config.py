@@ -400,7 +400,7 @@ def location_keys(sch: dict | None = None) -> tuple[str, ...]:
     return tuple(out)
 
 
-class UndeclaredSetting(RuntimeError):
+class UndeclaredSetting(Exception):
     """A job read a setting that its declaration (``ssp.stages``) does not name."""
 
 
@@ -541,6 +541,9 @@ class _ConfigMethods:
         """This config as the ``job`` reads it: the declared ``keys`` and the ``location_keys`` as
         they are, every other setting an ``Undeclared`` that raises when used; ``raw`` and
         ``models`` hold only those. ``declared`` records (job, the declared keys)."""
+        if self.declared is not None:
+            raise ValueError(f"this config is narrowed to the {self.declared[0]} job already; narrow the whole "
+                             f"config to the {job} job instead")
         declared = tuple(dict.fromkeys(keys))
         keys = tuple(dict.fromkeys((*declared, *location_keys(self.SCHEMA))))
         obj = type(self)._build(_masked(_field_values(self), self.SCHEMA, keys, job))
@@ -554,7 +557,8 @@ class _ConfigMethods:
         (``declared_settings``): what its rule's params hold and its outputs' provenance records."""
         if self.declared is None:
             raise ValueError("settings(): this config is not narrowed to a job (Config.only)")
-        return declared_settings(self.raw, self.declared[1], self.model_provenance(), self.SCHEMA)
+        # the fields, not ``raw``: a study's override (dataclasses.replace) is what the job ran with
+        return declared_settings(_field_values(self), self.declared[1], self.model_provenance(), self.SCHEMA)
 
     def model_provenance(self, keys=None) -> dict[str, str]:
         """Where each model this config names came from: a hub id's resolved commit, a fetched

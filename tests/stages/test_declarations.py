@@ -135,3 +135,16 @@ def test_model_keys_are_recorded_as_where_they_came_from():
 def test_locations_are_readable_by_every_job_and_marked_in_the_schema():
     assert set(location_keys()) == {"results", "dataset.name", "dataset.root", "hub.cache", "hub.lock",
                                     "predict.models_from"}
+
+
+def test_a_jobs_settings_follow_a_studys_override_and_a_job_is_narrowed_once():
+    import dataclasses
+
+    from ssp.variants import with_overrides
+
+    cfg = job_config(Config.from_dict({"vggish": {"weights": "random"}}), "predict")
+    study = with_overrides(cfg, {"postmask_weight": 5.0})
+    assert study.settings()["train"]["postmask_weight"] == 5.0 != cfg.settings()["train"]["postmask_weight"]
+    assert dataclasses.replace(cfg).settings() == cfg.settings()
+    with pytest.raises(ValueError, match="narrowed to the predict job already"):
+        job_config(cfg, "frames")

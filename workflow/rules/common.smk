@@ -71,9 +71,9 @@ if PROBLEMS and FETCH_ONLY and CFG is not None:
     logger.warning(
         "config, to fix before the run (fetching goes on): " + listing(PROBLEMS)
     )
-elif PROBLEMS or (AFTER_FETCHING and TARGETS is not None and not FETCH_ONLY):
-    # one list: the models to fetch too (only a run through the API, whose targets cannot be
-    # told here, learns of those when its DAG is built, in `fetched`)
+elif PROBLEMS:
+    # one list: the models to fetch with the rest (alone, they stop the DAG in `fetched`, so that
+    # `snakemake models`, --unlock and the like still run)
     raise WorkflowError(
         "config: " + with_config_files(listing(ALL_PROBLEMS), CONFIG_FILES)
     )

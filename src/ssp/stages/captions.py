@@ -25,6 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ssp import env_with_package
+from ssp.config import UndeclaredSetting
 from ssp.datasets.manifest import shard_rows
 from ssp.io import logs
 from ssp.io.captions import caption_failures, exclusive, kept_records
@@ -81,7 +82,7 @@ def run_captions(manifest: str | Path | pd.DataFrame, shard: str, frames_path: s
                 removed = getattr(captioner, "last_removed", None)
                 if removed:
                     rec["special_tokens_removed"] = removed
-            except ShardError:   # the frames shard is damaged: no video of it can be trusted
+            except (ShardError, UndeclaredSetting):   # a damaged frames shard; a bug in the stage
                 raise
             except Exception as exc:   # one video's failure, whatever the model's code raised, ends no stage
                 reason = _reason(exc)
