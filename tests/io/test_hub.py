@@ -329,7 +329,10 @@ def test_the_dag_stops_on_unfetched_models_and_rule_models_fetches_them(tmp_path
 
     planned = snakemake("-n")
     assert planned.returncode != 0
-    assert "'model.clip': hf:tiny/clip@main is not fetched" in planned.stderr + planned.stdout
+    said = planned.stderr + planned.stdout
+    assert "'model.clip': hf:tiny/clip@main is not fetched" in said and "InputFunctionException" not in said
+    assert f"python -m ssp fetch-models --config {tmp_path / 'config.yaml'} {over}" in said   # this run's files
+    assert snakemake("--unlock").returncode == 0   # a command that runs no job needs no model
     fetched = snakemake("models", "--cores", "1")
     assert fetched.returncode == 0, fetched.stderr[-3000:]
     log = (tmp_path / "results" / "logs" / "models.log").read_text()   # beside the runs, with the report

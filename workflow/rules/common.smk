@@ -35,26 +35,65 @@ from ssp.variants import (
 )
 
 
-def command_line_targets():
-    """The targets of the snakemake command, as Snakemake's own parser reads them (the DAG's
-    settings are not yet set while the workflow is read); None where it cannot tell."""
+def command_line():
+    """The snakemake command line, as Snakemake's own parser reads it (the DAG's settings are not
+    yet set while the workflow is read); None where Snakemake was not started from a command line
+    (the Python API) or it cannot tell."""
+    started = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if "snakemake" not in started.parts and started.name != "snakemake":
+        return None
     try:
         from snakemake.cli import get_argument_parser
 
-        return set(
-            get_argument_parser().parse_known_args(sys.argv[1:])[0].targets or ()
-        )
-    except (
-        BaseException
-    ):  # not run from the command line (the API), or arguments it rejects
+        return get_argument_parser().parse_known_args(sys.argv[1:])[0]
+    except BaseException:  # arguments it rejects
         return None
+
+
+# the commands that run no job of the DAG (they need no model fetched)
+NO_JOBS = (
+    "unlock",
+    "lint",
+    "list_rules",
+    "list_target_rules",
+    "list_changes",
+    "list_params_changes",
+    "list_input_changes",
+    "list_untracked",
+    "list_conda_envs",
+    "cleanup_metadata",
+    "cleanup_shadow",
+    "delete_all_output",
+    "delete_temp_output",
+    "summary",
+    "detailed_summary",
+    "dag",
+    "rulegraph",
+    "filegraph",
+    "d3dag",
+    "report",
+    "touch",
+    "containerize",
+    "archive",
+    "export_cwl",
+    "print_compilation",
+    "conda_create_envs_only",
+    "conda_cleanup_envs",
+)
 
 
 # every problem at once, one line each; models not fetched (and MiniCPM-o's trust, given after
 # reading its fetched code) stop the DAG in `fetched` (below), so that `snakemake models` can run,
 # and `snakemake models` alone runs before the rest is in place (the dataset not yet copied)
-TARGETS = command_line_targets()
+ARGS = command_line()
+TARGETS = set(ARGS.targets or ()) if ARGS is not None else None
 FETCH_ONLY = TARGETS == {"models"}
+# a command line that runs jobs: unfetched models are listed before the DAG, with any other problem
+RUNS_JOBS = (
+    ARGS is not None
+    and "models" not in TARGETS
+    and not any(getattr(ARGS, name, None) for name in NO_JOBS)
+)
 # the config as check-config reads it: the files named by --configfile (the demo's config.yaml
 # when none is), each with the files it extends, then --config's values
 CONFIG_FILES = list(workflow.config_settings.configfiles) or ["config.yaml"]
@@ -71,9 +110,9 @@ if PROBLEMS and FETCH_ONLY and CFG is not None:
     logger.warning(
         "config, to fix before the run (fetching goes on): " + listing(PROBLEMS)
     )
-elif PROBLEMS:
-    # one list: the models to fetch with the rest (alone, they stop the DAG in `fetched`, so that
-    # `snakemake models`, --unlock and the like still run)
+elif PROBLEMS or (AFTER_FETCHING and RUNS_JOBS):
+    # one list: the models to fetch with the rest (a command that runs no job, `snakemake models`
+    # and a run through the API learn of unfetched models where the DAG is built, in `fetched`)
     raise WorkflowError(
         "config: " + with_config_files(listing(ALL_PROBLEMS), CONFIG_FILES)
     )
