@@ -37,12 +37,6 @@ def schema() -> dict:
     return yaml.safe_load(_schema_text())
 
 
-@functools.lru_cache(maxsize=1)
-def _read_only_schema() -> dict:
-    """The schema parsed once, for the readers here that never change it."""
-    return schema()
-
-
 def marked(mark: str, section: str) -> frozenset[str]:
     """The keys of a config section (``train``, ``flow.perceiver``) that carry ``mark`` in the schema.
 
@@ -51,7 +45,7 @@ def marked(mark: str, section: str) -> frozenset[str]:
     among trained epochs without changing them. The rules' params (``declared_settings``), the
     checkpoint fingerprint and the docs derive from these marks.
     """
-    node = _read_only_schema()
+    node = Config.SCHEMA   # parsed once, when this module is imported
     for part in section.split("."):
         node = node["properties"][part]
     return frozenset(k for k, sub in node["properties"].items() if sub.get(mark))
@@ -396,7 +390,7 @@ def location_keys(sch: dict | None = None) -> tuple[str, ...]:
             elif _is_section(sub):
                 walk(sub, prefix + key + ".")
 
-    walk(sch or _read_only_schema(), "")
+    walk(sch or Config.SCHEMA, "")
     return tuple(out)
 
 
@@ -496,7 +490,7 @@ def declared_settings(raw: dict, keys, provenance: dict | None = None, sch: dict
     key as where it came from (``provenance``: a hub id's resolved commit, a fetched file's sha256),
     and no ``x-speed-only`` key. What its rule's params hold (a change re-runs the job) and what its
     outputs record."""
-    sch, provenance = sch or _read_only_schema(), provenance or {}
+    sch, provenance = sch or Config.SCHEMA, provenance or {}
 
     def value_of(value, node: dict, key: str):
         if key in provenance:
@@ -580,7 +574,6 @@ class _ConfigMethods:
         if self.dataset.layout == "synthetic":
             return self.run_dir / "data"
         return Path(self.dataset.root)
-
 
 
 def config_class(sch: dict, namespace: dict | None = None) -> type:
