@@ -1,8 +1,9 @@
 """The demo DAG through the SLURM profile on a real single-node SLURM cluster.
 
 Starts the cluster with ../shared/slurm/start-slurm.sh, runs a tiny SynthAVS DAG (every stage,
-two variants trained and scored) with `--profile` = profiles/slurm (partition names and memory
-adapted to the one-node test cluster), checks that the jobs went through SLURM (sbatch
+two variants trained and scored) with profiles/slurm as the workflow profile and a site profile
+made from profiles/site-example (the test cluster's partition and account, memory that fits its
+one node), checks that the jobs went through SLURM (sbatch
 submissions in the log, sacct records, kept slurm logs) and that the results equal a local run,
 then stops the cluster with stop-slurm.sh. Skips, saying why, where SLURM cannot be had.
 """
@@ -20,6 +21,7 @@ import yaml
 from conftest import ROOT, TINY_MODEL
 
 SLURM = ROOT.parent / "shared" / "slurm"
+PARTITION, ACCOUNT = "debug", "root"   # start-slurm.sh's one partition; root's built-in association
 pytestmark = pytest.mark.slurm
 
 CONFIG = {"dataset": {"name": "tiny"},
@@ -54,18 +56,17 @@ def _stop_cluster() -> None:
         subprocess.run(["bash", str(SLURM / "stop-slurm.sh")], capture_output=True, timeout=300)
 
 
-def _test_profile(tmp: Path) -> Path:
-    """profiles/slurm with the test cluster's one partition and memory that fits its node."""
-    prof = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-    prof["default-resources"]["slurm_partition"] = "debug"
-    for res in prof["set-resources"].values():
-        res["slurm_partition"] = "debug"
-        res["mem_mb"] = min(res.get("mem_mb", 4000), 4000)
-    prof["default-resources"]["mem_mb"] = 2000
-    prof["slurm-init-seconds-before-status-checks"] = 2   # jobs of seconds: poll soon (the plugin backs off by 10 s)
-    out = tmp / "profile"
+def _site_profile(tmp: Path) -> Path:
+    """The user's global profile, made as docs/install.md says from profiles/site-example: the test
+    cluster's one partition for every rule, its account, and memory that fits its node (the rules
+    ask for a GPU node's: train 64 GB)."""
+    site = yaml.safe_load((ROOT / "profiles" / "site-example" / "config.yaml").read_text())
+    site["default-resources"] = {"slurm_partition": PARTITION, "slurm_account": ACCOUNT}
+    for res in site["set-resources"].values():
+        res.update(slurm_partition=PARTITION, mem_mb=4000)
+    out = tmp / "mysite"
     out.mkdir()
-    (out / "config.yaml").write_text(yaml.safe_dump(prof))
+    (out / "config.yaml").write_text(yaml.safe_dump(site))
     return out
 
 
@@ -90,9 +91,10 @@ def test_demo_dag_through_slurm_equals_local(cluster, tmp_path):
     for d in (slurm_dir, local_dir):
         d.mkdir()
         (d / "config.yaml").write_text(yaml.safe_dump(CONFIG))
-    profile = _test_profile(tmp_path)
-    # both at once: the SLURM run mostly waits for its status polls
-    slurm, local = _snakemake(slurm_dir, "--workflow-profile", str(profile)), _snakemake(local_dir, "--cores", "2")
+    # profiles/slurm as it is; jobs of seconds: poll soon (the plugin backs off by 10 s)
+    slurm = _snakemake(slurm_dir, "--profile", str(_site_profile(tmp_path)), "--workflow-profile",
+                       str(ROOT / "profiles" / "slurm"), "--slurm-init-seconds-before-status-checks", "2")
+    local = _snakemake(local_dir, "--cores", "2")   # both at once: the SLURM run mostly waits for its polls
     try:
         log, _ = _finished(slurm), _finished(local)
     finally:
@@ -104,10 +106,11 @@ def test_demo_dag_through_slurm_equals_local(cluster, tmp_path):
     submitted = [line for line in log.splitlines() if "submitted with SLURM jobid" in line]
     assert len(submitted) >= 20, log[-3000:]
     ids = {line.split("jobid")[1].split()[0].strip(" ,.()'") for line in submitted}
-    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State", "-j", ",".join(ids)],
-                           capture_output=True, text=True).stdout
-    states = [line.split("|")[2] for line in sacct.splitlines() if line]
-    assert len(states) == len(ids) and all(s == "COMPLETED" for s in states), sacct
+    sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,JobName,State,Partition,Account", "-j",
+                            ",".join(ids)], capture_output=True, text=True).stdout
+    rows = [line.split("|") for line in sacct.splitlines() if line]
+    assert len(rows) == len(ids) and all(r[2] == "COMPLETED" for r in rows), sacct
+    assert all(r[3] == PARTITION and r[4] == ACCOUNT for r in rows), sacct   # the site profile's
     assert list((slurm_dir / ".snakemake" / "slurm_logs").rglob("*.log"))
 
     a, b = slurm_dir / "results" / "tiny", local_dir / "results" / "tiny"

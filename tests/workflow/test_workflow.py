@@ -236,28 +236,6 @@ def test_missing_dataset_root_fails_at_once(tmp_path):
     assert "AVSBench" in proc.stdout + proc.stderr and "does not exist" in proc.stdout + proc.stderr
 
 
-def test_every_gpu_rule_has_the_slurm_profiles_gpu_partition():
-    """A rule that declares a GPU must be sent to the GPU partition by profiles/slurm, or SLURM
-    gets a GPU request on the CPU partition (the prompt study's captions once were)."""
-    import re
-
-    gpu_rules, rule = set(), None
-    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
-        for line in smk.read_text().splitlines():
-            if m := re.match(r"rule (\w+):", line):
-                rule = m.group(1)
-            elif m := re.match(r"use rule (\w+) as (\w+)", line):   # inherits the rule's resources
-                rule = m.group(2)
-                if m.group(1) in gpu_rules:
-                    gpu_rules.add(rule)
-            elif re.match(r"\s+gpu=", line):
-                gpu_rules.add(rule)
-    assert {"flow", "captions", "captions_study", "vggish", "train", "predict"} <= gpu_rules
-    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
-    partitions = {r: res.get("slurm_partition") for r, res in profile["set-resources"].items()}
-    assert {r: partitions.get(r) for r in gpu_rules} == {r: "gpu" for r in gpu_rules}
-
-
 def test_lint_is_clean():
     proc = run(["--lint"], ROOT, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -32,9 +32,10 @@ rule captions:
         CAPTIONS_ENV
     threads: 2
     resources:
-        mem_mb=32000 if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 2000,
+        mem_mb=48000 if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 2000,
         runtime=600,
         gpu=GPU if CFG.captions.backend in ("minicpm-o", "hf-vlm") else 0,
+        cpus_per_gpu=4,
     params:
         settings=job_settings("captions"),  # not captions.python (speed-only): where it runs
     script:

@@ -19,6 +19,7 @@ rule flow:
         mem_mb=8000,
         runtime=240,
         gpu=GPU if CFG.flow.backend == "perceiver" else 0,
+        cpus_per_gpu=4,  # SLURM: CPUs beside each GPU (decoding, DataLoader workers)
     params:
         settings=job_settings("flow"),
     script:

@@ -21,9 +21,10 @@ rule train:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=16000,
-        runtime=1440,
+        mem_mb=64000,
+        runtime=2880,
         gpu=GPU * CFG.train.gpus,
+        cpus_per_gpu=8,
     params:
         settings=job_settings("train"),
     script:
@@ -47,9 +48,10 @@ rule predict:
         "../../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=32000,
         runtime=240,
         gpu=GPU,
+        cpus_per_gpu=4,
     params:
         settings=job_settings("predict"),
         model=lambda wc: str(model_file(wc)),  # another run's models (predict.models_from) re-predict

@@ -19,6 +19,7 @@ rule vggish:
         mem_mb=6000,
         runtime=60,
         gpu=GPU,
+        cpus_per_gpu=4,
     params:
         settings=job_settings("vggish"),
     script:
