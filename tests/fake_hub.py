@@ -1,7 +1,8 @@
 """A local stand-in for the Hugging Face Hub and a release-file host, for the fetch tests.
 
-It answers the three requests ``huggingface_hub`` makes to fetch files by name (a repository's
-file list at a revision, and HEAD and GET of each file), and plain GETs of URL files. It binds to
+It answers the requests ``huggingface_hub`` makes to fetch and verify files (a repository's file
+list at a revision, HEAD and GET of each file, and the recursive tree ``verify_repo_checksums``
+compares the cache with), and plain GETs of URL files. It binds to
 127.0.0.1 only, refuses any other client, counts the requests it answers, and stops with its
 ``with`` block. Nothing leaves the machine: tests point ``HF_ENDPOINT`` at it.
 """
@@ -79,6 +80,9 @@ class FakeHub:
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path)
                 if m:
                     return self._info(m.group(1), m.group(2), body)
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path)
+                if m:
+                    return self._tree(m.group(1), m.group(2), body)
                 m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
                 if m:
                     return self._file(m.group(1), m.group(2), m.group(3), body)
@@ -107,6 +111,21 @@ class FakeHub:
                     siblings.append(sib)
                 doc = {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings}
                 self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"}, body)
+
+            def _tree(self, repo: str, rev: str, body: bool):
+                """The Hub's recursive tree listing: every file with its git blob id, an LFS file
+                with its sha256 too (one page; no folders, which verification skips)."""
+                commit, error = self._commit(repo, rev)
+                if error:
+                    return self._send(404, json.dumps({"error": error}).encode(),
+                                      {"X-Error-Code": error, "Content-Type": "application/json"}, body)
+                tree = []
+                for name, data in hub.repos[repo]["commits"][commit].items():
+                    item = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
+                    if name.endswith(LFS):
+                        item["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+                    tree.append(item)
+                self._send(200, json.dumps(tree).encode(), {"Content-Type": "application/json"}, body)
 
             def _file(self, repo: str, rev: str, name: str, body: bool):
                 commit, error = self._commit(repo, rev)

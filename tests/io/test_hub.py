@@ -260,6 +260,16 @@ def test_dry_run_lists_sizes_and_writes_nothing(tmp_path, fake_hub, capsys):
     out = capsys.readouterr().out
     assert [line.split()[1] for line in out.splitlines()[1:3]] == ["cached", "would"]
     assert len([r for r in fake_hub.requests[asked:] if "/api/models/" in r]) == 0
+    # a file gone from the cache: huggingface_hub's dry run says which files come down, and only
+    # their bytes are to download
+    folder = hub.resolve("hf:tiny/clip", "model.clip", _raw(tmp_path), hub.read_lock(tmp_path / "models.lock.json")).path
+    config_size = (folder / "config.json").stat().st_size
+    os.remove(os.path.realpath(folder / "config.json"))   # its blob: the link alone would be made again
+    (folder / "config.json").unlink()
+    assert main(["fetch-models", "--config", str(conf), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"config.json ({config_size} B)" in out and f"model.safetensors ({size / 1000:.1f} KB, cached)" in out
+    assert f"total {(config_size + 3000) / 1000:.1f} KB to download" in out
 
 
 def test_offline_the_dry_run_fails_naming_every_model_it_cannot_reach(tmp_path, monkeypatch, capsys):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import hashlib
 import json
 import logging
@@ -371,11 +372,6 @@ def _sha256(path: Path) -> str:
     return _hexdigest(hashlib.sha256(), path)
 
 
-def _git_blob_sha1(path: Path) -> str:
-    """A non-LFS file's git blob id, which the Hub lists for it."""
-    return _hexdigest(hashlib.sha1(f"blob {path.stat().st_size}\0".encode()), path)
-
-
 def _drop(path: Path) -> None:
     """A cached file and the blob its snapshot link points at."""
     blob = Path(os.path.realpath(path))
@@ -400,7 +396,7 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
                update: bool) -> dict:
     """One repository at one revision, for every key that names it (BLIP's repository serves both
     ``model.text_encoder`` and ``model.tokenizer``): the files of the hungriest of them, once."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     key = ", ".join(keys)
@@ -429,39 +425,42 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
         raise FetchError(f"'{key}': cannot reach {endpoint} for {model.repo} ({type(exc).__name__}: {exc}); "
                          "fetch where the Hub can be reached (HF_HUB_OFFLINE unset)") from None
     meta = {s.rfilename: s for s in info.siblings or []}
-    names = select_files(list(meta), kind)
-    total = sum(meta[n].size or 0 for n in names)
-    base = {"key": key, "source": model.source, "commit": info.sha, "files": len(names), "bytes": total,
-            "code": [n for n in names if n.endswith(".py")]}
+    names = select_files(list(meta), kind)   # one weight format: more than allow_patterns can say
+    base = {"key": key, "source": model.source, "commit": info.sha, "files": len(names),
+            "bytes": sum(meta[n].size or 0 for n in names), "code": [n for n in names if n.endswith(".py")]}
+    # huggingface_hub downloads (into its cache layout, resuming, in parallel) and verifies; ours is
+    # the choice of files, the lock and its sha256 of every file, and refusing what does not match
+    where = {"repo_id": model.repo, "revision": info.sha, "cache_dir": str(cache), "endpoint": endpoint,
+             "allow_patterns": [glob.escape(n) for n in names]}
     if dry_run:
-        return base | {"status": "would download", "list": [(n, meta[n].size or 0) for n in names]}
+        plan = snapshot_download(**where, dry_run=True)
+        return base | {"status": "would download", "bytes": sum(f.file_size or 0 for f in plan if f.will_download),
+                       "list": [(f.filename, f.file_size or 0, f.is_cached) for f in sorted(plan, key=lambda f: f.filename)]}
+    folder = Path(snapshot_download(**where))
+    checked = HfApi(endpoint=endpoint).verify_repo_checksums(model.repo, revision=info.sha, cache_dir=str(cache))
+    bad = {m["path"]: m for m in checked.mismatches if m["path"] in names}
+    for name, m in bad.items():
+        _drop(folder / name)
+    if bad:
+        raise FetchError(f"'{key}': " + "; ".join(
+            f"{model.repo}/{name} at {info.sha[:12]} does not match its hash ({m['algorithm']}: expected "
+            f"{m['expected']}, got {m['actual']})" for name, m in bad.items())
+            + ": the download or the cached copy is corrupt, and was removed; fetch again")
     files = {}
-    folder = None
     for name in names:
-        sib = meta[name]
-        path = Path(hf_hub_download(model.repo, name, revision=info.sha, cache_dir=str(cache), endpoint=endpoint))
-        folder = path.parent
-        digest = _sha256(path)
-        if sib.lfs is not None:
-            ok, expected, got = digest == sib.lfs.sha256, sib.lfs.sha256, digest
-        elif sib.blob_id:
-            got = _git_blob_sha1(path)
-            ok, expected = got == sib.blob_id, sib.blob_id
-        else:
-            ok, expected, got = True, None, digest
-        if ok and entry and name in entry["files"] and digest != entry["files"][name]["sha256"]:
+        path = folder / name
+        if not path.is_file():
+            raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} was not downloaded into {folder}")
+        sib = meta[name]   # an LFS file's sha256 is the Hub's, just verified; a small file's is hashed here
+        digest = sib.lfs.sha256 if sib.lfs is not None else _sha256(path)
+        if entry and name in entry["files"] and digest != entry["files"][name]["sha256"]:
             # the file is the Hub's: the lock is what is wrong, and the file is kept
             raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} matches the Hub's hash but not the "
                              f"lock's ({entry['files'][name]['sha256']} in {lock_path(raw)}): the lock was edited or "
                              "damaged; the cached file was kept. Restore the lock, or fetch with --update to write "
                              "its entry anew")
-        if not ok:
-            _drop(path)
-            raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} does not match its hash (expected "
-                             f"{expected}, got {got}): the download or the cached copy is corrupt, and was removed; "
-                             "fetch again")
         files[name] = {"sha256": digest, "size": path.stat().st_size}
-    if folder is not None and model.revision != info.sha:   # as huggingface_hub records a branch or tag
+    if model.revision != info.sha:   # as huggingface_hub records a branch or tag
         ref = cache / model.folder_name / "refs" / model.revision
         write_text(ref, info.sha)
     locked = {"repo": model.repo, "revision": model.revision, "commit": info.sha, "files": files,
@@ -484,7 +483,7 @@ def _fetch_url(key: str, url: str, raw: dict, lock: dict, *, dry_run: bool, veri
         n = _remote_size(url)
         if n is None:
             raise FetchError(f"'{key}': cannot reach {url}; fetch where it can be reached")
-        return base | {"commit": None, "bytes": n, "status": "would download", "list": [(name, n)]}
+        return base | {"commit": None, "bytes": n, "status": "would download", "list": [(name, n, False)]}
     if target.is_file() and entry and not verify and target.stat().st_size == entry["size"]:
         return base | {"commit": entry["sha256"], "bytes": entry["size"], "status": "cached", "entry": entry}
     status = "verified"
@@ -662,10 +661,12 @@ def report(rows: list[dict], lock_file: Path) -> str:
         resolved = (r.get("commit") or "")[:12]
         lines.append(f"{r['key']:<24} {r['status']:<15} {r['files']:>5} {size(r['bytes']):>9}  {r['source']}"
                      + (f" -> {resolved}" if resolved else ""))
-        for name, n in r.get("list", []):
-            lines.append(f"{'':<24}   {name} ({size(n)})")
-    lines.append(f"total {size(sum(r['bytes'] for r in rows))}" + ("" if any("list" in r for r in rows)
-                                                                   else f"; lock: {lock_file}"))
+        for name, n, cached in r.get("list", []):
+            lines.append(f"{'':<24}   {name} ({size(n)}{', cached' if cached else ''})")
+    if any("list" in r for r in rows):   # a dry run
+        lines.append(f"total {size(sum(r['bytes'] for r in rows if 'list' in r))} to download")
+    else:
+        lines.append(f"total {size(sum(r['bytes'] for r in rows))}; lock: {lock_file}")
     for r in rows:
         if r["code"]:
             where = r.get("folder") or r["source"]
