@@ -672,6 +672,12 @@ def load(paths: str | Path | typing.Sequence[str | Path]) -> Config:
         raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from None
 
 
+# Keys whose relative path, in a config file, names a file beside that file (as ``extends:`` does):
+# files that ship with a config (the paper's published figures), found from any working folder.
+# Every other path (dataset.root, results, hub.cache, ...) is relative to the working folder.
+RELATIVE_TO_FILE = ("studies.reference",)
+
+
 def read(paths: typing.Sequence[str | Path]) -> dict:
     """One or more config files merged (later over earlier), not yet validated. A file may name the
     files it builds on (``extends:``, a path or a list of them, relative to the file): those are
@@ -702,6 +708,11 @@ def _read_file(path: Path, named_by: Path | None = None) -> dict:
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: extends: takes a config file's path, or a list of them (relative to {path})")
     data["extends"] = [path.parent / b for b in bases]
+    for key in RELATIVE_TO_FILE:
+        section, name = key.split(".")
+        value = (data.get(section) or {}).get(name) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            data[section][name] = str((path.parent / value).resolve())
     return data
 
 

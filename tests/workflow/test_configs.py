@@ -10,7 +10,7 @@ from conftest import ROOT, placeholder_model_folder, save_published_models
 from test_workflow import run, write_config
 
 from ssp.cli import main
-from ssp.config import Config, ConfigError, merge, require_for_dag
+from ssp.config import Config, ConfigError, merge, read, require_for_dag
 from ssp.io import hub
 
 CONFIGS = ROOT / "configs"
@@ -38,8 +38,8 @@ def _point(node, tmp_path, root, cache, key=""):
         return {k: True if k == "trust_remote_code" else _point(v, tmp_path, root, cache, k) for k, v in node.items()}
     if isinstance(node, str) and node.startswith("/data/"):
         return str(root or tmp_path)
-    if isinstance(node, str) and node.startswith("configs/"):      # relative to the checkout, where users run
-        return str(ROOT / node)
+    if key == "reference":      # relative to paper.yaml's folder, as ssp.config.read resolves it
+        return str(CONFIGS / node)
     model = hub.parse_hub(node)
     if model is not None:
         storage = cache / model.folder_name
@@ -128,15 +128,16 @@ def test_a_setting_alone_reads_its_base_and_both_entry_points_list_the_same_prob
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
     (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())
-    monkeypatch.chdir(tmp_path)   # where snakemake runs below (studies.reference is relative to it)
+    monkeypatch.chdir(tmp_path)   # where snakemake runs below, away from the checkout
     s4 = str(CONFIGS / "s4.yaml")
     assert main(["check-config", "--config", s4]) == 1
     listed = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("- ")]
-    assert len(listed) == 10 and any("'dataset.root': folder '/data/AVSBench-semantic'" in p for p in listed)
+    assert len(listed) == 9 and any("'dataset.root': folder '/data/AVSBench-semantic'" in p for p in listed)
+    assert not any("studies.reference" in p for p in listed)   # beside paper.yaml, from any working folder
     assert any(f"run python -m ssp fetch-models --config {s4} " in p for p in listed)
     proc = run(["-n", "--configfile", s4], tmp_path, check=False)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "10 problems:" in out and "rule synth" not in out
+    assert proc.returncode != 0 and "9 problems:" in out and "rule synth" not in out
     assert all(p in out for p in listed), out[-3000:]
     # a file of the site's own settings, named after the setting, is not undone by its base
     site = write_config(tmp_path / "site.yaml", {"dataset": {"root": str(tmp_path / "avsbench")}})
@@ -206,7 +207,6 @@ def test_paper_s4_setting_runs_on_weights_in_the_published_formats(tmp_path, mon
                   "num_queries": 4, "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 2, "heads": 2,
                   "max_text_len": 8},
         "train": {"epochs": 2, "lr_decay_epoch": 1, "num_points": 64, "num_workers": 0},
-        "studies": {"reference": str(ROOT / _load("paper")["studies"]["reference"])},   # run from elsewhere
         "resources": {"use_gpu": False},
         "hub": {"cache": str(tmp_path / "hf-cache"), "lock": str(tmp_path / "models.lock.json")}})
     configs = ["--configfile", str(CONFIGS / "paper.yaml"), str(CONFIGS / "s4.yaml"), str(here)]
@@ -253,10 +253,11 @@ def test_paper_config_prints_the_published_figures():
     configs/published/, so every table of the paper's runs sets them beside ours."""
     from ssp.reporting.tables import read_reference
 
-    reference = _load("paper")["studies"]["reference"]
-    published = read_reference(ROOT / reference)
+    reference = read([CONFIGS / "s4.yaml"])["studies"]["reference"]   # beside paper.yaml, from any folder
+    assert Path(reference) == CONFIGS / "published" / "ssp-paper.csv"
+    published = read_reference(reference)
     assert published[("full", "s4", "test")]["miou"] == 85.4 and published[("baseline", "avss", "test")]["fscore"] == 53.2
     assert {v for v, t, s in published if t == "ms3"} >= {"baseline", "premask", "full", "COMBO"}
     shared = ROOT.parent / "shared" / "paper" / "published.csv"
     if shared.is_file():                                              # the copy is the paper's file
-        assert (ROOT / reference).read_text() == shared.read_text()
+        assert Path(reference).read_text() == shared.read_text()
