@@ -68,7 +68,7 @@ def cmd_fetch_models(args) -> int:
     if not rows:
         print("this config names no model by hub id or URL: nothing to fetch")
         return 0
-    print(hub.report(rows, hub.lock_path(raw)))
+    print(with_config_files(hub.report(rows, hub.lock_path(raw)), args.config))
     return 0
 
 

@@ -244,7 +244,15 @@ def _dataset_problems(cfg: dict, resolved: dict) -> list[str]:
         return [f"'dataset.root' is required for layout '{ds['layout']}'"]
     if not Path(ds["root"]).is_dir():
         return [f"'dataset.root': folder {ds['root']!r} does not exist"]
-    return []
+    from ssp.datasets import INDEX_FILES
+
+    layout = ds["layout"]
+    out = [f"'dataset.root': {str(Path(ds['root']) / name)!r} does not exist: {ds['root']} does not hold the "
+           f"{layout} layout (docs/datasets.md)" for name in INDEX_FILES.get(layout, ())
+           if not (Path(ds["root"]) / name).is_file()]
+    if ds["layout"] == "videos" and ds.get("videos_csv") and not Path(ds["videos_csv"]).is_file():
+        out.append(f"'dataset.videos_csv': file {ds['videos_csv']!r} does not exist")
+    return out
 
 
 def _flow_problems(cfg: dict, resolved: dict) -> list[str]:

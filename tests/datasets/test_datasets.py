@@ -3,6 +3,7 @@ import shutil
 import pytest
 from conftest import make_config
 
+from ssp.config import ConfigError
 from ssp.datasets.manifest import DatasetError, assign_shards, build_manifest, read_manifest, shards_of, write_manifest
 
 
@@ -28,10 +29,15 @@ def test_semantic_subset_and_split_filters(tmp_path, semantic_root):
 
 
 def test_semantic_missing_label_file(tmp_path, semantic_root):
+    """The config check names the missing class table before anything runs; a table gone after
+    the check stops the manifest, naming it."""
+    dataset = {"layout": "avsbench_semantic", "root": str(semantic_root)}
+    cfg = make_config(tmp_path, dataset=dataset)
     (semantic_root / "label2idx.json").unlink()
-    cfg = make_config(tmp_path, dataset={"layout": "avsbench_semantic", "root": str(semantic_root)})
     with pytest.raises(DatasetError, match="label2idx.json"):
         build_manifest(cfg)
+    with pytest.raises(ConfigError, match="label2idx.json' does not exist"):
+        make_config(tmp_path, dataset=dataset)
 
 
 def test_object_s4_reader(tmp_path, object_s4_root):

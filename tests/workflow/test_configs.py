@@ -2,6 +2,7 @@
 way by check-config and by Snakemake."""
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,11 @@ def _pointed_at(paper: dict, tmp_path, root=None) -> dict:
     model it names by hub id a snapshot in a Hugging Face cache (hub.cache) that holds what the
     checks look for (config.json and weights), VGGish's URL a file there, and MiniCPM-o trusted."""
     cache = tmp_path / "hf-cache"
+    if root is None:   # a folder with AVSBench-semantic's index files (and no video)
+        root = tmp_path / "AVSBench-semantic"
+        root.mkdir(exist_ok=True)
+        (root / "metadata.csv").write_text("vid,uid,s_min,s_sec,a_obj,split,label\n")
+        (root / "label2idx.json").write_text("{}")
     return _point(paper, tmp_path, root, cache) | {"hub": {"cache": str(cache), "lock": str(tmp_path / "lock.json")}}
 
 
@@ -143,6 +149,34 @@ def test_a_setting_alone_reads_its_base_and_both_entry_points_list_the_same_prob
     site = write_config(tmp_path / "site.yaml", {"dataset": {"root": str(tmp_path / "avsbench")}})
     assert main(["check-config", "--config", s4, str(site)]) == 1
     assert str(tmp_path / "avsbench") in capsys.readouterr().err
+
+
+@pytest.mark.workflow
+def test_five_problems_are_one_list_from_both_entry_points(tmp_path, monkeypatch, capsys):
+    """configs/s4.yaml with a site file whose dataset folder is empty (no metadata.csv, no
+    label2idx.json), two models not fetched and MiniCPM-o not trusted: check-config and
+    `snakemake -n` list the same five problems at once, before any rule, each command in them
+    naming the files given (no placeholder)."""
+    (tmp_path / "empty").mkdir()
+    pointed = _pointed_at(_load("paper"), tmp_path, tmp_path / "empty")
+    for repo in ("openai/clip-vit-base-patch16", "facebook/mask2former-swin-base-ade-semantic"):
+        shutil.rmtree(_snapshot(tmp_path, repo).parent.parent)
+    site = write_config(tmp_path / "site.yaml", {"dataset": {"root": str(tmp_path / "empty")}, "hub": pointed["hub"],
+                                                 "captions": {"trust_remote_code": False}})
+    monkeypatch.chdir(tmp_path)
+    files = [str(CONFIGS / "s4.yaml"), str(site)]
+    assert main(["check-config", "--config", *files]) == 1
+    err = capsys.readouterr().err
+    listed = [line.strip() for line in err.splitlines() if line.strip().startswith("- ")]
+    assert "5 problems:" in err and len(listed) == 5, err
+    for needle in ("empty/metadata.csv' does not exist", "empty/label2idx.json' does not exist", "'model.clip': hf:",
+                   "'model.mask2former': hf:", "'captions.trust_remote_code' is false"):
+        assert sum(needle in p for p in listed) == 1, needle
+    assert "<your config files>" not in err and f"trust-code --config {' '.join(files)}" in err
+    proc = run(["-n", "--configfile", *files], tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "5 problems:" in out and "rule " not in out, out[-3000:]
+    assert all(p in out for p in listed), out[-3000:]
 
 
 def test_avss_setting_plans_the_paper_dag_and_table1(tmp_path, semantic_root):

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ssp.config import Config
+from ssp.datasets import INDEX_FILES
 from ssp.io.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _read_csv(path: Path, required: list[str] | None = None) -> pd.DataFrame:
 
 
 def read_label2idx(root: Path) -> dict[str, int]:
-    path = Path(root) / "label2idx.json"
+    path = Path(root) / INDEX_FILES["avsbench_semantic"][1]
     if not path.is_file():
         raise DatasetError(f"label file {str(path)!r} does not exist")
     return json.loads(path.read_text())
@@ -79,7 +80,7 @@ def read_label2idx(root: Path) -> dict[str, int]:
 def read_avsbench_semantic(root: Path, subsets, splits, layout: str = "avsbench_semantic") -> list[dict]:
     """<root>/metadata.csv + <root>/<label>/<uid>/{frames,labels_rgb}/<i>.* + audio.wav."""
     root = Path(root)
-    df = _read_csv(root / "metadata.csv", ["vid", "uid", "split", "label", "a_obj"])
+    df = _read_csv(root / INDEX_FILES["avsbench_semantic"][0], ["vid", "uid", "split", "label", "a_obj"])
     read_label2idx(root)  # fail early if the class table is missing
     rows = []
     for r in df.itertuples(index=False):
@@ -102,7 +103,7 @@ def read_avsbench_semantic(root: Path, subsets, splits, layout: str = "avsbench_
 def read_avsbench_object_s4(root: Path, splits) -> list[dict]:
     """Single-source/s4_meta_data.csv (name, start, category, split by position) + s4_data/."""
     base = Path(root) / "Single-source"
-    df = _read_csv(base / "s4_meta_data.csv")
+    df = _read_csv(Path(root) / INDEX_FILES["avsbench_object_s4"][0])
     if df.shape[1] < 4:
         raise DatasetError(f"{base / 's4_meta_data.csv'}: expected 4 columns (name, start, category, split)")
     data = base / "s4_data"
@@ -126,7 +127,7 @@ def read_avsbench_object_s4(root: Path, splits) -> list[dict]:
 def read_avsbench_object_ms3(root: Path, splits) -> list[dict]:
     """Multi-sources/ms3_meta_data.csv (name, split by position) + ms3_data/."""
     base = Path(root) / "Multi-sources"
-    df = _read_csv(base / "ms3_meta_data.csv")
+    df = _read_csv(Path(root) / INDEX_FILES["avsbench_object_ms3"][0])
     if df.shape[1] < 2:
         raise DatasetError(f"{base / 'ms3_meta_data.csv'}: expected 2 columns (name, split)")
     data = base / "ms3_data"

@@ -45,12 +45,15 @@ MODEL_KEYS = {
     "model.tokenizer": "tokenizer",
     "vggish.weights": "file",
 }
-FETCH_COMMAND = "python -m ssp fetch-models --config <your config files> (or: snakemake models --configfile ...)"
+YOUR_CONFIG_FILES = "<your config files>"   # in a message: the files of the command that was run, where known
+FETCH_COMMAND = f"python -m ssp fetch-models --config {YOUR_CONFIG_FILES} (or: snakemake models --configfile ...)"
 
 
 def with_config_files(message: str, files) -> str:
-    """``message`` with its fetch command naming the config files of the command that was run."""
-    return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {' '.join(map(str, files))}")
+    """``message`` with its commands (fetch-models, trust-code) naming the config files of the
+    command that was run."""
+    names = " ".join(map(str, files))
+    return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {names}").replace(YOUR_CONFIG_FILES, names)
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -675,5 +678,5 @@ def report(rows: list[dict], lock_file: Path) -> str:
             files = (r.get("entry") or {}).get("files", {})
             lines += [f"  {Path(where) / n}" + (f"  sha256:{files[n]['sha256']}" if n in files else "")
                       for n in r["code"]]
-            lines.append("then trust exactly this code: python -m ssp trust-code --config <your config files>")
+            lines.append(f"then trust exactly this code: python -m ssp trust-code --config {YOUR_CONFIG_FILES}")
     return "\n".join(lines)

@@ -31,15 +31,15 @@ from ssp.io.weights import WeightsError
 
 log = logging.getLogger(__name__)
 
-REFETCH = "python -m ssp fetch-models --verify --config <your config files>"
-TRUST_COMMAND = "python -m ssp trust-code --config <your config files>"
+REFETCH = f"python -m ssp fetch-models --verify --config {hub.YOUR_CONFIG_FILES}"
+TRUST_COMMAND = f"python -m ssp trust-code --config {hub.YOUR_CONFIG_FILES}"
 
 
 # what a model whose code runs when it loads (MiniCPM-o) needs before it may load
 TRUST_MESSAGE = ("MiniCPM-o ships its model code inside the model folder; loading it executes that code "
                  "with your permissions. Read the folder's *.py files, then set "
-                 "'captions.trust_remote_code: true' and run `python -m ssp trust-code --config <your config "
-                 "files>`, which records their sha256: only that code is then allowed to run.")
+                 f"'captions.trust_remote_code: true' and run `{TRUST_COMMAND}`, which records their sha256: only "
+                 "that code is then allowed to run.")
 
 
 class VerifyError(WeightsError):
