@@ -33,10 +33,11 @@ minicpmo-env: $(MINICPMO_VENV)/.installed
 
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --report results/synthavs/report.html
+	$(BIN)/snakemake --report results/synthavs/report.zip
 	@echo; cat results/synthavs/report/summary.md
 	@echo; echo "## Metrics (SynthAVS, S4 setting)"; echo; cat results/synthavs/report/table2.md
-	@echo; echo "Report: results/synthavs/report.html"
+	@echo; echo "Snakemake report: results/synthavs/report.zip (unzip, open report/report.html)"
+	@echo "Results page (every test video with its sound, masks and captions): results/synthavs/page/index.html"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

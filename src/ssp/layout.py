@@ -103,6 +103,11 @@ class RunLayout:
         return self.run / "figures" / f"{name}.png"
 
     @property
+    def page(self) -> Path:
+        """The results page's folder (``index.html`` and its files; ssp.reporting.page)."""
+        return self.run / "page"
+
+    @property
     def summary_md(self) -> Path:
         return self.report("summary.md")
 

@@ -74,6 +74,10 @@ def test_demo_dag_end_to_end(tmp_path):
     with h5py.File(run_dir.predictions("full", "test")) as h5:
         assert h5.attrs["premask_test"] == "stage1"
     assert run_dir.figure("qualitative").exists()
+    page = json.loads((run_dir.page / "data" / "index.js").read_text()[len("SSP.index("):-len(");\n")])
+    m = pd.read_csv(run_dir.manifest)
+    tested = set(m[(m.split == "test") & m.subset.isin(["v1s", "v1m"])].video_id)
+    assert {v["id"] for v in page["videos"]} == tested and page["compare"] == ["full", "baseline"]
     summary = run_dir.summary_md.read_text()
     assert "RANDOM weights" in summary and "SYNTHETIC" in summary
     assert "Training: AAVS's adapters of a frozen Mask2Former" in summary   # the default; TINY sets none
@@ -191,6 +195,15 @@ def test_video_folder_run_reports_skipped(tmp_path, media, tiny_run):
     assert sheet.shape == (16 + 96, 6 * 96, 3)                               # one row: chaplin
     assert (sheet[16:, -96:] == 200).mean() > 0.8                          # truth: grey "no mask" cell
     assert clips.figure("training_curves").exists()             # the other run's curves
+    # the results page without scores, and a shareable overlay video per clip (its decoding: test_page.py)
+    index = clips.page / "data" / "index.js"
+    page = json.loads(index.read_text()[len("SSP.index("):-len(");\n")])
+    assert not page["scored"] and "chaplin" in [v["id"] for v in page["videos"]]
+    assert any(s["video_id"] == "fire2" for s in page["skipped"])   # predicted by baseline, not by full
+    import av
+
+    with av.open(str(clips.page / "v" / "chaplin" / "overlay.mp4")) as f:
+        assert f.streams.video[0].codec_context.name == "h264" and f.streams.audio[0].codec_context.name == "aac"
     # without models: preprocessing only, and the summary says how to segment
     conf2 = write_config(tmp_path / "config2.yaml", {**yaml.safe_load(conf.read_text()), "predict": {"models_from": None}})
     assert set(planned([], conf2, tmp_path)) <= {"summary", "all"}

@@ -237,12 +237,13 @@ def model_file(wildcards):
 
 
 def final_targets(wildcards):
-    """The default targets: the run summary and the flow figure; with ground truth, Table 2 and the
-    qualitative figure; for a folder of videos (none to train or score on), each variant's masks
-    on every split, when predict.models_from names the models."""
+    """The default targets: the run summary and the flow figure; with ground truth, Table 2, the
+    qualitative figure and the results page; for a folder of videos (none to train or score on),
+    each variant's masks on every split and the results page, when predict.models_from names the
+    models."""
     out = [L.summary_md, L.figure("flow")]
     if CFG.dataset.layout != "videos":
-        return out + [L.report("table2.md"), L.figure("qualitative")]
+        return out + [L.report("table2.md"), L.figure("qualitative"), L.page]
     if CFG.predict.models_from is None:
         return out
     masks = [
@@ -250,7 +251,31 @@ def final_targets(wildcards):
         for v in CFG.train.variants
         for s in manifest_values("split")
     ]
-    return out + masks + [L.figure("qualitative")]
+    return out + masks + [L.figure("qualitative"), L.page]
+
+
+def page_premask_variants():
+    """The variants fed a pre-mask: their views on the results page show it."""
+    return [v for v in CFG.train.variants if VARIANTS[parse_variant(v)[0]].premask]
+
+
+def page_inputs(wildcards):
+    """The results page's inputs: every shard of the frames, audio, M_O and captions (and of the
+    ground truth, where there is one), each variant's predictions on figure_split(), and the stage-1
+    predictions the pre-mask stands in with."""
+    split = figure_split()
+    premask = page_premask_variants()
+    out = {
+        stage: L.shards(stage, shards()) for stage in ("frames", "audio", "flow_mask")
+    }
+    if CFG.dataset.layout != "videos":
+        out["masks"] = L.shards("masks", shards())
+    out["captions"] = L.shards(captions_dir(FIGURE_VARIANT), shards())
+    out["predictions"] = [L.predictions(v, split) for v in CFG.train.variants]
+    wc = type("W", (), {"variant": premask[0], "split": split}) if premask else None
+    out["stage1"] = stage1_of(wc) if premask else []
+    out["manifest"] = L.manifest
+    return out
 
 
 def figure_split():

@@ -1,4 +1,4 @@
-# The run's summary: counts per stage and every skipped video with its reason.
+# The run's summary (counts per stage and every skipped video with its reason) and the results page.
 
 
 rule summary:
@@ -22,3 +22,37 @@ rule summary:
         stages=list(STAGES),
     script:
         "../scripts/summary.py"
+
+
+rule page:
+    input:
+        unpack(page_inputs),
+    output:
+        report(
+            directory(L.page),
+            htmlindex="index.html",
+            category="Results page",
+            caption="../report/page.rst",
+        ),
+    log:
+        L.log("page"),
+    benchmark:
+        L.benchmark("page")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        settings=job_settings("page"),
+        split=lambda wc: figure_split(),
+        variants=list(CFG.train.variants),
+        premask_variants=page_premask_variants(),
+        premask_test=CFG.train.premask_test,
+        binary=CFG.train.task == "binary",
+        compare=list(CFG.page.compare),
+        fscore=CFG.evaluate.fscore,
+        title=f"{CFG.dataset.name}",
+    script:
+        "../scripts/page.py"

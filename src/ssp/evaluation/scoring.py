@@ -204,18 +204,58 @@ def _fscore_map(h5, row, protocol: str, scores: np.ndarray) -> np.ndarray:
     return aavs_fscore_map(_pred(h5, row.video_id, "class_scores", row.n_frames))
 
 
+def binary_video(h5, row, truth, protocol: str = "aavs", frame_ious: bool = False) -> dict:
+    """One video's binary scores as the task's means take them (one video per batch): its mIoU and
+    F-score over its frames with ground truth, each such frame's F-score as its own batch, and
+    (``frame_ious``) each of its T frames' IoU, None where the frame has no ground truth."""
+    scores = _pred(h5, row.video_id, "scores", row.n_frames).astype(np.float32)
+    gt, has = truth(row, scores.shape[-1], binary=True)
+    s, f, g = scores[has], _fscore_map(h5, row, protocol, scores)[has], gt[has]
+    curves = fscore_curves(f, g)              # [frames with a non-empty truth, 255]
+    rest = iter(curves)                       # each frame its own batch; an empty truth scores 0
+    out = {"miou": binary_miou_batch(s, g), "fscore": fscore_of_curves(curves), "frames": len(s),
+           "fscore_frames": [fscore_of_curves(next(rest)[None]) if g_t.any() else 0.0 for g_t in g]}
+    if frame_ious:
+        out["frame_iou"] = [binary_miou_batch(scores[t:t + 1], gt[t:t + 1]) if has[t] else None
+                            for t in range(len(scores))]
+    return out
+
+
+def semantic_video(h5, row, truth) -> dict:
+    """One video's AVSS scores for a page of videos (not a protocol of the tables, which pool every
+    frame of the split per class): mIoU and F-score over the classes its truth or prediction holds,
+    and each of its T frames' mIoU over the classes that frame holds (None without ground truth)."""
+    labels = _pred(h5, row.video_id, "labels", row.n_frames)
+    gt, has = truth(row, labels.shape[-1], binary=False)
+    video, frame_iou = SemanticAccumulator(NUM_CLASSES), []
+    for t in range(len(labels)):
+        if not has[t]:
+            frame_iou.append(None)
+            continue
+        video.add(labels[t], gt[t])
+        one = SemanticAccumulator(NUM_CLASSES)
+        one.add(labels[t], gt[t])
+        frame_iou.append(_present(one)[0])
+    miou, fscore = _present(video)
+    return {"miou": miou, "fscore": fscore, "frames": int(has.sum()), "frame_iou": frame_iou}
+
+
+def _present(acc: SemanticAccumulator) -> tuple[float | None, float | None]:
+    """mIoU and F-score over the classes an accumulator has seen (in truth or prediction)."""
+    seen = acc.count > 0
+    if not seen.any():
+        return None, None
+    return float((acc.iou[seen] / acc.count[seen]).mean()), float((acc.f[seen] / acc.count[seen]).mean())
+
+
 def _binary(rows, h5, truth, protocol: str = "aavs") -> dict:
     ious, fs, fs_frame, frames = [], [], [], 0
     for row in rows.itertuples(index=False):
-        scores = _pred(h5, row.video_id, "scores", row.n_frames).astype(np.float32)
-        gt, has = truth(row, scores.shape[-1], binary=True)
-        s, f, g = scores[has], _fscore_map(h5, row, protocol, scores)[has], gt[has]
-        ious.append(binary_miou_batch(s, g))
-        curves = fscore_curves(f, g)              # [frames with a non-empty truth, 255]
-        fs.append(fscore_of_curves(curves))
-        rest = iter(curves)                       # each frame its own batch; an empty truth scores 0
-        fs_frame += [fscore_of_curves(next(rest)[None]) if g_t.any() else 0.0 for g_t in g]
-        frames += len(s)
+        one = binary_video(h5, row, truth, protocol)
+        ious.append(one["miou"])
+        fs.append(one["fscore"])
+        fs_frame += one["fscore_frames"]
+        frames += one["frames"]
     return {"miou": float(np.mean(ious)), "fscore": float(np.mean(fs)), "fscore_per_frame": float(np.mean(fs_frame)),
             "frames": frames, "fscore_protocol": protocol,
             "protocols": {"miou": "AVSBench, one video per batch, empty truth: IoU of the background",

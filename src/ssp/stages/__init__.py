@@ -79,6 +79,7 @@ JOBS: dict[str, Reads] = {
     "train": (*NETWORK, "evaluate.fscore"),
     "predict": NETWORK,
     "evaluate": ("evaluate.fscore",),
+    "page": ("page", "evaluate.fscore"),
 }
 
 
