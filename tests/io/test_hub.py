@@ -435,6 +435,23 @@ def test_verify_keeps_a_good_file_when_the_lock_is_what_is_wrong(tmp_path, fake_
     assert (snapshot / "model.safetensors").is_file()
 
 
+def test_verify_checks_the_files_we_read_and_not_others_in_a_shared_cache(tmp_path, fake_hub):
+    """A file another tool left in the snapshot (here a damaged TF copy of the weights, which no
+    loader of ours reads) is neither hashed nor refused; a repository holding none of the files a
+    loader reads is named, and the fetch goes on to the other models."""
+    raw, snapshot = _fetched_clip(tmp_path, fake_hub)
+    (snapshot / "tf_model.h5").write_bytes(b"damaged by someone else")
+    assert [r["status"] for r in hub.fetch(raw, verify=True)] == ["verified"]
+    assert (snapshot / "tf_model.h5").read_bytes() == b"damaged by someone else"
+    (tmp_path / "readme-only").mkdir()
+    (tmp_path / "readme-only" / "README.md").write_text("# nothing to load\n")
+    fake_hub.add_folder("tiny/readme", tmp_path / "readme-only", C2)
+    both = _raw(tmp_path, model={"clip": "hf:tiny/readme", "mask2former": "hf:tiny/clip"})
+    with pytest.raises(hub.FetchError, match=r"'model.clip': tiny/readme at 222222222222 holds none of the files"):
+        hub.fetch(both)
+    assert "hf:tiny/clip@main" in json.loads((tmp_path / "models.lock.json").read_text())["models"]
+
+
 def test_a_lock_or_revision_that_points_outside_the_cache_is_refused(tmp_path, fake_hub):
     raw, snapshot = _fetched_clip(tmp_path, fake_hub)
     lock_file = tmp_path / "models.lock.json"

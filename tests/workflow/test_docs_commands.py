@@ -115,7 +115,8 @@ def _checkout_like(tmp_path: Path) -> Path:
 
 
 def _sh(work: Path, command: str, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HOME=str(work.parent / "home"), PYTHONUNBUFFERED="1",
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CONFIG_HOME", "SNAKEMAKE_PROFILE")}   # ~/.config
+    env.update(HOME=str(work.parent / "home"), PYTHONUNBUFFERED="1",
                PATH=f"{work / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",   # `python`, `snakemake`
                HF_HUB_CACHE=str(work.parent / "empty-cache"), TORCH_HOME=str(work.parent / "empty-torch"))
     return subprocess.run(["bash", "-c", " ".join([command, *extra])], cwd=work, env=env, capture_output=True,
@@ -145,7 +146,8 @@ def test_the_paper_commands_of_the_docs_run_as_written(tmp_path, semantic_root):
     checks = _of(r"(\.venv/bin/)?python -m ssp check-config --config configs/s4\.yaml site\.yaml")
     for check in checks:
         proc = _sh(work, check)
-        assert proc.returncode == 1 and "'dataset.root': folder '/data/AVSBench-semantic' does not exist" in proc.stderr
+        if not Path("/data/AVSBench-semantic").exists():   # a machine with AVSBench there passes this check
+            assert proc.returncode == 1 and "'dataset.root': folder '/data/AVSBench-semantic' does not exist" in proc.stderr
     # the site's own values, as a user with AVSBench and the models fetched has them
     pointed = _pointed_at(_load("paper"), tmp_path, semantic_root)
     site = yaml.safe_load((work / "site.yaml").read_text())

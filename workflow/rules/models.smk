@@ -12,5 +12,7 @@ rule models:
     localrule: True
     conda:
         "../../envs/torch.yaml"
+    params:
+        config_files=[str(f) for f in CONFIG_FILES],  # named in the report's commands
     script:
         "../scripts/fetch_models.py"

@@ -19,4 +19,5 @@ try:
 except hub.FetchError as exc:
     log.error("fetch-models: %s", exc)
     sys.exit(1)
-log.info("%s", hub.report(rows, hub.lock_path(snakemake.config)) if rows else "no model named by hub id or URL")
+log.info("%s", hub.with_config_files(hub.report(rows, hub.lock_path(snakemake.config)), snakemake.params.config_files)
+         if rows else "no model named by hub id or URL")

@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import re
+import shlex
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +54,7 @@ FETCH_COMMAND = f"python -m ssp fetch-models --config {YOUR_CONFIG_FILES} (or: s
 def with_config_files(message: str, files) -> str:
     """``message`` with its commands (fetch-models, trust-code) naming the config files of the
     command that was run."""
-    names = " ".join(map(str, files))
+    names = shlex.join(map(str, files))
     return message.replace(FETCH_COMMAND, f"python -m ssp fetch-models --config {names}").replace(YOUR_CONFIG_FILES, names)
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -395,12 +397,34 @@ def _has_weights(entry: dict) -> bool:
     return any(fnmatch(f, p) for f in entry["files"] for p, _ in WEIGHT_FORMATS)
 
 
+@contextlib.contextmanager
+def _hub_errors(key: str, model: "HubModel", endpoint: str, revision: str | None = None):
+    """What the Hub or the connection answers, as a FetchError naming the key (the fetch goes on
+    with the other models and records what it fetched)."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        yield
+    except FetchError:
+        raise
+    except RevisionNotFoundError:
+        raise FetchError(f"'{key}': {model.repo} has no revision {revision!r} on {endpoint} (give a branch, a tag "
+                         "or a full 40-digit commit)") from None
+    except RepositoryNotFoundError:
+        raise FetchError(f"'{key}': no repository {model.repo} on {endpoint} (or it is private or gated: log in "
+                         "with `hf auth login` after accepting its terms)") from None
+    except HfHubHTTPError as exc:
+        raise FetchError(f"'{key}': {endpoint} answered {exc.response.status_code} for {model.repo}") from None
+    except Exception as exc:   # no connection (httpx's errors), offline mode, an incomplete snapshot
+        raise FetchError(f"'{key}': cannot reach {endpoint} for {model.repo} ({type(exc).__name__}: {exc}); "
+                         "fetch where the Hub can be reached (HF_HUB_OFFLINE unset)") from None
+
+
 def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_run: bool, verify: bool,
                update: bool) -> dict:
     """One repository at one revision, for every key that names it (BLIP's repository serves both
     ``model.text_encoder`` and ``model.tokenizer``): the files of the hungriest of them, once."""
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     key = ", ".join(keys)
     kind = "model" if any(MODEL_KEYS[k] == "model" for k in keys) else MODEL_KEYS[keys[0]]
@@ -414,19 +438,8 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
                     "bytes": sum(m["size"] for m in entry["files"].values()), "status": "cached",
                     "folder": r.path, "code": entry.get("code", []), "entry": entry}
     revision = entry["commit"] if entry else model.revision
-    try:
+    with _hub_errors(key, model, endpoint, revision):
         info = HfApi(endpoint=endpoint).model_info(model.repo, revision=revision, files_metadata=True)
-    except RevisionNotFoundError:
-        raise FetchError(f"'{key}': {model.repo} has no revision {revision!r} on {endpoint} (give a branch, a tag "
-                         "or a full 40-digit commit)") from None
-    except RepositoryNotFoundError:
-        raise FetchError(f"'{key}': no repository {model.repo} on {endpoint} (or it is private or gated: log in "
-                         "with `hf auth login` after accepting its terms)") from None
-    except HfHubHTTPError as exc:
-        raise FetchError(f"'{key}': {endpoint} answered {exc.response.status_code} for {model.repo}") from None
-    except Exception as exc:   # no connection (httpx's errors), offline mode
-        raise FetchError(f"'{key}': cannot reach {endpoint} for {model.repo} ({type(exc).__name__}: {exc}); "
-                         "fetch where the Hub can be reached (HF_HUB_OFFLINE unset)") from None
     meta = {s.rfilename: s for s in info.siblings or []}
     names = select_files(list(meta), kind)   # one weight format: more than allow_patterns can say
     base = {"key": key, "source": model.source, "commit": info.sha, "files": len(names),
@@ -435,13 +448,27 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
     # the choice of files, the lock and its sha256 of every file, and refusing what does not match
     where = {"repo_id": model.repo, "revision": info.sha, "cache_dir": str(cache), "endpoint": endpoint,
              "allow_patterns": [glob.escape(n) for n in names]}
-    if dry_run:
-        plan = snapshot_download(**where, dry_run=True)
-        return base | {"status": "would download", "bytes": sum(f.file_size or 0 for f in plan if f.will_download),
-                       "list": [(f.filename, f.file_size or 0, f.is_cached) for f in sorted(plan, key=lambda f: f.filename)]}
-    folder = Path(snapshot_download(**where))
-    checked = HfApi(endpoint=endpoint).verify_repo_checksums(model.repo, revision=info.sha, cache_dir=str(cache))
-    bad = {m["path"]: m for m in checked.mismatches if m["path"] in names}
+    if not names:
+        raise FetchError(f"'{key}': {model.repo} at {info.sha[:12]} holds none of the files a {kind} is read from "
+                         f"(configs, {'weights, ' if kind == 'model' else ''}tokenizer files): is it the right repository?")
+    with _hub_errors(key, model, endpoint):
+        if dry_run:
+            plan = snapshot_download(**where, dry_run=True)
+            return base | {"status": "would download", "bytes": sum(f.file_size or 0 for f in plan if f.will_download),
+                           "list": [(f.filename, f.file_size or 0, f.is_cached)
+                                    for f in sorted(plan, key=lambda f: f.filename)]}
+        folder = Path(snapshot_download(**where))
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise FetchError(f"'{key}': {model.repo} at {info.sha[:12]}: {', '.join(missing)} not downloaded into {folder}")
+        # huggingface_hub's verification of exactly these files (the snapshot may hold others that
+        # other tools fetched, which are not ours to hash): a folder of links to them
+        with tempfile.TemporaryDirectory(prefix="ssp-verify-") as links:
+            for name in names:
+                (Path(links) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(links) / name).symlink_to(os.path.realpath(folder / name))
+            checked = HfApi(endpoint=endpoint).verify_repo_checksums(model.repo, revision=info.sha, local_dir=links)
+    bad = {m["path"]: m for m in checked.mismatches}
     for name, m in bad.items():
         _drop(folder / name)
     if bad:
@@ -449,11 +476,11 @@ def _fetch_hub(keys: list[str], model: HubModel, raw: dict, lock: dict, *, dry_r
             f"{model.repo}/{name} at {info.sha[:12]} does not match its hash ({m['algorithm']}: expected "
             f"{m['expected']}, got {m['actual']})" for name, m in bad.items())
             + ": the download or the cached copy is corrupt, and was removed; fetch again")
+    if checked.extra_paths:   # a file the commit's tree does not list: not the Hub's, so not trusted
+        raise FetchError(f"'{key}': {model.repo} at {info.sha[:12]} does not list {', '.join(checked.extra_paths)}")
     files = {}
     for name in names:
         path = folder / name
-        if not path.is_file():
-            raise FetchError(f"'{key}': {model.repo}/{name} at {info.sha[:12]} was not downloaded into {folder}")
         sib = meta[name]   # an LFS file's sha256 is the Hub's, just verified; a small file's is hashed here
         digest = sib.lfs.sha256 if sib.lfs is not None else _sha256(path)
         if entry and name in entry["files"] and digest != entry["files"][name]["sha256"]:

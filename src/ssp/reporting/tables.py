@@ -15,6 +15,15 @@ REFERENCE_COLUMNS = ("variant", "task", "split", "miou", "fscore")
 SETTINGS = {"s4": "S4", "ms3": "MS3", "avss": "AVSS"}
 
 
+def _shown(path: str | Path) -> str:
+    """A reference file as a table names it: relative to the working folder where it lies below it
+    (configs/published/ssp-paper.csv), not the checkout's absolute path."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def read_reference(path: str | Path) -> dict[tuple[str, str, str], dict]:
     """Published figures (studies.reference): (name, task, split) -> {miou, fscore, source, ours} in %.
 
@@ -97,7 +106,7 @@ def ablation_table(metric_files, variants, md_path, csv_path, reference: str | P
                "last)." if with_epochs else "") + "\n")
     if ref:
         sources = sorted({p["source"] for p in ref.values() if p["source"]})
-        text += (f"\n(ref.) columns: published figures from {reference}"
+        text += (f"\n(ref.) columns: published figures from {_shown(reference)}"
                  + (f" ({'; '.join(sources)})" if sources else "") + ", not measured by this run.\n")
     if note:
         text += f"\nNote: {note}\n"
@@ -154,7 +163,7 @@ def settings_table(metric_files, variants, md_path, csv_path, *, split: str = "t
         if t in runs:
             text += f"\n- {SETTINGS[t]}: measured in {runs[t]}" + (f"; mIoU protocol: {protocols[t]}" if protocols[t] else "") + "."
     if published:
-        text += f"\n\nPublished rows: from {reference}, not measured by this project.\n"
+        text += f"\n\nPublished rows: from {_shown(reference)}, not measured by this project.\n"
     _write(rows, md_path, csv_path, text + "\n")
     return rows
 
