@@ -71,3 +71,9 @@ def test_metrics_benchmark_prints_both_sides():
     rows = _run([ROOT / "benchmarks" / "metrics.py", "--size", 32, "--repeats", 1])
     assert [r["figure"] for r in rows] == ["fscore_ms_per_video", "avss_counts_ms_per_frame"]
     assert all(len([v for v in r.values() if isinstance(v, float)]) == 2 for r in rows)
+
+
+def test_page_benchmark_prints_size_build_and_load(tmp_path):
+    rows = _run([ROOT / "benchmarks" / "page.py", "--videos", 3, "--frames", 2, "--workdir", tmp_path])
+    assert [r["figure"] for r in rows] == ["page_size", "page_build", "page_load"]
+    assert rows[0]["videos"] == 3 and rows[0]["by_kind"]["audio (wav)"] > 0

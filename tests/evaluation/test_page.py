@@ -178,3 +178,26 @@ def test_the_page_in_a_headless_browser(page, tmp_path):
     assert f'<dd class="a1">{a1}</dd>' in dom.replace("&amp;", "&")
     duration = re.search(r'<audio[^>]*data-duration="([0-9.]+)"', dom)
     assert duration and float(duration.group(1)) == pytest.approx(v["frames"], abs=0.01)
+
+
+def test_opus_audio_has_the_clips_duration(page, tmp_path):
+    """page.audio: opus writes Ogg Opus a fraction of the WAV's size, as long as the clip; the
+    browser reads that duration."""
+    import av
+
+    rows = page["manifest"][page["manifest"].video_id.isin([v["id"] for v in page["index"]["videos"][:2]])]
+    s = page["stores"]
+    out = tmp_path / "page"
+    index = build_page(out, rows=rows, frames=s["frames"], audio=s["audio"], masks=s["masks"], flow_masks=s["flow_mask"],
+                       captions=page["captions"], predictions=page["preds"], audio_format="opus")
+    v = index["videos"][0]
+    ogg, wav = out / "v" / v["dir"] / "audio.ogg", page["dir"] / "v" / v["dir"] / "audio.wav"
+    assert ogg.stat().st_size < wav.stat().st_size / 4
+    with av.open(str(ogg)) as f:
+        seconds = sum(fr.samples for fr in f.decode(audio=0)) / f.streams.audio[0].rate
+    assert seconds == pytest.approx(v["frames"], abs=0.03)
+    if BROWSER is not None:
+        dom, console = _browser((out / "index.html").as_uri() + "#video=" + v["id"], tmp_path)
+        assert console == [] and 'src="v/' + v["dir"] + '/audio.ogg"' in dom
+        duration = re.search(r'<audio[^>]*data-duration="([0-9.]+)"', dom)
+        assert duration and float(duration.group(1)) == pytest.approx(v["frames"], abs=0.03)

@@ -78,6 +78,15 @@ def test_demo_dag_end_to_end(tmp_path):
     m = pd.read_csv(run_dir.manifest)
     tested = set(m[(m.split == "test") & m.subset.isin(["v1s", "v1m"])].video_id)
     assert {v["id"] for v in page["videos"]} == tested and page["compare"] == ["full", "baseline"]
+    # inside the Snakemake report (a zip: Snakemake refuses a folder in a single-file report)
+    run(["--report", "report.zip", "--configfile", str(conf)], tmp_path)
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    index = next(n for n in names if n.endswith("/index.html") and "/data/raw/" in n)
+    base = index[: -len("index.html")]
+    assert {base + "page.js", base + "data/index.js"} <= set(names)
+    assert sum(n.startswith(base + "v/") and n.endswith("/data.js") for n in names) == len(tested)
     summary = run_dir.summary_md.read_text()
     assert "RANDOM weights" in summary and "SYNTHETIC" in summary
     assert "Training: AAVS's adapters of a frozen Mask2Former" in summary   # the default; TINY sets none

@@ -52,6 +52,7 @@ rule page:
         premask_test=CFG.train.premask_test,
         binary=CFG.train.task == "binary",
         compare=list(CFG.page.compare),
+        audio=CFG.page.audio,
         fscore=CFG.evaluate.fscore,
         title=f"{CFG.dataset.name}",
     script:

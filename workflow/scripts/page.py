@@ -25,4 +25,4 @@ build_page(snakemake.output[0], rows=rows, frames=stores["frames"], audio=stores
            stage1=inp.stage1[0] if inp.stage1 else None, premask_test=par.premask_test,
            premask_variants=par.premask_variants, compare=compare, binary=par.binary,
            fscore=par.fscore, overlay_variant=compare[0] if compare[0] in par.variants
-           else par.variants[-1], title=f"{par.title}, {par.split} split", progress=True)
+           else par.variants[-1], title=f"{par.title}, {par.split} split", audio_format=par.audio, progress=True)

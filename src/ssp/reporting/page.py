@@ -81,6 +81,25 @@ def write_wav(wav: np.ndarray, rate: int, path: Path) -> None:
     wavfile.write(path, rate, (np.clip(wav, -1, 1) * 32767).astype(np.int16))
 
 
+def write_opus(wav: np.ndarray, rate: int, path: Path, bit_rate: int = 32000) -> None:
+    """The waveform as Ogg Opus at its own rate (16 kHz is one of Opus's): a tenth of the WAV's size,
+    lossy (``page.audio: opus``)."""
+    import av
+
+    with av.open(str(path), "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=rate, layout="mono")
+        stream.bit_rate = bit_rate
+        samples = np.clip(wav, -1, 1).astype(np.float32)[None]
+        for start in range(0, samples.shape[1], 960):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 960]), format="flt",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
 def write_overlay_mp4(frames: np.ndarray, layers: np.ndarray, wav: np.ndarray | None, rate: int, path: Path,
                       fps: int = 5) -> None:
     """A shareable clip: each one-second frame with its mask layer ([T, H, W, 4]) blended over it,
@@ -136,7 +155,7 @@ def copy_assets(out: Path) -> None:
 def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, captions: dict, predictions: dict,
                stage1=None, premask_test: str = "stage1", premask_variants=(), compare=("full", "baseline"),
                binary: bool = True, fscore: str = "aavs", overlay_variant: str | None = None, title: str = "",
-               progress: bool = False) -> dict:
+               audio_format: str = "wav", progress: bool = False) -> dict:
     """Write the page for ``rows`` (the manifest's rows of one split) into the folder ``out``.
 
     ``frames``, ``audio``, ``masks``, ``flow_masks``: stores (``ShardedStore``) of those stages;
@@ -144,7 +163,8 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
     of ``overlay_variant``). ``predictions``: variant -> predictions file of the split;
     ``stage1``: the stage-1 predictions the pre-mask stands in with at test; ``premask_variants``:
     the variants fed a pre-mask (their view shows it). ``compare``: (a, b), the difference column
-    is a minus b. Returns the index (also written as ``data/index.js``)."""
+    is a minus b. ``audio_format``: ``wav`` (the samples as heard) or ``opus`` (Ogg Opus, lossy,
+    a tenth of the size). Returns the index (also written as ``data/index.js``)."""
     import h5py
     import torch
     from tqdm import tqdm
@@ -225,8 +245,10 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
             au = audio.read(vid) if vid in audio else None
             rate = int(audio.reader(audio.index[vid]).attrs(vid)["sample_rate"]) if au is not None else None
             duration = None
+            audio_file = None
             if au is not None and len(au["wav"]):
-                write_wav(au["wav"], rate, folder / "audio.wav")
+                audio_file = "audio.ogg" if audio_format == "opus" else "audio.wav"
+                (write_opus if audio_format == "opus" else write_wav)(au["wav"], rate, folder / audio_file)
                 duration = len(au["wav"]) / rate
             scores, frame_iou = {}, {}
             if scored and gt is not None:
@@ -248,7 +270,7 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
                                "classes": labels, "scores": scores, "diff": diff})
             write_text(folder / "data.js", _js("SSP.video", {
                 "id": vid, "frames": [f"f{t}.jpg" for t in range(T)], "layers": layers,
-                "audio": "audio.wav" if duration is not None else None, "duration": duration,
+                "audio": audio_file, "duration": duration,
                 "overlay": "overlay.mp4" if (folder / "overlay.mp4").exists() else None,
                 "a1": cap.get("a1"), "a2": cap.get("a2"), "nouns": cap.get("nouns"), "q1": cap.get("q1"),
                 "caption_status": cap.get("status") if cap else "no captions", "scores": scores,

@@ -106,7 +106,9 @@
     document.body.dataset.renderMs = String(Math.round(performance.now() - t0));
   }
 
+  let opened = 0;
   function loadVideo(id) {
+    opened = performance.now();
     if (videos[id]) return renderVideo(videos[id]);
     const entry = INDEX.videos.find((v) => v.id === id);
     const main = document.getElementById("main");
@@ -195,6 +197,7 @@
       el("div", { class: "panels" }, ...panelEls), overlay, scores, cap);
     show(0);
     document.body.dataset.ready = "video:" + d.id;
+    document.body.dataset.renderMs = String(Math.round(performance.now() - opened));
   }
 
   function route() {
