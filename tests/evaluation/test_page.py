@@ -103,9 +103,9 @@ def test_a_mask_layer_is_the_prediction_in_its_colour(page):
 
 
 def test_video_ids_get_distinct_folders():
-    ids = ["a/b", "a%2Fb", "a b", "a_b", "ü", "x.y-z_1"]
+    ids = ["a/b", "a%2Fb", "a~2Fb", "a b", "a_b", "ü", "x.y-z_1"]
     names = [folder_name(i) for i in ids]
-    assert len(set(names)) == len(ids) and all(re.fullmatch(r"[A-Za-z0-9._%-]+", n) for n in names)
+    assert len(set(names)) == len(ids) and all(re.fullmatch(r"[A-Za-z0-9._~-]+", n) for n in names)
     assert folder_name("x.y-z_1") == "x.y-z_1"
 
 
@@ -201,3 +201,60 @@ def test_opus_audio_has_the_clips_duration(page, tmp_path):
         assert console == [] and 'src="v/' + v["dir"] + '/audio.ogg"' in dom
         duration = re.search(r'<audio[^>]*data-duration="([0-9.]+)"', dom)
         assert duration and float(duration.group(1)) == pytest.approx(v["frames"], abs=0.03)
+
+
+def _one_video_run(tmp_path, vid: str, *, flow: bool, audio: bool):
+    """Shards and predictions of one 3-frame video written by hand (an id a folder of the user's
+    clips can give, stages that failed on it)."""
+    import pandas as pd
+
+    from ssp.io.store import ShardWriter
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    truth = np.zeros((3, 32, 32), np.uint8)
+    truth[:, 8:20, 8:20] = 1
+    stages = {"frames": {"frames": frames}, "masks": {"foreground": truth, "labels": truth, "has_mask": np.ones(3, bool)}}
+    if flow:
+        stages["flow_mask"] = {"flow_mask": truth}
+    if audio:
+        stages["audio"] = {"wav": np.zeros(3 * 16000, np.float32)}
+    for stage in ("frames", "masks", "flow_mask", "audio"):
+        with ShardWriter(tmp_path / stage / "00000.h5", {}) as w:
+            if stage in stages:
+                w.add(vid, stages[stage], attrs={"sample_rate": 16000} if stage == "audio" else None)
+    preds = {}
+    for v in ("baseline", "full"):
+        preds[v] = tmp_path / f"{v}.h5"
+        with h5py.File(preds[v], "w") as h5:
+            g = h5.create_group(vid)
+            g["scores"] = truth.astype(np.float32)
+            g["class_scores"] = np.stack([1 - truth, truth], 1).astype(np.float32)
+    rows = pd.DataFrame([{"video_id": vid, "subset": "videos", "split": "test", "n_frames": 3, "shard": "00000",
+                          "labels": []}])
+    stores = {s: ShardedStore.from_manifest(tmp_path / s, rows) for s in ("frames", "masks", "flow_mask", "audio")}
+    return rows, stores, preds
+
+
+def test_a_video_the_flow_and_audio_stages_failed_on_says_so_and_odd_ids_open(tmp_path):
+    """An id with a space, a '#', a '%' and a non-ASCII letter gets a folder the browser finds; a
+    video without M_O or audio is shown with what it has and says what it lacks (logged too)."""
+    vid = "my clip #1 %20 ü"
+    rows, stores, preds = _one_video_run(tmp_path, vid, flow=False, audio=False)
+    out = tmp_path / "page"
+    index = build_page(out, rows=rows, frames=stores["frames"], audio=stores["audio"], masks=stores["masks"],
+                       flow_masks=stores["flow_mask"], captions={}, predictions=preds, stage1=preds["baseline"],
+                       premask_variants=["full"])
+    (v,) = index["videos"]
+    data = json.loads(re.fullmatch(r"SSP\.video\((.*)\);\n", (out / "v" / v["dir"] / "data.js").read_text(), re.S).group(1))
+    assert any("no M_O" in n for n in data["notes"]) and any("no audio" in n for n in data["notes"])
+    assert "M_O" not in data["layers"] and data["audio"] is None and v["scores"]["full"]["miou"] == 1.0
+    if BROWSER is None:
+        pytest.skip("no headless browser: install Debian's chromium (.ci/run does)")
+    from urllib.parse import urlencode
+
+    dom, console = _browser((out / "index.html").as_uri() + "#" + urlencode({"video": vid}), tmp_path)
+    assert console == [] and "data-errors" not in dom, dom[-2000:]
+    assert 'data-ready="video:my clip #1 %20 ü"' in dom and "no M_O: the flow_mask stage" in dom
+    dom, console = _browser((out / "index.html").as_uri(), tmp_path)
+    assert console == [] and "data-errors" not in dom and f'<tr data-video="{vid}"' in dom

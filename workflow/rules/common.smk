@@ -272,8 +272,16 @@ def page_inputs(wildcards):
         out["masks"] = L.shards("masks", shards())
     out["captions"] = L.shards(captions_dir(FIGURE_VARIANT), shards())
     out["predictions"] = [L.predictions(v, split) for v in CFG.train.variants]
-    wc = type("W", (), {"variant": premask[0], "split": split}) if premask else None
-    out["stage1"] = stage1_of(wc) if premask else []
+    # the stand-in of train.premask_test (a -pt<choice> variant's own is not the page's M_Pre)
+    out["stage1"] = next(
+        (
+            s
+            for v in premask
+            if "premask_test" not in parse_variant(v)[1]
+            and (s := stage1_of(type("W", (), {"variant": v, "split": split})))
+        ),
+        [],
+    )
     out["manifest"] = L.manifest
     return out
 

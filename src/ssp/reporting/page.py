@@ -44,8 +44,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 def folder_name(video_id: str) -> str:
     """A video's folder under ``v/``: its id with anything but letters, digits, ``._-`` escaped
-    (``%xx``), so two ids never share a folder and the page finds it by the same rule."""
-    return _SAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode()), video_id)
+    as ``~xx`` (its UTF-8 bytes; ``~`` itself is escaped), so two ids never share a folder and the
+    name is a URL path as it stands (a ``%`` would be decoded by the browser)."""
+    return _SAFE.sub(lambda m: "".join(f"~{b:02X}" for b in m.group(0).encode()), video_id)
 
 
 def overlay_rgba(mask: np.ndarray, colour=None) -> np.ndarray:
@@ -142,7 +143,8 @@ def _js(name: str, payload) -> str:
 
 
 def _round(x):
-    return None if x is None else round(float(x), 4)
+    """A score for the page: 4 decimals; None for none (NaN: a video without a frame to score)."""
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
 def copy_assets(out: Path) -> None:
@@ -169,7 +171,7 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
     import torch
     from tqdm import tqdm
 
-    from ssp.evaluation.scoring import binary_video, semantic_video
+    from ssp.evaluation.scoring import EvaluationError, binary_video, semantic_video
     from ssp.io.store import binary_masks
     from ssp.model.premask import premask_for_test
 
@@ -182,15 +184,23 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
     variants = list(predictions)
     scored = masks is not None
     a, b = compare if scored and compare[0] in variants and compare[1] in variants else (None, None)
+    compare_note = None
+    if scored and a is None:
+        compare_note = (f"no difference column: page.compare names {' and '.join(compare)}, and this run's variants "
+                        f"are {', '.join(variants)}")
+        log.warning("results page: %s", compare_note)
     files = {v: h5py.File(p, "r") for v, p in predictions.items()}
     s1 = _Reader(h5py.File(stage1, "r")) if stage1 is not None and premask_variants else None
     index_rows, skipped = [], []
     truth = _Truth(masks) if scored else None
+    # the settings the models predicted (S4/MS3 runs predict their subsets' videos only): a video of
+    # another is not part of the run's tasks; one of these that no variant predicted is named
+    predicted = set(rows.loc[rows["video_id"].map(lambda vid: any(vid in f for f in files.values())), "subset"])
     try:
         for row in tqdm(list(rows.itertuples(index=False)), desc="results page", unit="video", disable=not progress):
             vid = row.video_id
             missing = [v for v in variants if vid not in files[v]]
-            if len(missing) == len(variants):   # not one of the tasks the models were trained for
+            if len(missing) == len(variants) and row.subset not in predicted:
                 continue
             if missing:
                 skipped.append({"video_id": vid, "reason": f"no prediction of {', '.join(missing)}"})
@@ -213,15 +223,22 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
                     preds[v] = binary_masks(_Reader(files[v]), vid).astype(np.uint8)
                 else:
                     preds[v] = group["labels"][()]
+            notes = []   # what this video's view lacks, and why (shown there and logged)
             gt, has = (None, None)
             if scored and truth.holds(vid):
                 gt, has = truth.read(vid, binary)
+            elif scored:
+                notes.append("no ground truth: the masks stage holds none of it (the run summary says why); not scored")
             mo = flow_masks.read(vid, ("flow_mask",))["flow_mask"] if vid in flow_masks else None
+            if mo is None:
+                notes.append("no M_O: the flow_mask stage holds none of it (the run summary says why)")
             premask = None
             if mo is not None and premask_variants:
                 stand_in = torch.from_numpy(binary_masks(s1, vid)) if s1 is not None and vid in s1 else None
                 if stand_in is not None or premask_test != "stage1":
                     premask = premask_for_test(torch.from_numpy(mo), stand_in, premask_test).numpy()
+                else:
+                    notes.append("no pre-mask: the stage-1 predictions it stands in with hold none of it")
             overlay_frames = {}
             for name, arr, colour in [("truth", gt, BINARY_COLOUR if binary else None),
                                       *[(v, preds[v], BINARY_COLOUR if binary else None) for v in variants],
@@ -246,6 +263,8 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
             rate = int(audio.reader(audio.index[vid]).attrs(vid)["sample_rate"]) if au is not None else None
             duration = None
             audio_file = None
+            if au is None:
+                notes.append("no audio: the audio stage holds none of it (the run summary says why)")
             if au is not None and len(au["wav"]):
                 audio_file = "audio.ogg" if audio_format == "opus" else "audio.wav"
                 (write_opus if audio_format == "opus" else write_wav)(au["wav"], rate, folder / audio_file)
@@ -253,8 +272,14 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
             scores, frame_iou = {}, {}
             if scored and gt is not None:
                 for v in variants:
-                    one = binary_video(files[v], row, truth, fscore, frame_ious=True) if binary \
-                        else semantic_video(files[v], row, truth)
+                    if vid not in files[v]:
+                        continue
+                    try:
+                        one = binary_video(files[v], row, truth, fscore, frame_ious=True) if binary \
+                            else semantic_video(files[v], row, truth)
+                    except EvaluationError as exc:
+                        notes.append(f"{v} not scored: {exc}")
+                        continue
                     scores[v] = {"miou": _round(one["miou"]), "fscore": _round(one["fscore"])}
                     frame_iou[v] = [_round(x) for x in one["frame_iou"]]
             if not scored and overlay_variant in variants and overlay_frames:
@@ -274,7 +299,9 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
                 "overlay": "overlay.mp4" if (folder / "overlay.mp4").exists() else None,
                 "a1": cap.get("a1"), "a2": cap.get("a2"), "nouns": cap.get("nouns"), "q1": cap.get("q1"),
                 "caption_status": cap.get("status") if cap else "no captions", "scores": scores,
-                "frame_iou": frame_iou, "classes": labels, "subset": row.subset}))
+                "frame_iou": frame_iou, "classes": labels, "subset": row.subset, "notes": notes}))
+            for note in notes:
+                log.warning("results page: %s: %s", vid, note)
     finally:
         for f in files.values():
             f.close()
@@ -282,7 +309,10 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
             s1.h5.close()
         if truth is not None:
             truth.close()
-    index = {"title": title, "variants": variants, "compare": [a, b] if a else None, "scored": scored,
+    if rows.empty or not index_rows:
+        log.warning("results page: no video of this split to show (%d rows, %d left out)", len(rows), len(skipped))
+    index = {"title": title, "variants": variants, "compare": [a, b] if a else None, "compare_note": compare_note,
+             "scored": scored,
              "binary": binary, "fscore": fscore if binary else "per video, over the classes it holds",
              "videos": index_rows, "skipped": skipped}
     write_text(out / "data" / "index.js", _js("SSP.index", index))

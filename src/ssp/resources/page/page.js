@@ -7,6 +7,14 @@
   function fail(message) {
     errors.push(String(message));
     document.documentElement.dataset.errors = errors.join(" | ");
+    let box = document.getElementById("errors");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "errors";
+      box.className = "errors";
+      document.body.prepend(box);
+    }
+    box.textContent = "Problems on this page: " + errors.join("; ");
   }
   window.addEventListener("error", (e) => fail(e.message || ("cannot load " + (e.target && (e.target.src || e.target.href)))), true);
   window.addEventListener("unhandledrejection", (e) => fail(e.reason));
@@ -83,7 +91,7 @@
     const body = el("tbody", {});
     for (const v of rows) {
       const link = "#" + new URLSearchParams({ video: v.id }).toString();
-      const cells = [el("td", {}, el("a", { href: link }, el("img", { src: `v/${v.dir}/thumb.jpg`, loading: "lazy", alt: v.id }))),
+      const cells = [el("td", {}, el("a", { href: link }, el("img", { loading: "lazy", alt: v.id, src: `v/${encodeURIComponent(v.dir)}/thumb.jpg` }))),
         el("td", { class: "id" }, el("a", { href: link, text: v.id })), el("td", { text: v.subset }),
         el("td", { class: "classes", text: v.classes.join(", ") })];
       if (INDEX.scored) {
@@ -95,9 +103,10 @@
       }
       body.append(el("tr", { "data-video": v.id }, ...cells));
     }
-    const note = el("p", { class: "note", text: INDEX.scored
+    const note = el("p", { class: "note", text: (INDEX.scored
       ? `Scores in %: each video's mIoU and F-score (${INDEX.fscore}), as the tables' means take them.`
-      : "A folder of videos without ground truth: masks only, and an overlay video per clip." });
+      : "A folder of videos without ground truth: masks only, and an overlay video per clip.")
+      + (INDEX.compare_note ? ` (${INDEX.compare_note}.)` : "") });
     const skipped = INDEX.skipped.length
       ? el("p", { class: "note", text: `${INDEX.skipped.length} video(s) left out: ` + INDEX.skipped.map((x) => `${x.video_id} (${x.reason})`).join("; ") })
       : null;
@@ -117,14 +126,14 @@
       return;
     }
     put(main, el("p", { text: `Loading ${id}…` }));
-    const script = el("script", { src: `v/${entry.dir}/data.js` });
+    const script = el("script", { src: `v/${encodeURIComponent(entry.dir)}/data.js` });
     script.onerror = () => fail(`cannot load v/${entry.dir}/data.js`);
     document.body.append(script);
   }
 
   function renderVideo(d) {
     const entry = INDEX.videos.find((v) => v.id === d.id);
-    const base = `v/${entry.dir}/`;
+    const base = `v/${encodeURIComponent(entry.dir)}/`;
     const main = document.getElementById("main");
     const T = d.frames.length;
     const names = Object.keys(d.layers);
@@ -167,11 +176,18 @@
     };
     let timer = null;
     const play = el("button", { text: "play" });
+    const stop = () => {
+      if (timer) clearInterval(timer);
+      timer = null;
+      if (audio && !audio.paused) audio.pause();
+      play.textContent = "play";
+    };
     play.addEventListener("click", () => {
       if (audio) { if (audio.paused) audio.play().catch(fail); else audio.pause(); return; }
-      if (timer) { clearInterval(timer); timer = null; play.textContent = "play"; return; }
+      if (timer) { stop(); return; }
+      if (Number(slider.value) >= T - 1) show(0);   // at the end: from the start
       play.textContent = "pause";
-      timer = setInterval(() => { const t = Number(slider.value) + 1; if (t >= T) { clearInterval(timer); timer = null; play.textContent = "play"; } else show(t); }, 1000);
+      timer = setInterval(() => { const t = Number(slider.value) + 1; if (t >= T) stop(); else show(t); }, 1000);
     });
     slider.addEventListener("input", () => { const t = Number(slider.value); show(t); if (audio) audio.currentTime = t; });
     if (audio) {
@@ -180,7 +196,7 @@
       audio.addEventListener("pause", () => { play.textContent = "play"; });
       audio.addEventListener("loadedmetadata", () => { audio.dataset.duration = audio.duration.toFixed(3); });
     }
-    player = { show };
+    player = { show, stop };
     const scores = INDEX.scored ? el("table", { class: "videos" },
       el("tr", {}, el("th", { class: "id", text: "variant" }), el("th", { text: "mIoU" }), el("th", { text: "F" })),
       ...Object.entries(d.scores).map(([v, sc]) => el("tr", {}, el("td", { class: "id", text: v }), el("td", { text: fmt(sc.miou) }), el("td", { text: fmt(sc.fscore) })))) : null;
@@ -188,11 +204,12 @@
       el("dt", { text: "A1 (the scene)" }), el("dd", { class: "a1", text: d.a1 || `(${d.caption_status})` }),
       el("dt", { text: "A2 (what makes the sound)" }), el("dd", { class: "a2", text: d.a2 || "–" }),
       el("dt", { text: "nouns (VTA's prompts)" }), el("dd", { class: "nouns", text: (d.nouns || []).join(", ") || "–" }));
+    const notes = (d.notes || []).length ? el("p", { class: "errors", text: d.notes.join("; ") }) : null;
     const overlay = d.overlay ? el("p", {}, el("a", { href: base + d.overlay, text: "overlay video (MP4, with sound)" })) : null;
     put(main, 
       el("p", {}, el("a", { href: "#", text: "← all videos" })),
       el("h2", { text: d.id }),
-      el("p", { class: "note", text: `setting ${d.subset}; classes: ${d.classes.join(", ") || "–"}` }),
+      el("p", { class: "note", text: `setting ${d.subset}; classes: ${d.classes.join(", ") || "–"}` }), notes,
       el("div", { class: "player" }, play, slider, counter, audio),
       el("div", { class: "panels" }, ...panelEls), overlay, scores, cap);
     show(0);
