@@ -293,5 +293,5 @@ def test_plan_full_avss_sized_dag(tmp_path):
     fig = json.loads(proc.stdout.strip().splitlines()[-1])
     assert fig["videos"] == 12356 and fig["shards"] == 194
     # 7 stages per shard; train stage1/baseline/full (3), predict 3 x {val, test} (6), evaluate 2 x 2 (4),
-    # table, summary, flow figure, figures, all (5)
-    assert fig["jobs"] == 7 * 194 + 3 + 6 + 4 + 5
+    # table, summary, flow figure, figures, the results page, all (6)
+    assert fig["jobs"] == 7 * 194 + 3 + 6 + 4 + 6
