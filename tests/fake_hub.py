@@ -101,8 +101,7 @@ class FakeHub:
             def _info(self, repo: str, rev: str, body: bool):
                 commit, error = self._commit(repo, rev)
                 if error:
-                    return self._send(404, json.dumps({"error": error}).encode(),
-                                      {"X-Error-Code": error, "Content-Type": "application/json"}, body)
+                    return self._not_found(error, body)
                 siblings = []
                 for name, data in hub.repos[repo]["commits"][commit].items():
                     sib = {"rfilename": name, "size": len(data), "blobId": git_blob_sha1(data)}
@@ -112,13 +111,16 @@ class FakeHub:
                 doc = {"id": repo, "modelId": repo, "sha": commit, "private": False, "siblings": siblings}
                 self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"}, body)
 
+            def _not_found(self, error: str, body: bool):
+                return self._send(404, json.dumps({"error": error}).encode(),
+                                  {"X-Error-Code": error, "Content-Type": "application/json"}, body)
+
             def _tree(self, repo: str, rev: str, body: bool):
                 """The Hub's recursive tree listing: every file with its git blob id, an LFS file
                 with its sha256 too (one page; no folders, which verification skips)."""
                 commit, error = self._commit(repo, rev)
                 if error:
-                    return self._send(404, json.dumps({"error": error}).encode(),
-                                      {"X-Error-Code": error, "Content-Type": "application/json"}, body)
+                    return self._not_found(error, body)
                 tree = []
                 for name, data in hub.repos[repo]["commits"][commit].items():
                     item = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}

@@ -90,15 +90,23 @@ def write_opus(wav: np.ndarray, rate: int, path: Path, bit_rate: int = 32000) ->
     with av.open(str(path), "w", format="ogg") as out:
         stream = out.add_stream("libopus", rate=rate, layout="mono")
         stream.bit_rate = bit_rate
-        samples = np.clip(wav, -1, 1).astype(np.float32)[None]
-        for start in range(0, samples.shape[1], 960):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 960]), format="flt",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
+        _encode_audio(out, stream, wav, rate, chunk=960, sample_format="flt")
+
+
+def _encode_audio(out, stream, wav: np.ndarray, rate: int, chunk: int, sample_format: str) -> None:
+    """Mono samples in [-1, 1] through an audio stream of ``out``, ``chunk`` samples a frame, then
+    the encoder's remaining packets."""
+    import av
+
+    samples = np.clip(wav, -1, 1).astype(np.float32)[None]
+    for start in range(0, samples.shape[1], chunk):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + chunk]),
+                                           format=sample_format, layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        for packet in stream.encode(frame):
             out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
 
 
 def write_overlay_mp4(frames: np.ndarray, layers: np.ndarray, wav: np.ndarray | None, rate: int, path: Path,
@@ -125,17 +133,7 @@ def write_overlay_mp4(frames: np.ndarray, layers: np.ndarray, wav: np.ndarray | 
         for packet in video.encode():
             out.mux(packet)
         if audio is not None:
-            samples = np.clip(wav, -1, 1).astype(np.float32)[None]
-            chunk = 1024
-            for start in range(0, samples.shape[1], chunk):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + chunk]),
-                                                   format="fltp", layout="mono")
-                frame.sample_rate = rate
-                frame.pts = start
-                for packet in audio.encode(frame):
-                    out.mux(packet)
-            for packet in audio.encode():
-                out.mux(packet)
+            _encode_audio(out, audio, wav, rate, chunk=1024, sample_format="fltp")   # AAC's frame size
 
 
 def _js(name: str, payload) -> str:
@@ -218,11 +216,7 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
             layers: dict[str, list[str]] = {}
             preds = {}
             for v in variants:
-                group = files[v][vid]
-                if binary:
-                    preds[v] = binary_masks(_Reader(files[v]), vid).astype(np.uint8)
-                else:
-                    preds[v] = group["labels"][()]
+                preds[v] = binary_masks(_Reader(files[v]), vid).astype(np.uint8) if binary else files[v][vid]["labels"][()]
             notes = []   # what this video's view lacks, and why (shown there and logged)
             gt, has = (None, None)
             if scored and truth.holds(vid):
@@ -271,9 +265,7 @@ def build_page(out: str | Path, *, rows, frames, audio, masks, flow_masks, capti
                 duration = len(au["wav"]) / rate
             scores, frame_iou = {}, {}
             if scored and gt is not None:
-                for v in variants:
-                    if vid not in files[v]:
-                        continue
+                for v in variants:   # every variant holds the video (one that does not is left out above)
                     try:
                         one = binary_video(files[v], row, truth, fscore, frame_ious=True) if binary \
                             else semantic_video(files[v], row, truth)
