@@ -147,25 +147,33 @@ def test_offset_reads_equal_h5py_for_every_layout_and_dtype(tmp_path):
     reader.close()
 
 
-def test_a_damaged_shard_is_caught_by_its_checksums_and_named(tmp_path):
+def data_offset(dataset: h5py.Dataset) -> int:
+    """Where a dataset's bytes start in its file: contiguous, or its one chunk."""
+    offset = dataset.id.get_offset()
+    return offset if offset is not None else dataset.id.get_chunk_info(0).byte_offset
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["compressed", "format-1"])
+def test_a_damaged_shard_is_caught_by_its_checksums_and_named(tmp_path, compress):
     """4 KiB zeroed inside the data of a shard, or the file cut short: the read stops with the
-    file and how to make it again, never returns other bytes."""
+    file and how to make it again, never returns other bytes (a compressed chunk: its codec or the
+    CRC-32 of what it decodes to says so)."""
     from ssp.io.store import ShardError
 
     path = tmp_path / "00000.h5"
-    with ShardWriter(path, {}) as w:
+    with ShardWriter(path, {}, compress=compress) as w:
         for vid in ("a", "b"):
             w.add(vid, {"frames": np.random.default_rng(0).integers(1, 255, (4, 64, 64, 3), dtype=np.uint8),
                         "audio": np.linspace(-1, 1, 16000, dtype=np.float32)})
     good = path.read_bytes()
-    offset = h5py.File(path, "r")["b/frames"].id.get_offset()
+    offset = data_offset(h5py.File(path, "r")["b/frames"])
     data = bytearray(good)
     data[offset + 8192: offset + 8192 + 4096] = bytes(4096)
     path.write_bytes(bytes(data))
     r = ShardReader(path)
     assert r.read("a")["frames"].shape == (4, 64, 64, 3)                  # the other video is intact
-    with pytest.raises(ShardError, match=r"00000.h5: b/frames does not match its CRC-32 .*delete it and run "
-                                         r"snakemake again"):
+    with pytest.raises(ShardError, match=r"00000.h5: (b/frames does not match its CRC-32|video 'b' cannot be read)"
+                                         r".*delete it and run snakemake again"):
         r.read("b")
     r.close()
     path.write_bytes(good[: len(good) // 2])
@@ -184,3 +192,60 @@ def test_every_numeric_array_carries_its_crc(tmp_path):
         sums = json.loads(h5.attrs["crc32"])["v"]
     assert sums == {k: crc32(v) for k, v in arrays.items()}
     assert all(np.array_equal(ShardReader(path).read("v")[k], v) for k, v in arrays.items())
+
+
+def _arrays(rng) -> dict:
+    """One video's arrays of every kind a shard holds."""
+    blocks = rng.integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)            # an image of 4 x 4 pixel blocks
+    return {"frames": blocks.repeat(4, axis=1).repeat(4, axis=2),
+            "labels": (rng.random((5, 32, 32)) > 0.7).astype(np.uint8), "has_mask": np.ones(5, bool),
+            "flow": rng.standard_normal((4, 32, 32, 2)).astype(np.float16),
+            "wav": np.sin(np.arange(16000, dtype=np.float32) / 9), "vggish": rng.random((5, 128), np.float32),
+            "scores": rng.random((5, 32, 32), np.float32), "empty": np.zeros((0, 32, 32, 2), np.float16),
+            "source_bytes": rng.integers(0, 255, 9000, dtype=np.uint8), "n": np.int64(3)}
+
+
+def test_arrays_are_compressed_by_type_one_chunk_each_and_the_shard_says_how(tmp_path):
+    """8-bit arrays with Zstandard, wider numbers with Blosc (shuffle + Zstandard), each one chunk;
+    small, empty and already-encoded arrays as they are. What is read is what was written, CRCs
+    checked, and the ``storage`` attribute names the format and every compressed array's codec."""
+    import hdf5plugin
+
+    from ssp.io.store import STORAGE_FORMAT
+
+    arrays = _arrays(np.random.default_rng(0))
+    path = tmp_path / "00000.h5"
+    with ShardWriter(path, {}) as w:
+        w.add("v", arrays)
+    r = ShardReader(path)
+    got = r.read("v")
+    for k, a in arrays.items():
+        assert got[k].dtype == a.dtype and np.array_equal(got[k], a), k
+    storage = r.storage()
+    assert storage["format"] == STORAGE_FORMAT == 2 and storage["hdf5plugin"] == hdf5plugin.version
+    assert storage["codecs"] == {"frames": "zstd3", "labels": "zstd3", "flow": "blosc-zstd5-shuffle",
+                                 "wav": "blosc-zstd5-shuffle", "scores": "blosc-zstd5-shuffle"}
+    with h5py.File(path, "r") as h5:
+        for k in storage["codecs"]:
+            d = h5["v"][k]
+            assert d.chunks == d.shape and d.id.get_num_chunks() == 1, k            # the video's array, whole
+        assert h5["v/frames"].id.get_storage_size() < arrays["frames"].nbytes
+        assert h5["v/labels"].id.get_storage_size() * 3 < arrays["labels"].nbytes
+        for k in ("has_mask", "vggish", "empty", "source_bytes", "n"):
+            assert h5["v"][k].chunks is None, k                                     # contiguous, as written
+    r.close()
+
+
+def test_an_uncompressed_shard_of_format_1_still_reads(tmp_path):
+    """A shard written before compression (no ``storage`` attribute, every array contiguous, read at
+    its offset) reads as before, and says it is format 1."""
+    arrays = _arrays(np.random.default_rng(1))
+    path = tmp_path / "00000.h5"
+    with ShardWriter(path, {"stage": "frames"}, compress=False) as w:
+        w.add("v", arrays)
+    with h5py.File(path, "r") as h5:
+        assert "storage" not in h5.attrs and all(h5["v"][k].chunks is None for k in arrays)
+    r = ShardReader(path)
+    assert r.storage() == {"format": 1, "chunks": "contiguous", "codecs": {}}
+    assert all(np.array_equal(r.read("v")[k], a) for k, a in arrays.items())
+    r.close()

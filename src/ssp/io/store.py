@@ -7,6 +7,14 @@ recorded (video, stage, reason) in the shard's ``failures`` attribute, next to p
 attributes. Every numeric array's CRC-32 is recorded (the file's ``crc32`` attribute: JSON,
 video -> array name -> CRC), read once when the file is opened.
 
+Storage: each array is one HDF5 chunk (a video's array is read and decompressed whole, and only
+the arrays a reader asks for are touched), compressed with the codec ``codec_for`` picks by its
+type: Zstandard for 8-bit arrays (frames, masks), Blosc's byte shuffle + Zstandard for wider
+numbers (flow, maps, audio, scores); both from ``hdf5plugin``, whose import registers them with
+HDF5 (``benchmarks/footprint.py`` measures them against HDF5's own gzip and lzf). The shard's
+``storage`` attribute records the format and each array's codec. A shard without it (written
+uncompressed, each array contiguous) reads as before.
+
 Reading: ``ShardReader`` / ``ShardedStore`` open files lazily and re-open after a fork, so
 they are safe to create in the main process and use in DataLoader workers. Each array read is
 checked against its CRC-32; a damaged, cut or unreadable shard raises ``ShardError`` with its
@@ -26,6 +34,7 @@ from pathlib import Path
 from typing import Iterable
 
 import h5py
+import hdf5plugin  # registers the Zstandard and Blosc filters: writing and reading shards need it
 import numpy as np
 
 from ssp import __version__
@@ -45,6 +54,27 @@ def crc32(arr: np.ndarray) -> int:
 
 def _checked(arr: np.ndarray) -> bool:
     return arr.dtype.kind in "biuf"
+
+
+STORAGE_FORMAT = 2   # 1: uncompressed, contiguous (shards without a ``storage`` attribute)
+SMALL = 4096         # bytes: arrays below this are stored as they are (a codec's header outweighs them)
+# codec name -> its HDF5 filter arguments (``benchmarks/footprint.py`` compares them with gzip and lzf)
+CODECS = {
+    "zstd3": lambda: dict(hdf5plugin.Zstd(clevel=3)),
+    "blosc-zstd5-shuffle": lambda: dict(hdf5plugin.Blosc(cname="zstd", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)),
+}
+# arrays whose bytes a codec cannot shrink: encoded image files
+STORED_AS_IS = {"source_bytes"}
+
+
+def codec_for(name: str, arr: np.ndarray) -> str | None:
+    """The codec an array is written with, by its type: ``zstd3`` for 8-bit arrays (frames, masks:
+    Zstandard's long window finds the repeats of an image), ``blosc-zstd5-shuffle`` for wider numbers
+    (their bytes shuffled by significance first: flow, Eq. 1 maps, audio, scores); None for what is
+    small, empty, not a plain number, or already compressed."""
+    if name in STORED_AS_IS or arr.dtype.kind not in "biuf" or arr.nbytes < SMALL or arr.ndim == 0:
+        return None
+    return "zstd3" if arr.dtype.itemsize == 1 else "blosc-zstd5-shuffle"
 
 
 @dataclass(frozen=True)
@@ -74,10 +104,13 @@ def provenance(stage: str, settings: dict, **extra) -> dict:
 
 
 class ShardWriter:
-    """Context manager that writes one shard atomically."""
+    """Context manager that writes one shard atomically; ``compress=False`` writes the uncompressed
+    format 1 (each array contiguous), which the footprint benchmark and the tests of old shards use."""
 
-    def __init__(self, path: str | Path, attrs: dict):
+    def __init__(self, path: str | Path, attrs: dict, compress: bool = True):
         self.path = Path(path)
+        self.compress = compress
+        self.codecs: dict[str, str] = {}
         self.tmp: Path | None = None
         self.attrs = attrs
         self.failures: list[Failure] = []
@@ -90,18 +123,24 @@ class ShardWriter:
         fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(name)
-        self.h5 = h5py.File(self.tmp, "w")
+        # HDF5 1.10's file format: a one-chunk dataset needs no chunk B-tree (1.3 KB per video of a
+        # masks shard instead of 8.6 KB); HDF5 1.10 and later read it
+        self.h5 = h5py.File(self.tmp, "w", libver=("v110", "v110")) if self.compress else h5py.File(self.tmp, "w")
         for k, v in self.attrs.items():
             self.h5.attrs[k] = v
         return self
 
-    def add(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict | None = None,
-            compression: str | None = None) -> None:
+    def add(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> None:
         g = self.h5.create_group(video_id)
         sums = {}
         for name, arr in arrays.items():
             arr = np.asarray(arr)
-            g.create_dataset(name, data=arr, compression=compression)
+            codec = codec_for(name, arr) if self.compress else None
+            if codec is None:
+                g.create_dataset(name, data=arr)
+            else:
+                g.create_dataset(name, data=arr, chunks=arr.shape, **CODECS[codec]())   # one chunk per video
+                self.codecs.setdefault(name, codec)
             if _checked(arr):
                 sums[name] = crc32(arr)
         for k, v in (attrs or {}).items():
@@ -118,6 +157,8 @@ class ShardWriter:
                 self.h5.attrs["failures"] = json.dumps([asdict(f) for f in self.failures])
                 self.h5.attrs["videos"] = json.dumps(self.written)
                 self.h5.attrs["crc32"] = json.dumps(self.sums)
+                if self.compress:
+                    self.h5.attrs["storage"] = json.dumps(storage_record(self.codecs))
                 self.h5.attrs["complete"] = True
             self.h5.close()
             if exc_type is None:
@@ -128,6 +169,19 @@ class ShardWriter:
             else:
                 self.tmp.unlink(missing_ok=True)
         return False
+
+
+def storage_record(codecs: dict[str, str]) -> dict:
+    """The ``storage`` attribute: the format, each compressed array's codec (an array not named is
+    stored as it is), one chunk per video's array, and the hdf5plugin that wrote them."""
+    return {"format": STORAGE_FORMAT, "chunks": "one per video and array", "codecs": dict(sorted(codecs.items())),
+            "hdf5plugin": hdf5plugin.version, "hdf5_file_format": "v110"}
+
+
+def storage_of(h5: h5py.File) -> dict:
+    """A shard's storage record; a shard without one is format 1 (uncompressed, contiguous)."""
+    raw = h5.attrs.get("storage")
+    return json.loads(raw) if raw is not None else {"format": 1, "chunks": "contiguous", "codecs": {}}
 
 
 def read_failures(path: str | Path) -> list[Failure]:
@@ -189,9 +243,9 @@ class ShardReader:
         return out
 
     def _dataset(self, name: str) -> np.ndarray:
-        """One dataset's array. The shards are written uncompressed, so a dataset's bytes lie in
-        one run of the file (HDF5's contiguous layout): they are read with one ``pread`` at its
-        offset, a third of h5py's time for a video's frames. Any other layout, and any dtype
+        """One dataset's array. An uncompressed dataset's bytes lie in one run of the file (HDF5's
+        contiguous layout: small arrays, and every array of a format-1 shard): they are read with one
+        ``pread`` at its offset, a third of h5py's time. A compressed one (its chunk), and any dtype
         that is not a plain native number, goes through h5py."""
         d = h5py.h5d.open(self.h5.id, name.encode())
         offset, dtype = d.get_offset(), d.dtype   # offset: None unless contiguous and allocated
@@ -205,6 +259,9 @@ class ShardReader:
     def attrs(self, video_id: str | None = None) -> dict:
         node = self.h5 if video_id is None else self.h5[video_id]
         return dict(node.attrs)
+
+    def storage(self) -> dict:
+        return storage_of(self.h5)
 
     def videos(self) -> list[str]:
         return json.loads(self.h5.attrs["videos"])
@@ -265,6 +322,12 @@ class ShardedStore:
             return reader.read(video_id, keys)
         except KeyError:
             raise KeyError(f"video {video_id!r} has no entry in {reader.path} (see its failures)") from None
+
+    def attrs(self, video_id: str) -> dict:
+        """A video's attributes (what its stage recorded of it)."""
+        if video_id not in self.index:
+            raise KeyError(f"video {video_id!r} is not in the manifest")
+        return self.reader(self.index[video_id]).attrs(video_id)
 
     def failures(self) -> list[Failure]:
         out = []
