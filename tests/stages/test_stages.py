@@ -106,3 +106,51 @@ def test_frames_and_audio_shards_record_which_decoder_read_each_video(tmp_path, 
     write_summary({"frames": [out / "frames.h5"], "audio": [out / "audio.h5"]}, len(df), out / "skipped.csv",
                   out / "summary.md")
     assert "| frames | 1 | 2 | 0 | decord: 1, pyav: 1 |" in (out / "summary.md").read_text()
+
+
+def test_the_network_reads_one_resize_from_the_source_however_the_shard_keeps_it(tmp_path, semantic_root, media):
+    """``input_frames: source``: frame files at the stored size are kept once (the stored frames are
+    the source), at another size as their own bytes, frames of a video file as the resized copy;
+    each way the network reads exactly ``resize_input`` of the source frame (AAVS's one resize)."""
+    import h5py
+
+    from ssp.io.media import load_frame_files, read_video, resize_input
+    from ssp.stages.preprocess import network_frames, network_keys
+
+    def written(cfg, name):
+        df = build_manifest(cfg)
+        assert run_frames(df, "00000", tmp_path / name, cfg) == []
+        return df.set_index("video_id"), ShardReader(tmp_path / name)
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for path in (semantic_root / "v2" / "vidC_2" / "frames").glob("*.jpg"):   # texture, so resizes differ
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path, quality=90)
+    source = load_frame_files(build_manifest(make_config(tmp_path, dataset={
+        "layout": "avsbench_semantic", "root": str(semantic_root)})).set_index("video_id").loc["vidC_2"].frame_paths)
+    side = source[0].shape[0]
+    cases = {"frames": (side, "vidC_2"), "source_files": (side // 2, "vidC_2")}
+    for how, (size, vid) in cases.items():
+        cfg = make_config(tmp_path, dataset={"layout": "avsbench_semantic", "root": str(semantic_root)},
+                          preprocess={"image_size": size}, model={"size": 40})
+        rows, shard = written(cfg, f"{how}.h5")
+        attrs = shard.attrs(vid)
+        assert attrs["pixels"] == how and attrs["pixels_size"] == 40
+        with h5py.File(tmp_path / f"{how}.h5") as h5:
+            assert "pixels" not in h5[vid] and ("source_bytes" in h5[vid]) == (how == "source_files")
+        got = network_frames(shard.read(vid, network_keys(attrs)), attrs)
+        assert np.array_equal(got, np.stack([resize_input(f, 40) for f in source])), how
+        stored = shard.read(vid, ("frames",))["frames"]
+        assert np.array_equal(stored, np.stack(source)) == (how == "frames")     # else a second resize
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "chaplin.mp4").symlink_to(media / "chaplin.mp4")
+    cfg = make_config(tmp_path, dataset={"layout": "videos", "root": str(folder)}, preprocess={"image_size": 32},
+                      model={"size": 40})
+    _, shard = written(cfg, "video.h5")
+    attrs = shard.attrs("chaplin")
+    assert attrs["pixels"] == "stored" and network_keys(attrs) == ("pixels",)
+    raw, _, _ = read_video(media / "chaplin.mp4", 5)
+    assert np.array_equal(network_frames(shard.read("chaplin", network_keys(attrs)), attrs),
+                          np.stack([resize_input(f, 40) for f in raw]))

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from ssp.io import logs, shm
 from ssp.io.store import ShardedStore, ShardReader, binary_masks
+from ssp.stages.preprocess import network_frames, network_keys
 
 S4_SUBSETS = ("v1s", "s4")
 log = logging.getLogger(__name__)
@@ -54,14 +55,20 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _pixels(self, vid: str) -> np.ndarray:
+    def _pixels(self, vid: str, frames: np.ndarray) -> np.ndarray:
+        """The frames at the network's size, each resized once from its source (``network_frames``:
+        from the stored frames, the source files' bytes, or the stored copy, as the shard says)."""
+        store = self.stores["frames"]
+        attrs = store.attrs(vid)
+        keys = [k for k in network_keys(attrs) if k != "frames"]
         try:
-            return self.stores["frames"].read(vid, ("pixels",))["pixels"]
+            read = dict(store.read(vid, keys), frames=frames)
         except KeyError:
-            shard = self.stores["frames"].reader(self.stores["frames"].index[vid]).path
+            shard = store.reader(store.index[vid]).path
             raise KeyError(f"{shard} holds no 'pixels' for video {vid!r} (the frames at the network's size): it "
                            "was written with preprocess.input_frames: stored; re-run the frames stage, or set "
                            "input_frames: stored") from None
+        return network_frames(read, attrs)
 
     def _truth(self, vid: str) -> dict:
         """``labels`` (the task's ground truth) and ``has_mask`` of a video."""
@@ -92,17 +99,14 @@ class VideoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         vid = self.rows.at[i, "video_id"]
-        read = self.stores["frames"].read(vid, ("frames",))
-        frames = read["frames"]
-        if self.pixels:
-            read["pixels"] = self._pixels(vid)
+        frames = self.stores["frames"].read(vid, ("frames",))["frames"]
         masks = self._truth(vid)
         T = len(frames)
         item = {"video_id": vid, "subset": self.rows.at[i, "subset"] if "subset" in self.rows else "",
                 "frames": frames, "labels": masks["labels"], "has_mask": masks["has_mask"],
                 "vggish": self.stores["vggish"].read(vid, ("vggish",))["vggish"]}
         if self.pixels:
-            item["pixels"] = read["pixels"]
+            item["pixels"] = self._pixels(vid, frames)
         if "flow_mask" in self.stores:   # not its gray maps (the flow figure's), twice its size
             item["flow_mask"] = self.stores["flow_mask"].read(vid, ("flow_mask",))["flow_mask"]
         if self.stage1 is not None:

@@ -5,6 +5,7 @@ a per-video failure record and go on with the shard.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -179,6 +180,26 @@ def load_frame_files(paths: list[str]) -> list[np.ndarray]:
         except OSError as exc:
             raise MediaError(f"{p}: cannot read image ({_short(exc)})") from None
     return out
+
+
+def decode_image_bytes(data: bytes | np.ndarray) -> np.ndarray:
+    """An image file's bytes -> RGB uint8 at its own resolution, decoded as ``load_frame_files``
+    decodes the file (the same pixels)."""
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def pack_files(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The bytes of image files as one uint8 array and the [len(paths) + 1] offsets of each file's
+    bytes in it (file k: ``data[offsets[k]:offsets[k + 1]]``)."""
+    blobs = [Path(p).read_bytes() for p in paths]
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    return np.frombuffer(b"".join(blobs), np.uint8), offsets
+
+
+def unpack_files(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """``pack_files``'s images, decoded (``decode_image_bytes``)."""
+    return [decode_image_bytes(data[offsets[k]:offsets[k + 1]]) for k in range(len(offsets) - 1)]
 
 
 def read_frame_files(paths: list[str], size: int) -> np.ndarray:

@@ -19,11 +19,13 @@ from ssp.io.media import (
     MediaError,
     fit_audio,
     load_frame_files,
+    pack_files,
     read_audio,
     read_video,
     read_video_masks,
     resize_image,
     resize_input,
+    unpack_files,
 )
 from ssp.io.palette import NUM_CLASSES
 from ssp.io.store import ShardWriter, provenance
@@ -53,9 +55,16 @@ def _run(stage: str, manifest, shard: str, out: str | Path, cfg: Config, one_vid
 
 def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
     """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files), S =
-    ``preprocess.image_size``; with ``preprocess.input_frames: source``, also ``pixels`` [T, M, M, 3]
-    at the network's input size M = ``model.size``, resized once from the source as AAVS's image
-    processor does (``resize_input``), which the network reads instead of upsampling the frames."""
+    ``preprocess.image_size``. With ``preprocess.input_frames: source`` the network reads each frame
+    at its input size M = ``model.size``, resized once from the source as AAVS's image processor does
+    (``resize_input``); the shard keeps what gives those pixels exactly at the least bytes
+    (``network_frames``), recorded in the video's ``pixels`` attribute with ``pixels_size`` M:
+
+    * ``frames``: every source frame is S x S, so the stored frames are the source itself;
+    * ``source_files``: the frame files' own bytes (``source_bytes``, ``source_offsets``), decoded
+      in the loader (AVSBench's JPEGs at another size: a fraction of the decoded M x M frames);
+    * ``stored``: ``pixels`` [T, M, M, 3] (frames decoded from a video file, which has no
+      per-frame file to keep)."""
     cfg = job_config(cfg, "frames")
     source = cfg.preprocess.input_frames == "source"
     size, net = cfg.preprocess.image_size, cfg.model.size if source else None
@@ -66,11 +75,43 @@ def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path,
         else:
             raw, n_valid, decoder = load_frame_files(row.frame_paths), row.n_frames, "image files"
         arrays = {"frames": np.stack([resize_image(f, size) for f in raw])}
+        attrs = {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset, "decoder": decoder}
         if source:
-            arrays["pixels"] = np.stack([resize_input(f, net) for f in raw])
-        return arrays, {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset, "decoder": decoder}
+            how, kept = _network_copy(row, raw, size, net)
+            arrays.update(kept)
+            attrs.update(pixels=how, pixels_size=net)
+        return arrays, attrs
 
     return _run("frames", manifest, shard, out, cfg, one)
+
+
+def _network_copy(row, raw: list[np.ndarray], size: int, net: int) -> tuple[str, dict]:
+    """How the shard keeps the network's frames (``run_frames``), and the arrays that keeps."""
+    if all(f.shape[:2] == (size, size) for f in raw):
+        return "frames", {}
+    if row.source != "video":
+        data, offsets = pack_files(row.frame_paths)
+        return "source_files", {"source_bytes": data, "source_offsets": offsets}
+    return "stored", {"pixels": np.stack([resize_input(f, net) for f in raw])}
+
+
+def network_frames(read: dict, attrs: dict) -> np.ndarray:
+    """[T, M, M, 3] uint8: the frames as the network reads them with ``input_frames: source`` (each
+    source frame resized once to M by ``resize_input``), from a video's frames-shard arrays ``read``
+    (what ``network_keys`` names) and its attributes. A shard written before ``pixels`` was an
+    attribute holds ``pixels`` itself."""
+    how = attrs.get("pixels", "stored")
+    if how == "stored":
+        return read["pixels"]
+    net = int(attrs["pixels_size"])
+    source = read["frames"] if how == "frames" else unpack_files(read["source_bytes"], read["source_offsets"])
+    return np.stack([resize_input(f, net) for f in source])
+
+
+def network_keys(attrs: dict) -> tuple[str, ...]:
+    """The frames-shard arrays ``network_frames`` reads for a video with these attributes."""
+    return {"frames": ("frames",), "source_files": ("source_bytes", "source_offsets")}.get(
+        attrs.get("pixels", "stored"), ("pixels",))
 
 
 def run_audio(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path, cfg: Config) -> list:
