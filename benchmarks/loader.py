@@ -28,27 +28,32 @@ from ssp.audio.vggish import log_mel_examples
 from ssp.config import load
 from ssp.datasets.manifest import read_manifest
 from ssp.engine.data import VideoDataset, collate, loader_collate, unpack_shared
-from ssp.io.media import read_mask, resize_image
+from ssp.io.media import read_mask, resize_image, resize_input
 from ssp.layout import RunLayout
 
 
 class RawLayoutDataset(Dataset):
-    """What the reference loaders do per sample: open every frame and mask file and the wav."""
+    """What the reference loaders do per sample: open every frame and mask file and the wav; with
+    ``net`` (``input_frames: source``), resize each source frame to the network's size too."""
 
-    def __init__(self, rows, size: int):
-        self.rows, self.size = rows.reset_index(drop=True), size
+    def __init__(self, rows, size: int, net: int | None = None):
+        self.rows, self.size, self.net = rows.reset_index(drop=True), size, net
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, i):
         r = self.rows.iloc[i]
-        frames = np.stack([resize_image(np.asarray(Image.open(p).convert("RGB")), self.size) for p in r.frame_paths])
+        source = [np.asarray(Image.open(p).convert("RGB")) for p in r.frame_paths]
+        frames = np.stack([resize_image(f, self.size) for f in source])
         labels = np.stack([read_mask(p, r.mask_format, self.size, 71) if p else np.zeros((self.size,) * 2, np.uint8)
                            for p in r.mask_paths])
         sr, wav = wavfile.read(r.audio_path)
         mel = log_mel_examples(wav.astype(np.float32) / 32768.0)
-        return {"frames": frames, "labels": labels, "log_mel": mel}
+        item = {"frames": frames, "labels": labels, "log_mel": mel}
+        if self.net:
+            item["pixels"] = np.stack([resize_input(f, self.net) for f in source])
+        return item
 
 
 def rate(ds, workers: int, epochs: int, collate_fn, batch: int) -> float:
@@ -94,8 +99,9 @@ def main() -> int:
     cfg = load(args.config)
     manifest = read_manifest(RunLayout.of(cfg).manifest)
     rows = manifest[manifest["split"] == "train"].reset_index(drop=True)
-    shards = VideoDataset(rows, cfg.run_dir, need_flow=True, need_text=False)
-    raw = RawLayoutDataset(rows, cfg.preprocess.image_size)
+    net = cfg.model.size if cfg.preprocess.input_frames == "source" else None   # the network's copy, both sides
+    shards = VideoDataset(rows, cfg.run_dir, need_flow=True, need_text=False, pixels=net is not None)
+    raw = RawLayoutDataset(rows, cfg.preprocess.image_size, net)
     machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     batch = args.batch or cfg.train.batch_size
     runs = {"hdf5-shards": [], "avsbench-layout-files": []}
@@ -106,12 +112,14 @@ def main() -> int:
     for name, r in (("hdf5-shards", r_h5), ("avsbench-layout-files", r_raw)):
         print(json.dumps({"figure": "loader_videos_per_s", "loader": name, "workers": args.workers, "batch": batch,
                           "videos_per_s": round(r, 2), "runs": [round(x, 1) for x in runs[name]],
-                          "videos": len(rows), "machine": machine}), flush=True)
+                          "videos": len(rows), "network_frames": net, "machine": machine,
+                          "date": time.strftime("%Y-%m-%d")}), flush=True)
     print(json.dumps({"figure": "loader_speedup", "value": round(r_h5 / r_raw, 2)}), flush=True)
     st = step_time(cfg, shards)
     print(json.dumps({"figure": "trainer_step", "step_s": round(st, 4), "videos_per_step": 2,
                       "videos_per_s_needed": round(2 / st, 2), "loader_headroom": round(r_h5 / (2 / st), 2),
-                      "model": f"config model (size {cfg.model.size})", "machine": machine}), flush=True)
+                      "model": f"config model (size {cfg.model.size})", "machine": machine,
+                      "date": time.strftime("%Y-%m-%d")}), flush=True)
     return 0
 
 

@@ -77,3 +77,39 @@ def test_page_benchmark_prints_size_build_and_load(tmp_path):
     rows = _run([ROOT / "benchmarks" / "page.py", "--videos", 3, "--frames", 2, "--workdir", tmp_path])
     assert [r["figure"] for r in rows] == ["page_size", "page_build", "page_load"]
     assert rows[0]["videos"] == 3 and rows[0]["by_kind"]["audio (wav)"] > 0
+
+
+def test_footprint_benchmark_prints_bytes_codecs_and_projections(tmp_path):
+    """Two windows of the real clips through the stages; a small predictions file of the trainer's keys."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from ssp.io.store import ShardWriter
+
+    rng = np.random.default_rng(0)
+    pred = tmp_path / "test.h5"
+    with ShardWriter(pred, {}) as w:
+        for v in ("a", "b"):
+            p = rng.random((3, 2, 32, 32), dtype=np.float32)
+            w.add(v, {"scores": p[:, 1], "class_scores": p, "masks": p.argmax(1).astype(np.uint8)})
+    rows = _run([ROOT / "benchmarks" / "footprint.py", "--max-videos", 2, "--predictions", pred])
+    by = {}
+    for r in rows:
+        by.setdefault(r["figure"], []).append(r)
+    assert by["content"][0]["videos"] == 2
+    stages = {(r["format"], r["stage"]) for r in by["bytes_per_video"]}
+    for fmt in ("format1", "format2"):
+        assert {(fmt, s) for s in ("frames_source224", "frames_source_own", "audio", "flow", "flow_mask",
+                                   "masks")} <= stages
+    assert ("format2", "frames_video") in stages
+    reads = {(r["frames_from"], r["format"], tuple(r["pixels"])) for r in by["network_frames_read_ms_per_video"]}
+    assert reads == {("source224", "format1", ("stored",)), ("source224", "format2", ("frames",)),
+                     ("source_own", "format1", ("stored",)), ("source_own", "format2", ("source_files",)),
+                     ("video", "format2", ("stored",))}
+    assert {r["stage"] for r in by["codec"]} >= {"frames", "audio", "flow", "flow_mask", "masks", "predictions"}
+    assert {(r["task"], r["format"]) for r in by["prediction_bytes_per_frame"]} == {
+        (t, f) for t in ("binary", "semantic") for f in ("format1", "format2")}
+    proj = by["projection_shards"]
+    assert {(r["setting"], r["frames_from"]) for r in proj} == {
+        (s, m) for s in ("s4", "ms3", "avss") for m in ("frames_source224", "frames_source_own", "frames_video")}
+    assert all(r["format2_gb"] < r["format1_gb"] and r["predictions_gb"] for r in proj)
