@@ -79,7 +79,7 @@ def test_page_benchmark_prints_size_build_and_load(tmp_path):
     assert rows[0]["videos"] == 3 and rows[0]["by_kind"]["audio (wav)"] > 0
 
 
-def test_footprint_benchmark_prints_bytes_codecs_and_projections(tmp_path):
+def test_footprint_benchmark_prints_bytes_codecs_and_projections(tmp_path, media):
     """Two windows of the real clips through the stages; a small predictions file of the trainer's keys."""
     import numpy as np
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import hdf5plugin  # noqa: F401  (the shards' codecs)
 import numpy as np
 import pytest
 import yaml
