@@ -168,31 +168,37 @@ def decode_video_frames(path: str | Path, T: int, size: int) -> tuple[np.ndarray
     return np.stack([resize_image(f, size) for f in frames]), n_valid
 
 
-def load_frame_files(paths: list[str]) -> list[np.ndarray]:
-    """The frames of image files, RGB uint8 at their own resolution."""
+def read_frame_bytes(paths: list[str]) -> list[bytes]:
+    """The bytes of image files, each read once (``load_frame_files`` decodes them)."""
     out = []
     for p in paths:
         if not Path(p).is_file():
             raise MediaError(f"{p}: frame file is missing")
+        out.append(Path(p).read_bytes())
+    return out
+
+
+def load_frame_files(paths: list[str], blobs: list[bytes] | None = None) -> list[np.ndarray]:
+    """The frames of image files, RGB uint8 at their own resolution; from ``blobs``, their bytes
+    (``read_frame_bytes``), when the caller holds them already."""
+    out = []
+    for p, data in zip(paths, read_frame_bytes(paths) if blobs is None else blobs):
         try:
-            with Image.open(p) as im:
-                out.append(np.asarray(im.convert("RGB")))
+            out.append(decode_image_bytes(data))
         except OSError as exc:
             raise MediaError(f"{p}: cannot read image ({_short(exc)})") from None
     return out
 
 
 def decode_image_bytes(data: bytes | np.ndarray) -> np.ndarray:
-    """An image file's bytes -> RGB uint8 at its own resolution, decoded as ``load_frame_files``
-    decodes the file (the same pixels)."""
+    """An image file's bytes -> RGB uint8 at its own resolution."""
     with Image.open(io.BytesIO(bytes(data))) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def pack_files(paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The bytes of image files as one uint8 array and the [len(paths) + 1] offsets of each file's
-    bytes in it (file k: ``data[offsets[k]:offsets[k + 1]]``)."""
-    blobs = [Path(p).read_bytes() for p in paths]
+def pack_files(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Image files' bytes as one uint8 array and the [len(blobs) + 1] offsets of each file's bytes
+    in it (file k: ``data[offsets[k]:offsets[k + 1]]``)."""
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     return np.frombuffer(b"".join(blobs), np.uint8), offsets
 

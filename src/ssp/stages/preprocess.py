@@ -21,6 +21,7 @@ from ssp.io.media import (
     load_frame_files,
     pack_files,
     read_audio,
+    read_frame_bytes,
     read_video,
     read_video_masks,
     resize_image,
@@ -57,8 +58,8 @@ def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path,
     """Frames [T, S, S, 3] uint8 per video (decoded at 1 fps, or read from the frame files), S =
     ``preprocess.image_size``. With ``preprocess.input_frames: source`` the network reads each frame
     at its input size M = ``model.size``, resized once from the source as AAVS's image processor does
-    (``resize_input``); the shard keeps what gives those pixels exactly at the least bytes
-    (``network_frames``), recorded in the video's ``pixels`` attribute with ``pixels_size`` M:
+    (``resize_input``); the shard keeps what gives those pixels exactly (``network_frames``),
+    chosen by the source's kind and size (no byte count is compared), recorded in the video's ``pixels`` attribute with ``pixels_size`` M:
 
     * ``frames``: every source frame is S x S, so the stored frames are the source itself;
     * ``source_files``: the frame files' own bytes (``source_bytes``, ``source_offsets``), decoded
@@ -70,14 +71,16 @@ def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path,
     size, net = cfg.preprocess.image_size, cfg.model.size if source else None
 
     def one(row):
+        blobs = None   # the image files' bytes, read once: decoded here, and kept when the shard keeps them
         if row.source == "video":
             raw, n_valid, decoder = read_video(row.video_path, row.n_frames)
         else:
-            raw, n_valid, decoder = load_frame_files(row.frame_paths), row.n_frames, "image files"
+            blobs = read_frame_bytes(row.frame_paths)
+            raw, n_valid, decoder = load_frame_files(row.frame_paths, blobs), row.n_frames, "image files"
         arrays = {"frames": np.stack([resize_image(f, size) for f in raw])}
         attrs = {"n_frames": row.n_frames, "n_valid": n_valid, "subset": row.subset, "decoder": decoder}
         if source:
-            how, kept = _network_copy(row, raw, size, net)
+            how, kept = _network_copy(raw, blobs, size, net)
             arrays.update(kept)
             attrs.update(pixels=how, pixels_size=net)
         return arrays, attrs
@@ -85,12 +88,13 @@ def run_frames(manifest: str | Path | pd.DataFrame, shard: str, out: str | Path,
     return _run("frames", manifest, shard, out, cfg, one)
 
 
-def _network_copy(row, raw: list[np.ndarray], size: int, net: int) -> tuple[str, dict]:
-    """How the shard keeps the network's frames (``run_frames``), and the arrays that keeps."""
+def _network_copy(raw: list[np.ndarray], blobs: list[bytes] | None, size: int, net: int) -> tuple[str, dict]:
+    """How the shard keeps the network's frames (``run_frames``), and the arrays that keeps; ``blobs``:
+    the source image files' bytes (None for a video file)."""
     if all(f.shape[:2] == (size, size) for f in raw):
         return "frames", {}
-    if row.source != "video":
-        data, offsets = pack_files(row.frame_paths)
+    if blobs is not None:
+        data, offsets = pack_files(blobs)
         return "source_files", {"source_bytes": data, "source_offsets": offsets}
     return "stored", {"pixels": np.stack([resize_input(f, net) for f in raw])}
 
